@@ -1,0 +1,179 @@
+//! `create-config`: writes a default `aspera.conf` and a fresh Ed25519 SSH host key, never
+//! overwriting anything.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
+
+use super::render;
+
+/// File name of the configuration written by [`create`].
+pub const CONFIG_FILE: &str = "aspera.conf";
+/// File name of the SSH host private key written by [`create`].
+pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
+
+/// Why `create-config` refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// Some target files already exist; nothing was written.
+    #[error("refusing to overwrite existing file(s): {}; nothing was changed", list(.0))]
+    Exists(Vec<PathBuf>),
+    /// The directory could not be made or a file could not be written; what was written is removed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The host key could not be generated.
+    #[error("generating the SSH host key: {0}")]
+    Key(#[from] ssh_key::Error),
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The files written by [`create`].
+#[derive(Debug)]
+pub struct Created {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The private host key (mode 0600).
+    pub host_key: PathBuf,
+    /// The public host key.
+    pub host_key_pub: PathBuf,
+    /// The host key's SHA-256 fingerprint, for clients to verify.
+    pub fingerprint: String,
+}
+
+/// Writes `aspera.conf`, `ssh_host_ed25519_key` and its `.pub` into `dir` (made if missing).
+/// Refuses, writing nothing, if any of them exists; on a write failure removes what it wrote.
+pub fn create(dir: &Path) -> Result<Created, CreateError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CreateError::Io { path, source }
+    };
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(io(dir))?.join(dir)
+    };
+    let config = dir.join(CONFIG_FILE);
+    let host_key = dir.join(HOST_KEY_FILE);
+    let host_key_pub = dir.join(format!("{HOST_KEY_FILE}.pub"));
+    let existing: Vec<PathBuf> = [&config, &host_key, &host_key_pub]
+        .into_iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .cloned()
+        .collect();
+    if !existing.is_empty() {
+        return Err(CreateError::Exists(existing));
+    }
+
+    let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)?;
+    let private = key.to_openssh(LineEnding::LF)?;
+    let public = key.public_key().to_openssh()?;
+    let fingerprint = key.public_key().fingerprint(Default::default()).to_string();
+    let host_key_text = host_key.to_string_lossy().into_owned();
+    let config_text = render::default_config(&host_key_text);
+    let public_text = format!("{public} fasp-proxy\n");
+
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut written: Vec<PathBuf> = Vec::new();
+    let files: [(&PathBuf, &[u8], u32); 3] = [
+        (&host_key, private.as_bytes(), 0o600),
+        (&host_key_pub, public_text.as_bytes(), 0o644),
+        (&config, config_text.as_bytes(), 0o644),
+    ];
+    for (path, contents, mode) in files {
+        if let Err(e) = write_new(path, contents, mode) {
+            // Remove only what this call created.
+            for w in &written {
+                let _ = fs::remove_file(w);
+            }
+            return Err(e);
+        }
+        written.push(path.clone());
+    }
+    Ok(Created {
+        config,
+        host_key,
+        host_key_pub,
+        fingerprint,
+    })
+}
+
+/// Creates `path` (failing if it exists, even if it appeared since the check) and writes it.
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CreateError> {
+    let err = |source| CreateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    if let Err(e) = f.write_all(contents).and_then(|()| f.sync_all()) {
+        let _ = fs::remove_file(path);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_then_refuses_without_touching_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("etc");
+        let created = create(&target).unwrap();
+        assert!(created.fingerprint.starts_with("SHA256:"));
+        let mode = fs::metadata(&created.host_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let key = PrivateKey::read_openssh_file(&created.host_key).unwrap();
+        assert_eq!(key.algorithm(), Algorithm::Ed25519);
+        let before: Vec<Vec<u8>> = [&created.config, &created.host_key, &created.host_key_pub]
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .collect();
+
+        let err = create(&target).unwrap_err();
+        assert!(
+            matches!(err, CreateError::Exists(ref v) if v.len() == 3),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nothing was changed"));
+        let after: Vec<Vec<u8>> = [&created.config, &created.host_key, &created.host_key_pub]
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .collect();
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn refuses_if_only_one_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(HOST_KEY_FILE), b"old").unwrap();
+        let err = create(dir.path()).unwrap_err();
+        assert!(matches!(err, CreateError::Exists(ref v) if v.len() == 1));
+        assert!(!dir.path().join(CONFIG_FILE).exists());
+        assert_eq!(fs::read(dir.path().join(HOST_KEY_FILE)).unwrap(), b"old");
+    }
+}

@@ -1,0 +1,149 @@
+//! Checks of a valid configuration against the machine it runs on: addresses no interface holds,
+//! key files that do not exist. These are warnings: the machine may change before the proxy starts.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::diagnostic::Diagnostic;
+use super::model::{display_net, Config};
+
+/// What the checks need to know about the machine.
+#[derive(Debug, Clone, Default)]
+pub struct Machine {
+    /// Addresses held by local interfaces.
+    pub local_addresses: Vec<IpAddr>,
+    /// Files known to exist; `None` asks the file system.
+    pub existing_files: Option<Vec<PathBuf>>,
+}
+
+impl Machine {
+    /// Reads the local interface addresses of this machine (its current network namespace).
+    pub fn probe() -> Machine {
+        let local_addresses = match nix::ifaddrs::getifaddrs() {
+            Ok(addrs) => addrs
+                .filter_map(|a| a.address)
+                .filter_map(|s| {
+                    if let Some(v4) = s.as_sockaddr_in() {
+                        Some(IpAddr::V4(v4.ip()))
+                    } else {
+                        s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+                    }
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Machine {
+            local_addresses,
+            existing_files: None,
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        match &self.existing_files {
+            Some(files) => files.iter().any(|f| f == path),
+            None => path.exists(),
+        }
+    }
+}
+
+/// Warnings about `config` on `machine`.
+pub fn check(config: &Config, machine: &Machine) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let rproxy = &config.server.rproxy;
+    for rule in &rproxy.rules {
+        let at = |d: Diagnostic| {
+            d.in_rule(rule.label())
+                .at_path(format!("CONF/server/rproxy/rules/rule[{}]", rule.number))
+        };
+        let pos = Some(rule.pos);
+        if let Some(net) = rule.host_ip {
+            if !machine.local_addresses.iter().any(|a| net.contains(a)) {
+                out.push(at(Diagnostic::warning(
+                    pos,
+                    format!(
+                        "no local interface holds an address in host_ip {}; the rule matches nothing until one does",
+                        display_net(&net)
+                    ),
+                )));
+            }
+        }
+        if !rule.keyfile.contains("$(") && !rule.keyfile.is_empty() {
+            let key = Path::new(&rule.keyfile);
+            if !machine.exists(key) {
+                out.push(at(Diagnostic::warning(
+                    pos,
+                    format!("keyfile {} does not exist", rule.keyfile),
+                )));
+            }
+        }
+    }
+    if rproxy.enabled {
+        if !machine.exists(&rproxy.ssh_host_key) {
+            out.push(
+                Diagnostic::warning(
+                    None,
+                    format!(
+                        "SSH host key {} does not exist; `fasp-proxy create-config` makes one",
+                        rproxy.ssh_host_key.display()
+                    ),
+                )
+                .at_path("CONF/server/rproxy/ssh_host_key"),
+            );
+        }
+        let bind = rproxy.ssh_listen.ip();
+        if !bind.is_unspecified() && !machine.local_addresses.contains(&bind) {
+            out.push(
+                Diagnostic::warning(
+                    None,
+                    format!("no local interface holds ssh_bind_address {bind}"),
+                )
+                .at_path("CONF/server/rproxy/ssh_bind_address"),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    const CONF: &str = r#"<CONF><server><rproxy><enabled>true</enabled>
+<ssh_host_key>/etc/fp/key</ssh_host_key><rules>
+<rule host_ip="192.0.2.10"><host>198.51.100.2</host><keyfile>/k1</keyfile></rule>
+<rule host_ip="203.0.113.0/24"><host>198.51.100.3</host><keyfile>/home/$(user)/.ssh/id</keyfile></rule>
+</rules></rproxy></server></CONF>"#;
+
+    #[test]
+    fn warns_about_addresses_and_files_not_on_this_machine() {
+        let loaded = parse_str(CONF, Path::new("t.conf")).unwrap();
+        let machine = Machine {
+            local_addresses: vec!["203.0.113.9".parse().unwrap()],
+            existing_files: Some(vec![]),
+        };
+        let w: Vec<String> = check(&loaded.config, &machine)
+            .iter()
+            .map(|d| format!("{} {}", d.rule.clone().unwrap_or_default(), d.message))
+            .collect();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("rule 1 (host_ip=\"192.0.2.10\") no local interface holds an address in host_ip 192.0.2.10"));
+        assert!(w[1].contains("keyfile /k1 does not exist"));
+        assert!(w[2].contains("SSH host key /etc/fp/key does not exist"));
+
+        let machine = Machine {
+            local_addresses: vec![
+                "192.0.2.10".parse().unwrap(),
+                "203.0.113.9".parse().unwrap(),
+            ],
+            existing_files: Some(vec!["/k1".into(), "/etc/fp/key".into()]),
+        };
+        assert!(check(&loaded.config, &machine).is_empty());
+    }
+
+    #[test]
+    fn probe_finds_loopback() {
+        let m = Machine::probe();
+        assert!(m.local_addresses.iter().any(|a| a.is_loopback()), "{m:?}");
+    }
+}

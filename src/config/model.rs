@@ -1,0 +1,304 @@
+//! The typed configuration, after validation. Every value here is known to be well formed.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The whole `aspera.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `<server>`.
+    pub server: Server,
+    /// `<file_system>`.
+    pub file_system: FileSystem,
+}
+
+/// `<server>`: both proxy modes and the settings they share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// `<rproxy>`.
+    pub rproxy: ReverseProxy,
+    /// `<proxy>`.
+    pub proxy: ForwardProxy,
+    /// `<enable_http>`: serve the forward-proxy API over HTTP.
+    pub enable_http: bool,
+    /// `<enable_https>`: serve the forward-proxy API over HTTPS.
+    pub enable_https: bool,
+    /// `<http_port>`.
+    pub http_port: u16,
+    /// `<https_port>`.
+    pub https_port: u16,
+    /// `<forwarding_type>`: which kernel interface programs the DNAT entries.
+    pub forwarding_type: ForwardingType,
+    /// `<iptables_path>`: the iptables binary for [`ForwardingType::Iptables`].
+    pub iptables_path: PathBuf,
+}
+
+/// The kernel interface used for per-session forwarding entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardingType {
+    /// Elements of nftables maps, over netlink (the default).
+    Nftables,
+    /// One iptables rule per session, through iptables-restore.
+    Iptables,
+}
+
+impl fmt::Display for ForwardingType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ForwardingType::Nftables => "nftables",
+            ForwardingType::Iptables => "iptables",
+        })
+    }
+}
+
+/// `<rproxy>`: outside users reach inside servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseProxy {
+    /// `<enabled>`.
+    pub enabled: bool,
+    /// `<log_level>`: 0 normal, 1–3 more debug detail.
+    pub log_level: u8,
+    /// `<log_directory>`: `None` logs to syslog.
+    pub log_directory: Option<PathBuf>,
+    /// `<ssh_bind_address>` and `<ssh_port>`: where the SSH front end listens.
+    pub ssh_listen: SocketAddr,
+    /// `<ssh_host_key>`: the front end's SSH host private key.
+    pub ssh_host_key: PathBuf,
+    /// `<authorized_keys_file>`: pattern with `%u` and `%h`.
+    pub authorized_keys_file: String,
+    /// `<allowed_clients>`: empty allows every client.
+    pub allowed_clients: Vec<IpNet>,
+    /// `<max_sessions>`.
+    pub max_sessions: u32,
+    /// `<session_idle_timeout>`: `None` never times out.
+    pub session_idle_timeout: Option<Duration>,
+    /// `<faulty_host_hold_time>`: how long a failed internal server is skipped.
+    pub faulty_host_hold_time: Duration,
+    /// `<rules>`, in file order.
+    pub rules: Vec<Rule>,
+}
+
+/// `name[:port]` of a `host_domain` attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostDomain {
+    /// Lower-case host name without a trailing dot.
+    pub name: String,
+    /// The SSH port the client dialled, if the rule restricts it.
+    pub port: Option<u16>,
+}
+
+impl HostDomain {
+    /// Whether a request that matches `other` always matches `self` too.
+    pub fn covers(&self, other: &HostDomain) -> bool {
+        self.name == other.name && (self.port.is_none() || self.port == other.port)
+    }
+}
+
+impl fmt::Display for HostDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}:{}", self.name, p),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Load-balancing method of a rule with `<hosts>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balancing {
+    /// Take the hosts in turn, skipping faulty ones.
+    RoundRobin,
+}
+
+/// One `<rule>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Position in the file, from 1.
+    pub number: usize,
+    /// Where the `<rule>` tag is in the file.
+    pub pos: super::Pos,
+    /// `host_ip`: proxy address or prefix the client dialled.
+    pub host_ip: Option<IpNet>,
+    /// `host_domain`: host name (and port) the client asked for.
+    pub host_domain: Option<HostDomain>,
+    /// `<host>` or `<hosts>`: the internal SSH servers, at least one.
+    pub hosts: Vec<SocketAddr>,
+    /// `<balancing>`: set when the rule has `<hosts>`.
+    pub balancing: Option<Balancing>,
+    /// `<proxy_port>`: client-facing UDP port; 0 = the internal server's own port.
+    pub proxy_port: u16,
+    /// `<squash_user>`: `None` means each user logs in as themself.
+    pub squash_user: Option<String>,
+    /// `<keyfile>`: private key path, may hold `$(user)`.
+    pub keyfile: String,
+    /// `<src_port_filtering>`.
+    pub src_port_filtering: bool,
+    /// `<udp_port_reuse>`.
+    pub udp_port_reuse: bool,
+    /// `<bind_source_address>`: SNAT addresses; empty = masquerade.
+    pub bind_source_addresses: Vec<IpAddr>,
+}
+
+impl Rule {
+    /// Whether the rule has neither `host_ip` nor `host_domain`.
+    pub fn is_default(&self) -> bool {
+        self.host_ip.is_none() && self.host_domain.is_none()
+    }
+
+    /// Whether every connection this rule matches is also matched by `earlier`, for a non-default
+    /// `earlier` rule (a default rule is only a fallback and shadows nothing).
+    pub fn is_shadowed_by(&self, earlier: &Rule) -> bool {
+        if earlier.is_default() {
+            return self.is_default();
+        }
+        let ip_covered = match (&earlier.host_ip, &self.host_ip) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(e), Some(s)) => e.contains(s),
+        };
+        let domain_covered = match (&earlier.host_domain, &self.host_domain) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(e), Some(s)) => e.covers(s),
+        };
+        ip_covered && domain_covered
+    }
+
+    /// A short name for messages: `rule 2 (host_ip="192.0.2.0/24")` or `rule 3 (default rule)`.
+    pub fn label(&self) -> String {
+        rule_label(
+            self.number,
+            self.host_ip.map(|n| display_net(&n)).as_deref(),
+            self.host_domain.as_ref().map(|d| d.to_string()).as_deref(),
+        )
+    }
+}
+
+/// Writes a prefix, leaving out `/32` and `/128` on single addresses.
+pub fn display_net(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// The label of a rule from its number and the raw attribute texts.
+pub fn rule_label(number: usize, host_ip: Option<&str>, host_domain: Option<&str>) -> String {
+    let mut attrs = Vec::new();
+    if let Some(ip) = host_ip {
+        attrs.push(format!("host_ip=\"{ip}\""));
+    }
+    if let Some(d) = host_domain {
+        attrs.push(format!("host_domain=\"{d}\""));
+    }
+    if attrs.is_empty() {
+        format!("rule {number} (default rule)")
+    } else {
+        format!("rule {number} ({})", attrs.join(" "))
+    }
+}
+
+/// `<proxy>`: inside users reach outside servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardProxy {
+    /// `<enabled>`.
+    pub enabled: bool,
+    /// `<authentication>`: clients must authenticate.
+    pub authentication: bool,
+    /// `<bind_ip_address>`.
+    pub bind_ip_address: IpAddr,
+    /// `<bind_ip_netmask>` as a prefix length, if set.
+    pub bind_ip_netmask: Option<u8>,
+    /// `<port_range_low>`.
+    pub port_range_low: u16,
+    /// `<port_range_high>`.
+    pub port_range_high: u16,
+    /// `<cleanup_interval>`: `None` = the built-in interval.
+    pub cleanup_interval: Option<Duration>,
+    /// `<keepalive_interval>`: `None` = forwardings never expire for lack of keepalives.
+    pub keepalive_interval: Option<Duration>,
+    /// `<session_timeout>`: keepalive interval told to clients; `None` = their default.
+    pub session_timeout: Option<Duration>,
+}
+
+/// `<file_system>`: what aspshell users may reach.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileSystem {
+    /// `<access><paths><path>` entries, in file order.
+    pub paths: Vec<DocRoot>,
+}
+
+/// One `<path>` docroot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocRoot {
+    /// `<absolute>`: `None` = the whole file system; may hold `$(name)`.
+    pub absolute: Option<String>,
+    /// `<read_allowed>`: `None` when blank.
+    pub read_allowed: Option<bool>,
+    /// `<write_allowed>`: `None` when blank.
+    pub write_allowed: Option<bool>,
+    /// `<dir_allowed>`: `None` when blank.
+    pub dir_allowed: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(number: usize, ip: Option<&str>, domain: Option<(&str, Option<u16>)>) -> Rule {
+        Rule {
+            number,
+            pos: Default::default(),
+            host_ip: ip.map(|s| s.parse().unwrap()),
+            host_domain: domain.map(|(n, p)| HostDomain {
+                name: n.into(),
+                port: p,
+            }),
+            hosts: vec!["198.51.100.2:22".parse().unwrap()],
+            balancing: None,
+            proxy_port: 33001,
+            squash_user: None,
+            keyfile: "/k".into(),
+            src_port_filtering: true,
+            udp_port_reuse: true,
+            bind_source_addresses: vec![],
+        }
+    }
+
+    #[test]
+    fn shadowing() {
+        let wide = rule(1, Some("192.0.2.0/24"), None);
+        let narrow = rule(2, Some("192.0.2.7/32"), None);
+        let narrow_named = rule(3, Some("192.0.2.7/32"), Some(("a.example", None)));
+        let named = rule(4, None, Some(("a.example", None)));
+        let named_port = rule(5, None, Some(("a.example", Some(33001))));
+        let default = rule(6, None, None);
+        assert!(narrow.is_shadowed_by(&wide));
+        assert!(!wide.is_shadowed_by(&narrow));
+        assert!(narrow_named.is_shadowed_by(&wide));
+        assert!(!named.is_shadowed_by(&wide));
+        assert!(named_port.is_shadowed_by(&named));
+        assert!(!named.is_shadowed_by(&named_port));
+        assert!(narrow_named.is_shadowed_by(&named));
+        assert!(!narrow.is_shadowed_by(&default));
+        assert!(default.is_shadowed_by(&rule(7, None, None)));
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            rule(2, Some("192.0.2.7/32"), None).label(),
+            "rule 2 (host_ip=\"192.0.2.7\")"
+        );
+        assert_eq!(
+            rule(3, Some("192.0.2.0/24"), Some(("a.example", Some(22)))).label(),
+            "rule 3 (host_ip=\"192.0.2.0/24\" host_domain=\"a.example:22\")"
+        );
+        assert_eq!(rule(4, None, None).label(), "rule 4 (default rule)");
+    }
+}

@@ -1,0 +1,213 @@
+//! The document as serde reads it with quick-xml: the tag structure, every value still text.
+//! Typing and checking the values is [`validate`](super::validate)'s job, so that each error can
+//! name its line, its tag and its rule.
+
+use serde::Deserialize;
+
+/// `<CONF>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConf {
+    /// `<server>`.
+    pub server: RawServer,
+    /// `<file_system>`.
+    pub file_system: RawFileSystem,
+}
+
+/// `<server>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    /// `<rproxy>`.
+    pub rproxy: RawReverseProxy,
+    /// `<proxy>`.
+    pub proxy: RawForwardProxy,
+    /// `<enable_http>`.
+    pub enable_http: Option<String>,
+    /// `<enable_https>`.
+    pub enable_https: Option<String>,
+    /// `<http_port>`.
+    pub http_port: Option<String>,
+    /// `<https_port>`.
+    pub https_port: Option<String>,
+    /// `<forwarding_type>`.
+    pub forwarding_type: Option<String>,
+    /// `<iptables_path>`.
+    pub iptables_path: Option<String>,
+}
+
+/// `<rproxy>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawReverseProxy {
+    /// `<enabled>`.
+    pub enabled: Option<String>,
+    /// `<log_level>`.
+    pub log_level: Option<String>,
+    /// `<log_directory>`.
+    pub log_directory: Option<String>,
+    /// `<ssh_bind_address>`.
+    pub ssh_bind_address: Option<String>,
+    /// `<ssh_port>`.
+    pub ssh_port: Option<String>,
+    /// `<ssh_host_key>`.
+    pub ssh_host_key: Option<String>,
+    /// `<authorized_keys_file>`.
+    pub authorized_keys_file: Option<String>,
+    /// `<allowed_clients>`.
+    pub allowed_clients: RawAllowedClients,
+    /// `<max_sessions>`.
+    pub max_sessions: Option<String>,
+    /// `<session_idle_timeout>`.
+    pub session_idle_timeout: Option<String>,
+    /// `<faulty_host_hold_time>`.
+    pub faulty_host_hold_time: Option<String>,
+    /// `<rules>`.
+    pub rules: RawRules,
+}
+
+/// `<allowed_clients>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAllowedClients {
+    /// `<cidr>` entries.
+    pub cidr: Vec<String>,
+}
+
+/// `<rules>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRules {
+    /// `<rule>` entries.
+    pub rule: Vec<RawRule>,
+}
+
+/// `<rule>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRule {
+    /// Attribute `host_ip`.
+    #[serde(rename = "@host_ip")]
+    pub host_ip: Option<String>,
+    /// Attribute `host_domain`.
+    #[serde(rename = "@host_domain")]
+    pub host_domain: Option<String>,
+    /// `<host>`.
+    pub host: Option<String>,
+    /// `<hosts>`.
+    pub hosts: Option<RawHosts>,
+    /// `<balancing>`.
+    pub balancing: Option<String>,
+    /// `<proxy_port>`.
+    pub proxy_port: Option<String>,
+    /// `<squash_user>`.
+    pub squash_user: Option<String>,
+    /// `<keyfile>`.
+    pub keyfile: Option<String>,
+    /// `<src_port_filtering>`.
+    pub src_port_filtering: Option<String>,
+    /// `<udp_port_reuse>`.
+    pub udp_port_reuse: Option<String>,
+    /// `<bind_source_address>`.
+    pub bind_source_address: Option<String>,
+}
+
+/// `<hosts>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHosts {
+    /// `<host>` entries.
+    pub host: Vec<String>,
+}
+
+/// `<proxy>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawForwardProxy {
+    /// `<enabled>`.
+    pub enabled: Option<String>,
+    /// `<authentication>`.
+    pub authentication: Option<String>,
+    /// `<bind_ip_address>`.
+    pub bind_ip_address: Option<String>,
+    /// `<bind_ip_netmask>`.
+    pub bind_ip_netmask: Option<String>,
+    /// `<port_range_low>`.
+    pub port_range_low: Option<String>,
+    /// `<port_range_high>`.
+    pub port_range_high: Option<String>,
+    /// `<cleanup_interval>`.
+    pub cleanup_interval: Option<String>,
+    /// `<keepalive_interval>`.
+    pub keepalive_interval: Option<String>,
+    /// `<session_timeout>`.
+    pub session_timeout: Option<String>,
+}
+
+/// `<file_system>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawFileSystem {
+    /// `<access>`.
+    pub access: RawAccess,
+}
+
+/// `<access>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAccess {
+    /// `<paths>`.
+    pub paths: RawPaths,
+}
+
+/// `<paths>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawPaths {
+    /// `<path>` entries.
+    pub path: Vec<RawPath>,
+}
+
+/// `<path>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawPath {
+    /// `<absolute>`.
+    pub absolute: Option<String>,
+    /// `<read_allowed>`.
+    pub read_allowed: Option<String>,
+    /// `<write_allowed>`.
+    pub write_allowed: Option<String>,
+    /// `<dir_allowed>`.
+    pub dir_allowed: Option<String>,
+}
+
+/// Reads `text` with quick-xml's serde deserializer.
+pub fn from_str(text: &str) -> Result<RawConf, quick_xml::DeError> {
+    quick_xml::de::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rules_hosts_and_attributes() {
+        let raw = from_str(
+            r#"<?xml version="1.0"?>
+            <CONF><!-- c --><server><rproxy><enabled>true</enabled><rules>
+              <rule host_ip="192.0.2.10"><host>198.51.100.2:22</host><squash_user/></rule>
+              <rule><hosts><host>198.51.100.3</host><host>198.51.100.4</host></hosts></rule>
+            </rules></rproxy></server></CONF>"#,
+        )
+        .unwrap();
+        let rules = &raw.server.rproxy.rules.rule;
+        assert_eq!(raw.server.rproxy.enabled.as_deref(), Some("true"));
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].host_ip.as_deref(), Some("192.0.2.10"));
+        assert_eq!(rules[0].host.as_deref(), Some("198.51.100.2:22"));
+        assert!(rules[0].squash_user.as_deref().unwrap_or("").is_empty());
+        assert_eq!(rules[1].hosts.as_ref().unwrap().host.len(), 2);
+        assert_eq!(raw.server.http_port, None);
+    }
+}

@@ -1,0 +1,526 @@
+//! The tag tree of `aspera.conf`: every tag and attribute the proxy knows, with its default and a
+//! one-line meaning. The parser checks documents against it, `spec` prints it, and
+//! `create-config` writes the default file from it, so the three can never disagree.
+
+/// One tag of the configuration.
+#[derive(Debug)]
+pub struct Tag {
+    /// The element name.
+    pub name: &'static str,
+    /// What the tag is for, in one line.
+    pub meaning: &'static str,
+    /// Whether the tag may appear more than once in its parent.
+    pub repeated: bool,
+    /// Section (has children) or leaf (has a value).
+    pub kind: Kind,
+}
+
+/// What a tag holds.
+#[derive(Debug)]
+pub enum Kind {
+    /// A tag that contains other tags, and possibly attributes.
+    Section {
+        /// The tags allowed inside.
+        children: &'static [Tag],
+        /// The attributes allowed on the tag.
+        attributes: &'static [Attribute],
+    },
+    /// A tag that holds a value.
+    Leaf {
+        /// The default value as written in the file; empty means "blank (none)".
+        default: &'static str,
+        /// The kind of value, e.g. `true|false`, `port`, `IP address`.
+        values: &'static str,
+    },
+}
+
+/// One attribute of a section tag.
+#[derive(Debug)]
+pub struct Attribute {
+    /// The attribute name.
+    pub name: &'static str,
+    /// The kind of value.
+    pub values: &'static str,
+    /// What the attribute is for.
+    pub meaning: &'static str,
+}
+
+impl Tag {
+    /// The tags allowed inside this one (none for a leaf).
+    pub fn children(&self) -> &'static [Tag] {
+        match self.kind {
+            Kind::Section { children, .. } => children,
+            Kind::Leaf { .. } => &[],
+        }
+    }
+
+    /// The attributes allowed on this tag (none for a leaf).
+    pub fn attributes(&self) -> &'static [Attribute] {
+        match self.kind {
+            Kind::Section { attributes, .. } => attributes,
+            Kind::Leaf { .. } => &[],
+        }
+    }
+
+    /// The child tag called `name`, if this tag allows one.
+    pub fn child(&self, name: &str) -> Option<&'static Tag> {
+        self.children().iter().find(|t| t.name == name)
+    }
+
+    /// Whether this tag holds a value rather than other tags.
+    pub fn is_leaf(&self) -> bool {
+        matches!(self.kind, Kind::Leaf { .. })
+    }
+}
+
+const fn leaf(
+    name: &'static str,
+    default: &'static str,
+    values: &'static str,
+    meaning: &'static str,
+) -> Tag {
+    Tag {
+        name,
+        meaning,
+        repeated: false,
+        kind: Kind::Leaf { default, values },
+    }
+}
+
+const fn section(name: &'static str, meaning: &'static str, children: &'static [Tag]) -> Tag {
+    Tag {
+        name,
+        meaning,
+        repeated: false,
+        kind: Kind::Section {
+            children,
+            attributes: &[],
+        },
+    }
+}
+
+/// Default path of the SSH host key of the proxy's front end.
+pub const DEFAULT_HOST_KEY: &str = "/etc/fasp-proxy/ssh_host_ed25519_key";
+
+const RULE_CHILDREN: &[Tag] = &[
+    leaf(
+        "host",
+        "",
+        "ip[:port]",
+        "internal server (SSH) this rule forwards to; port defaults to 22, IPv6 in brackets",
+    ),
+    section(
+        "hosts",
+        "list of internal servers to balance across (use instead of <host>)",
+        &[Tag {
+            name: "host",
+            meaning: "one internal server, ip[:port]",
+            repeated: true,
+            kind: Kind::Leaf {
+                default: "",
+                values: "ip[:port]",
+            },
+        }],
+    ),
+    leaf(
+        "balancing",
+        "round_robin",
+        "round_robin",
+        "how <hosts> are chosen; round_robin is the only method",
+    ),
+    leaf(
+        "proxy_port",
+        "33001",
+        "port",
+        "proxy UDP port clients send data to; 0 = the internal server's own UDP port",
+    ),
+    leaf(
+        "squash_user",
+        "",
+        "account name",
+        "account used on the internal server for every user; blank = the user's own account",
+    ),
+    leaf(
+        "keyfile",
+        "",
+        "path",
+        "SSH private key for the internal server; $(user) expands to the user's name",
+    ),
+    leaf(
+        "src_port_filtering",
+        "true",
+        "true|false",
+        "forward UDP only from the client's announced source port",
+    ),
+    leaf(
+        "udp_port_reuse",
+        "true",
+        "true|false",
+        "the internal server serves every session on one UDP port",
+    ),
+    leaf(
+        "bind_source_address",
+        "",
+        "IP address[,IP address...]",
+        "source address(es) for forwarded UDP towards the internal server (SNAT); blank = masquerade",
+    ),
+];
+
+const RULE_ATTRIBUTES: &[Attribute] = &[
+    Attribute {
+        name: "host_ip",
+        values: "IP address or CIDR prefix",
+        meaning: "proxy address(es) the client dialled that select this rule",
+    },
+    Attribute {
+        name: "host_domain",
+        values: "name[:port]",
+        meaning: "host name (and SSH port) the client asked for that selects this rule",
+    },
+];
+
+const RPROXY_CHILDREN: &[Tag] = &[
+    leaf(
+        "enabled",
+        "false",
+        "true|false",
+        "turn the reverse proxy on",
+    ),
+    leaf(
+        "log_level",
+        "0",
+        "0-3",
+        "0 = normal logging; 1-3 = more debug detail",
+    ),
+    leaf(
+        "log_directory",
+        "",
+        "path",
+        "directory for log files; blank = log to syslog",
+    ),
+    leaf(
+        "ssh_bind_address",
+        "0.0.0.0",
+        "IP address",
+        "address the SSH front end listens on (:: for all IPv6 and IPv4)",
+    ),
+    leaf(
+        "ssh_port",
+        "33001",
+        "port",
+        "TCP port the SSH front end listens on",
+    ),
+    leaf(
+        "ssh_host_key",
+        DEFAULT_HOST_KEY,
+        "path",
+        "SSH host private key of the front end (create-config makes one)",
+    ),
+    leaf(
+        "authorized_keys_file",
+        "%h/.ssh/authorized_keys",
+        "path pattern",
+        "where a proxy user's public keys are; %u = user name, %h = home directory",
+    ),
+    section(
+        "allowed_clients",
+        "client addresses allowed to connect, checked before SSH; empty = everyone",
+        &[Tag {
+            name: "cidr",
+            meaning: "one allowed client address or CIDR prefix",
+            repeated: true,
+            kind: Kind::Leaf {
+                default: "",
+                values: "IP address or CIDR prefix",
+            },
+        }],
+    ),
+    leaf(
+        "max_sessions",
+        "1000",
+        "integer >= 1",
+        "maximum concurrent sessions; more are refused",
+    ),
+    leaf(
+        "session_idle_timeout",
+        "300",
+        "seconds",
+        "close a session idle this long (no control or data traffic); 0 = never",
+    ),
+    leaf(
+        "faulty_host_hold_time",
+        "120",
+        "seconds",
+        "how long an internal server that failed is skipped",
+    ),
+    section(
+        "rules",
+        "forwarding rules, tried in file order",
+        &[Tag {
+            name: "rule",
+            meaning: "one forwarding rule; no attribute = the default rule",
+            repeated: true,
+            kind: Kind::Section {
+                children: RULE_CHILDREN,
+                attributes: RULE_ATTRIBUTES,
+            },
+        }],
+    ),
+];
+
+const PROXY_CHILDREN: &[Tag] = &[
+    leaf(
+        "enabled",
+        "false",
+        "true|false",
+        "turn the forward proxy on",
+    ),
+    leaf(
+        "authentication",
+        "false",
+        "true|false",
+        "require clients to authenticate to the forward proxy",
+    ),
+    leaf(
+        "bind_ip_address",
+        "0.0.0.0",
+        "IP address",
+        "address the forward proxy binds to and clients connect to",
+    ),
+    leaf(
+        "bind_ip_netmask",
+        "",
+        "netmask",
+        "netmask of bind_ip_address; blank = none",
+    ),
+    leaf(
+        "port_range_low",
+        "5000",
+        "port",
+        "lowest port handed out for forwardings",
+    ),
+    leaf(
+        "port_range_high",
+        "10000",
+        "port",
+        "highest port handed out for forwardings",
+    ),
+    leaf(
+        "cleanup_interval",
+        "0",
+        "seconds",
+        "how often expired forwardings are swept; 0 = the built-in interval",
+    ),
+    leaf(
+        "keepalive_interval",
+        "0",
+        "seconds",
+        "a forwarding expires after this long without keepalives; 0 = never",
+    ),
+    leaf(
+        "session_timeout",
+        "0",
+        "seconds",
+        "keepalive interval propagated to clients; 0 = the client's default",
+    ),
+];
+
+const SERVER_CHILDREN: &[Tag] = &[
+    section(
+        "rproxy",
+        "reverse proxy: outside users reach inside servers",
+        RPROXY_CHILDREN,
+    ),
+    section(
+        "proxy",
+        "forward proxy: inside users reach outside servers",
+        PROXY_CHILDREN,
+    ),
+    leaf(
+        "enable_http",
+        "false",
+        "true|false",
+        "serve the forward-proxy API over HTTP",
+    ),
+    leaf(
+        "enable_https",
+        "false",
+        "true|false",
+        "serve the forward-proxy API over HTTPS",
+    ),
+    leaf("http_port", "9091", "port", "TCP port of the HTTP API"),
+    leaf("https_port", "9092", "port", "TCP port of the HTTPS API"),
+    leaf(
+        "forwarding_type",
+        "nftables",
+        "nftables|iptables",
+        "kernel interface for the per-session DNAT entries",
+    ),
+    leaf(
+        "iptables_path",
+        "/usr/sbin/iptables",
+        "path",
+        "iptables binary used when forwarding_type is iptables (its -restore sibling is run)",
+    ),
+];
+
+const PATH_CHILDREN: &[Tag] = &[
+    leaf(
+        "absolute",
+        "",
+        "path",
+        "docroot users are confined to; $(name) = user name; blank = whole file system",
+    ),
+    leaf(
+        "read_allowed",
+        "",
+        "true|false",
+        "users may transfer from the docroot",
+    ),
+    leaf(
+        "write_allowed",
+        "",
+        "true|false",
+        "users may transfer to the docroot",
+    ),
+    leaf(
+        "dir_allowed",
+        "",
+        "true|false",
+        "users may browse the docroot",
+    ),
+];
+
+const FILE_SYSTEM_CHILDREN: &[Tag] = &[section(
+    "access",
+    "docroot settings used by aspshell",
+    &[section(
+        "paths",
+        "list of docroots",
+        &[Tag {
+            name: "path",
+            meaning: "one docroot",
+            repeated: true,
+            kind: Kind::Section {
+                children: PATH_CHILDREN,
+                attributes: &[],
+            },
+        }],
+    )],
+)];
+
+/// The root tag `<CONF>` and everything below it.
+pub static ROOT: Tag = section(
+    "CONF",
+    "root of aspera.conf",
+    &[
+        section("server", "proxy server settings", SERVER_CHILDREN),
+        section(
+            "file_system",
+            "file access for aspshell users",
+            FILE_SYSTEM_CHILDREN,
+        ),
+    ],
+);
+
+/// Visits every tag below `tag` depth first, with its path of names from the root.
+pub fn walk(
+    tag: &'static Tag,
+    path: &mut Vec<&'static str>,
+    f: &mut dyn FnMut(&[&'static str], &'static Tag),
+) {
+    path.push(tag.name);
+    f(path, tag);
+    for child in tag.children() {
+        walk(child, path, f);
+    }
+    path.pop();
+}
+
+/// Finds the paths (as `a/b/c`) of every tag called `name` anywhere in the schema.
+pub fn paths_of(name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(&ROOT, &mut Vec::new(), &mut |path, tag| {
+        if tag.name == name {
+            found.push(path.join("/"));
+        }
+    });
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_leaf_has_a_meaning_and_names_are_unique_per_parent() {
+        walk(&ROOT, &mut Vec::new(), &mut |path, tag| {
+            assert!(!tag.meaning.is_empty(), "{} has no meaning", path.join("/"));
+            let mut names: Vec<_> = tag.children().iter().map(|c| c.name).collect();
+            names.sort_unstable();
+            let before = names.len();
+            names.dedup();
+            assert_eq!(
+                before,
+                names.len(),
+                "duplicate child under {}",
+                path.join("/")
+            );
+        });
+    }
+
+    #[test]
+    fn documented_defaults() {
+        let rproxy = ROOT.child("server").unwrap().child("rproxy").unwrap();
+        let rule = rproxy.child("rules").unwrap().child("rule").unwrap();
+        let default_of = |t: &Tag| match t.kind {
+            Kind::Leaf { default, .. } => default,
+            Kind::Section { .. } => panic!("{} is a section", t.name),
+        };
+        assert_eq!(default_of(rule.child("proxy_port").unwrap()), "33001");
+        assert_eq!(
+            default_of(rule.child("src_port_filtering").unwrap()),
+            "true"
+        );
+        assert_eq!(default_of(rproxy.child("ssh_port").unwrap()), "33001");
+        assert_eq!(
+            default_of(rproxy.child("faulty_host_hold_time").unwrap()),
+            "120"
+        );
+        let proxy = ROOT.child("server").unwrap().child("proxy").unwrap();
+        assert_eq!(default_of(proxy.child("port_range_low").unwrap()), "5000");
+        assert_eq!(default_of(proxy.child("port_range_high").unwrap()), "10000");
+        assert_eq!(
+            paths_of("host"),
+            vec![
+                "CONF/server/rproxy/rules/rule/host",
+                "CONF/server/rproxy/rules/rule/hosts/host"
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod documentation_tests {
+    use super::*;
+
+    #[test]
+    fn docs_describe_every_tag_and_attribute() {
+        let docs = include_str!("../../docs/configuration.md");
+        walk(&ROOT, &mut Vec::new(), &mut |path, tag| {
+            assert!(
+                docs.contains(&format!("<{}>", tag.name)),
+                "docs/configuration.md does not describe <{}> ({})",
+                tag.name,
+                path.join("/")
+            );
+            for a in tag.attributes() {
+                assert!(
+                    docs.contains(&format!("`{}`", a.name)),
+                    "docs miss attribute {}",
+                    a.name
+                );
+            }
+        });
+    }
+}

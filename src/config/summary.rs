@@ -1,0 +1,183 @@
+//! A short human summary of a valid configuration, as `check-config` prints it.
+
+use std::fmt::Write;
+
+use super::model::{display_net, Config, Rule};
+
+/// Describes what the configuration does: the proxy modes and, for each rule, what it matches,
+/// where it forwards, as whom, and on which ports.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let server = &config.server;
+    let r = &server.rproxy;
+    if r.enabled {
+        let _ = writeln!(
+            out,
+            "reverse proxy: enabled; SSH on {}; forwarding via {}; at most {} sessions; {}",
+            r.ssh_listen,
+            server.forwarding_type,
+            r.max_sessions,
+            if r.allowed_clients.is_empty() {
+                "clients from anywhere".to_string()
+            } else {
+                let list: Vec<String> = r.allowed_clients.iter().map(display_net).collect();
+                format!("clients from {}", list.join(", "))
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "reverse proxy: disabled ({} rules defined)",
+            r.rules.len()
+        );
+    }
+    for rule in &r.rules {
+        describe_rule(rule, &mut out);
+    }
+    let p = &server.proxy;
+    if p.enabled {
+        let _ = writeln!(
+            out,
+            "forward proxy: enabled on {}; ports {}-{}; authentication {}; API {}",
+            p.bind_ip_address,
+            p.port_range_low,
+            p.port_range_high,
+            on_off(p.authentication),
+            api(config)
+        );
+    } else {
+        let _ = writeln!(out, "forward proxy: disabled");
+    }
+    if !config.file_system.paths.is_empty() {
+        let _ = writeln!(out, "docroots: {}", config.file_system.paths.len());
+    }
+    out
+}
+
+fn describe_rule(rule: &Rule, out: &mut String) {
+    let _ = writeln!(out, "  {} at line {}", rule.label(), rule.pos.line);
+    let address = match &rule.host_ip {
+        Some(net) if net.prefix_len() == net.max_prefix_len() => {
+            format!("connections to {}", net.addr())
+        }
+        Some(net) => format!("connections to any address in {net}"),
+        None => "connections to any proxy address".to_string(),
+    };
+    let name = match &rule.host_domain {
+        Some(d) => format!("asking for host {d}"),
+        None => "any host name".to_string(),
+    };
+    let matches = if rule.is_default() {
+        "every connection no other rule takes (default rule)".to_string()
+    } else {
+        format!("{address}, {name}")
+    };
+    let _ = writeln!(out, "    matches   {matches}");
+    let hosts: Vec<String> = rule.hosts.iter().map(ToString::to_string).collect();
+    let forwards = if rule.balancing.is_some() {
+        format!("round robin over {}", hosts.join(", "))
+    } else {
+        hosts.join(", ")
+    };
+    let _ = writeln!(out, "    forwards  to {forwards}");
+    let login = match &rule.squash_user {
+        Some(u) => format!("every user as squash user {u}"),
+        None => "each user as their own account (individual)".to_string(),
+    };
+    let _ = writeln!(out, "    logs in   {login}, key {}", rule.keyfile);
+    let port = if rule.proxy_port == 0 {
+        "the internal server's own UDP port".to_string()
+    } else {
+        format!("UDP port {}", rule.proxy_port)
+    };
+    let snat = if rule.bind_source_addresses.is_empty() {
+        "masquerade".to_string()
+    } else {
+        let list: Vec<String> = rule
+            .bind_source_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        format!("SNAT to {}", list.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "    data      {port}; source-port filtering {}; UDP port reuse {}; {snat}",
+        on_off(rule.src_port_filtering),
+        on_off(rule.udp_port_reuse)
+    );
+}
+
+fn api(config: &Config) -> String {
+    let s = &config.server;
+    match (s.enable_http, s.enable_https) {
+        (true, true) => format!("HTTP {} and HTTPS {}", s.http_port, s.https_port),
+        (true, false) => format!("HTTP {}", s.http_port),
+        (false, true) => format!("HTTPS {}", s.https_port),
+        (false, false) => "off".to_string(),
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use std::path::Path;
+
+    #[test]
+    fn describes_each_rule() {
+        let text = r#"<CONF><server><rproxy><enabled>true</enabled><rules>
+<rule host_ip="192.0.2.10"><host>198.51.100.10</host><squash_user>xfer</squash_user><keyfile>/k</keyfile></rule>
+<rule host_ip="192.0.2.128/25" host_domain="files.example.com"><balancing>round_robin</balancing>
+<hosts><host>198.51.100.11</host><host>198.51.100.12:2222</host></hosts><keyfile>/home/$(user)/k</keyfile>
+<proxy_port>0</proxy_port><src_port_filtering>false</src_port_filtering><bind_source_address>198.51.100.1,198.51.100.5</bind_source_address></rule>
+<rule><host>198.51.100.13</host><keyfile>/k</keyfile></rule>
+</rules></rproxy></server></CONF>"#;
+        let loaded = parse_str(text, Path::new("t")).unwrap();
+        let s = describe(&loaded.config);
+        assert!(
+            s.contains("reverse proxy: enabled; SSH on 0.0.0.0:33001; forwarding via nftables"),
+            "{s}"
+        );
+        assert!(
+            s.contains("rule 1 (host_ip=\"192.0.2.10\") at line 2"),
+            "{s}"
+        );
+        assert!(
+            s.contains("matches   connections to 192.0.2.10, any host name"),
+            "{s}"
+        );
+        assert!(s.contains("forwards  to 198.51.100.10:22"), "{s}");
+        assert!(s.contains("every user as squash user xfer"), "{s}");
+        assert!(
+            s.contains(
+                "connections to any address in 192.0.2.128/25, asking for host files.example.com"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("round robin over 198.51.100.11:22, 198.51.100.12:2222"),
+            "{s}"
+        );
+        assert!(
+            s.contains("each user as their own account (individual)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("the internal server's own UDP port; source-port filtering off"),
+            "{s}"
+        );
+        assert!(s.contains("SNAT to 198.51.100.1, 198.51.100.5"), "{s}");
+        assert!(s.contains("rule 3 (default rule)"), "{s}");
+        assert!(s.contains("every connection no other rule takes"), "{s}");
+        assert!(s.contains("forward proxy: disabled"), "{s}");
+    }
+}

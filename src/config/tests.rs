@@ -1,0 +1,498 @@
+//! Tests of the whole parse: every tag, every default, every error path, through [`parse_str`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Loaded, ConfigError> {
+    parse_str(text, Path::new("test.conf"))
+}
+
+/// Wraps rule bodies into a complete document with the reverse proxy on.
+fn rules(body: &str) -> String {
+    format!("<CONF>\n<server>\n<rproxy>\n<enabled>true</enabled>\n<rules>\n{body}\n</rules>\n</rproxy>\n</server>\n</CONF>\n")
+}
+
+/// The diagnostics of a refused document, as `line | rule | message | hint`.
+fn errors(text: &str) -> Vec<String> {
+    let err = match parse(text) {
+        Ok(loaded) => panic!("accepted: {:?}", loaded.config),
+        Err(e) => e,
+    };
+    err.diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| {
+            format!(
+                "{} | {} | {} | {}",
+                d.pos.map_or(0, |p| p.line),
+                d.rule.clone().unwrap_or_default(),
+                d.message,
+                d.hint.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+fn one_error(text: &str) -> String {
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
+    e.into_iter().next().unwrap_or_default()
+}
+
+const GOOD_RULE: &str = "<rule><host>198.51.100.2</host><keyfile>/k</keyfile></rule>";
+
+#[test]
+fn every_default() {
+    let c = parse("<CONF/>").unwrap().config;
+    let r = &c.server.rproxy;
+    assert!(!r.enabled);
+    assert_eq!(r.log_level, 0);
+    assert_eq!(r.log_directory, None);
+    assert_eq!(r.ssh_listen, "0.0.0.0:33001".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        r.ssh_host_key,
+        Path::new("/etc/fasp-proxy/ssh_host_ed25519_key")
+    );
+    assert_eq!(r.authorized_keys_file, "%h/.ssh/authorized_keys");
+    assert!(r.allowed_clients.is_empty());
+    assert_eq!(r.max_sessions, 1000);
+    assert_eq!(r.session_idle_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(r.faulty_host_hold_time, Duration::from_secs(120));
+    assert!(r.rules.is_empty());
+    let p = &c.server.proxy;
+    assert!(!p.enabled);
+    assert!(!p.authentication);
+    assert_eq!(p.bind_ip_address, "0.0.0.0".parse::<IpAddr>().unwrap());
+    assert_eq!(p.bind_ip_netmask, None);
+    assert_eq!((p.port_range_low, p.port_range_high), (5000, 10000));
+    assert_eq!(p.cleanup_interval, None);
+    assert_eq!(p.keepalive_interval, None);
+    assert_eq!(p.session_timeout, None);
+    let s = &c.server;
+    assert!(!s.enable_http && !s.enable_https);
+    assert_eq!((s.http_port, s.https_port), (9091, 9092));
+    assert_eq!(s.forwarding_type, ForwardingType::Nftables);
+    assert_eq!(s.iptables_path, Path::new("/usr/sbin/iptables"));
+    assert!(c.file_system.paths.is_empty());
+
+    let rule = &parse(&rules(GOOD_RULE)).unwrap().config.server.rproxy.rules[0];
+    assert!(rule.is_default());
+    assert_eq!(
+        rule.hosts,
+        vec!["198.51.100.2:22".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(rule.balancing, None);
+    assert_eq!(rule.proxy_port, 33001);
+    assert_eq!(rule.squash_user, None);
+    assert!(rule.src_port_filtering);
+    assert!(rule.udp_port_reuse);
+    assert!(rule.bind_source_addresses.is_empty());
+}
+
+#[test]
+fn blank_values_take_the_default() {
+    let c = parse("<CONF><server><http_port></http_port><rproxy><log_level/><ssh_port> </ssh_port></rproxy></server></CONF>")
+        .unwrap()
+        .config;
+    assert_eq!(c.server.http_port, 9091);
+    assert_eq!(c.server.rproxy.log_level, 0);
+    assert_eq!(c.server.rproxy.ssh_listen.port(), 33001);
+}
+
+#[test]
+fn every_tag_set() {
+    let text = r#"<?xml version="1.0" encoding="UTF-8"?>
+<CONF>
+  <server>
+    <rproxy>
+      <enabled>true</enabled>
+      <log_level>2</log_level>
+      <log_directory>/var/log/fasp-proxy</log_directory>
+      <ssh_bind_address>2001:db8::1</ssh_bind_address>
+      <ssh_port>2233</ssh_port>
+      <ssh_host_key>/srv/key</ssh_host_key>
+      <authorized_keys_file>/etc/keys/%u</authorized_keys_file>
+      <allowed_clients><cidr>192.0.2.0/24</cidr><cidr>198.51.100.7</cidr></allowed_clients>
+      <max_sessions>50</max_sessions>
+      <session_idle_timeout>0</session_idle_timeout>
+      <faulty_host_hold_time>30</faulty_host_hold_time>
+      <rules>
+        <rule host_ip="203.0.113.0/24" host_domain="files.example.com:2233">
+          <balancing>round_robin</balancing>
+          <hosts><host>198.51.100.10:2222</host><host>198.51.100.11</host></hosts>
+          <proxy_port>0</proxy_port>
+          <squash_user>xfer</squash_user>
+          <keyfile>/home/$(user)/.ssh/id_rsa</keyfile>
+          <src_port_filtering>false</src_port_filtering>
+          <udp_port_reuse>false</udp_port_reuse>
+          <bind_source_address>198.51.100.1, 198.51.100.5</bind_source_address>
+        </rule>
+        <rule host_ip="2001:db8:1::/64"><host>[2001:db8:2::10]:2200</host><keyfile>/k6</keyfile></rule>
+      </rules>
+    </rproxy>
+    <proxy>
+      <enabled>true</enabled>
+      <authentication>true</authentication>
+      <bind_ip_address>192.0.2.1</bind_ip_address>
+      <bind_ip_netmask>255.255.255.0</bind_ip_netmask>
+      <port_range_low>6000</port_range_low>
+      <port_range_high>6100</port_range_high>
+      <cleanup_interval>10</cleanup_interval>
+      <keepalive_interval>20</keepalive_interval>
+      <session_timeout>5</session_timeout>
+    </proxy>
+    <enable_http>true</enable_http>
+    <enable_https>true</enable_https>
+    <http_port>8091</http_port>
+    <https_port>8092</https_port>
+    <forwarding_type>iptables</forwarding_type>
+    <iptables_path>/sbin/iptables</iptables_path>
+  </server>
+  <file_system><access><paths>
+    <path><absolute>/data/$(name)</absolute><read_allowed>true</read_allowed><write_allowed>false</write_allowed><dir_allowed>true</dir_allowed></path>
+    <path><absolute></absolute></path>
+  </paths></access></file_system>
+</CONF>"#;
+    let loaded = parse(text).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    let r = &c.server.rproxy;
+    assert!(r.enabled);
+    assert_eq!(r.log_level, 2);
+    assert_eq!(
+        r.log_directory.as_deref(),
+        Some(Path::new("/var/log/fasp-proxy"))
+    );
+    assert_eq!(
+        r.ssh_listen,
+        "[2001:db8::1]:2233".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(r.ssh_host_key, Path::new("/srv/key"));
+    assert_eq!(r.authorized_keys_file, "/etc/keys/%u");
+    assert_eq!(r.allowed_clients.len(), 2);
+    assert_eq!(r.allowed_clients[1].to_string(), "198.51.100.7/32");
+    assert_eq!(r.max_sessions, 50);
+    assert_eq!(r.session_idle_timeout, None);
+    assert_eq!(r.faulty_host_hold_time, Duration::from_secs(30));
+    let rule = &r.rules[0];
+    assert_eq!(rule.number, 1);
+    assert_eq!(rule.pos.line, 17);
+    assert_eq!(rule.host_ip.unwrap().to_string(), "203.0.113.0/24");
+    let d = rule.host_domain.as_ref().unwrap();
+    assert_eq!((d.name.as_str(), d.port), ("files.example.com", Some(2233)));
+    assert_eq!(rule.balancing, Some(Balancing::RoundRobin));
+    assert_eq!(rule.hosts.len(), 2);
+    assert_eq!(rule.hosts[0].port(), 2222);
+    assert_eq!(rule.hosts[1].port(), 22);
+    assert_eq!(rule.proxy_port, 0);
+    assert_eq!(rule.squash_user.as_deref(), Some("xfer"));
+    assert_eq!(rule.keyfile, "/home/$(user)/.ssh/id_rsa");
+    assert!(!rule.src_port_filtering);
+    assert!(!rule.udp_port_reuse);
+    assert_eq!(rule.bind_source_addresses.len(), 2);
+    assert_eq!(
+        r.rules[1].hosts[0],
+        "[2001:db8:2::10]:2200".parse::<SocketAddr>().unwrap()
+    );
+    let p = &c.server.proxy;
+    assert!(p.enabled && p.authentication);
+    assert_eq!(p.bind_ip_address.to_string(), "192.0.2.1");
+    assert_eq!(p.bind_ip_netmask, Some(24));
+    assert_eq!((p.port_range_low, p.port_range_high), (6000, 6100));
+    assert_eq!(p.cleanup_interval, Some(Duration::from_secs(10)));
+    assert_eq!(p.keepalive_interval, Some(Duration::from_secs(20)));
+    assert_eq!(p.session_timeout, Some(Duration::from_secs(5)));
+    let s = &c.server;
+    assert!(s.enable_http && s.enable_https);
+    assert_eq!((s.http_port, s.https_port), (8091, 8092));
+    assert_eq!(s.forwarding_type, ForwardingType::Iptables);
+    assert_eq!(s.iptables_path, Path::new("/sbin/iptables"));
+    let paths = &c.file_system.paths;
+    assert_eq!(paths.len(), 2);
+    assert_eq!(paths[0].absolute.as_deref(), Some("/data/$(name)"));
+    assert_eq!(paths[0].read_allowed, Some(true));
+    assert_eq!(paths[0].write_allowed, Some(false));
+    assert_eq!(paths[0].dir_allowed, Some(true));
+    assert_eq!(
+        paths[1],
+        DocRoot {
+            absolute: None,
+            read_allowed: None,
+            write_allowed: None,
+            dir_allowed: None
+        }
+    );
+}
+
+#[test]
+fn the_shipped_sample_is_valid() {
+    let text = include_str!("../../etc/aspera.conf");
+    let c = parse(text).unwrap().config;
+    let rules = &c.server.rproxy.rules;
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules[0].squash_user.as_deref(), Some("xfer"));
+    assert_eq!(rules[1].squash_user, None);
+    assert!(rules[1].keyfile.contains("$(user)"));
+    assert_eq!(rules[1].host_ip.unwrap().prefix_len(), 25);
+    assert_eq!(rules[2].hosts.len(), 3);
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let e = errors("<CONF>\n<server>\n  <http_port>1</http_prot>\n</server>\n</CONF>");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("3 | "), "{e:?}");
+    assert!(
+        e[0].contains("</http_prot> does not match <http_port>"),
+        "{e:?}"
+    );
+    let err =
+        parse("<CONF>\n<server>\n  <http_port>1</http_prot>\n</server>\n</CONF>").unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("test.conf:3:"), "{shown}");
+}
+
+#[test]
+fn unknown_tag_in_rule_names_the_rule_path_and_suggestion() {
+    let text = rules(
+        "<rule host_ip=\"192.0.2.10\">\n<host>198.51.100.2</host>\n<keyﬁle>/k</keyﬁle>\n</rule>",
+    );
+    let err = parse(&text).unwrap_err();
+    // Only the misspelt tag is reported, not also a missing <keyfile>.
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    let d = &err.diagnostics[0];
+    assert_eq!(d.pos, Some(Pos { line: 8, column: 1 }));
+    assert_eq!(
+        d.tag_path.as_deref(),
+        Some("CONF/server/rproxy/rules/rule[1]/keyﬁle")
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean <keyfile>?"));
+    assert!(
+        err.to_string().contains(
+            "test.conf:8:1: error: rule 1 (host_ip=\"192.0.2.10\"): unknown tag <keyﬁle>"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn value_errors_name_tag_line_and_rule() {
+    let cases: &[(&str, &str)] = &[
+        ("<CONF><server><rproxy><enabled>yes</enabled></rproxy></server></CONF>", "<enabled>: \"yes\" is not true or false"),
+        ("<CONF><server><rproxy><log_level>4</log_level></rproxy></server></CONF>", "<log_level>: 4 is too large (at most 3)"),
+        ("<CONF><server><rproxy><log_directory>logs</log_directory></rproxy></server></CONF>", "not an absolute path"),
+        ("<CONF><server><rproxy><ssh_bind_address>0.0.0</ssh_bind_address></rproxy></server></CONF>", "\"0.0.0\" is not an IP address"),
+        ("<CONF><server><rproxy><ssh_port>0</ssh_port></rproxy></server></CONF>", "port 0 is out of range 1-65535"),
+        ("<CONF><server><rproxy><ssh_port>70000</ssh_port></rproxy></server></CONF>", "port 70000 is out of range"),
+        ("<CONF><server><rproxy><ssh_host_key>key</ssh_host_key></rproxy></server></CONF>", "not an absolute path"),
+        ("<CONF><server><rproxy><authorized_keys_file>%h/%x</authorized_keys_file></rproxy></server></CONF>", "%x is not known"),
+        ("<CONF><server><rproxy><allowed_clients><cidr>192.0.2.0/33</cidr></allowed_clients></rproxy></server></CONF>", "not an IP address or CIDR prefix"),
+        ("<CONF><server><rproxy><allowed_clients><cidr></cidr></allowed_clients></rproxy></server></CONF>", "<cidr> is empty"),
+        ("<CONF><server><rproxy><max_sessions>0</max_sessions></rproxy></server></CONF>", "must be at least 1"),
+        ("<CONF><server><rproxy><session_idle_timeout>-5</session_idle_timeout></rproxy></server></CONF>", "not a whole number"),
+        ("<CONF><server><rproxy><faulty_host_hold_time>99999999999</faulty_host_hold_time></rproxy></server></CONF>", "too large"),
+        ("<CONF><server><proxy><enabled>1</enabled></proxy></server></CONF>", "<enabled>: \"1\" is not true or false"),
+        ("<CONF><server><proxy><authentication>maybe</authentication></proxy></server></CONF>", "not true or false"),
+        ("<CONF><server><proxy><bind_ip_address>host</bind_ip_address></proxy></server></CONF>", "not an IP address"),
+        ("<CONF><server><proxy><bind_ip_netmask>255.0.255.0</bind_ip_netmask></proxy></server></CONF>", "not a contiguous netmask"),
+        ("<CONF><server><proxy><port_range_low>0</port_range_low></proxy></server></CONF>", "out of range 1-65535"),
+        ("<CONF><server><proxy><port_range_high>65536</port_range_high></proxy></server></CONF>", "out of range"),
+        ("<CONF><server><proxy><port_range_low>7000</port_range_low><port_range_high>6000</port_range_high></proxy></server></CONF>", "<port_range_low> 7000 is above <port_range_high> 6000"),
+        ("<CONF><server><proxy><cleanup_interval>x</cleanup_interval></proxy></server></CONF>", "not a whole number"),
+        ("<CONF><server><proxy><keepalive_interval>1.5</keepalive_interval></proxy></server></CONF>", "not a whole number"),
+        ("<CONF><server><proxy><session_timeout>-1</session_timeout></proxy></server></CONF>", "not a whole number"),
+        ("<CONF><server><enable_http>on</enable_http></server></CONF>", "not true or false"),
+        ("<CONF><server><enable_https>on</enable_https></server></CONF>", "not true or false"),
+        ("<CONF><server><http_port>abc</http_port></server></CONF>", "not a port number"),
+        ("<CONF><server><https_port>0</https_port></server></CONF>", "out of range"),
+        ("<CONF><server><forwarding_type>nftable</forwarding_type></server></CONF>", "did you mean nftables?"),
+        ("<CONF><server><forwarding_type>ebpf</forwarding_type></server></CONF>", "\"ebpf\" is not nftables or iptables"),
+        ("<CONF><server><iptables_path>iptables</iptables_path></server></CONF>", "not an absolute path"),
+        ("<CONF><file_system><access><paths><path><absolute>data</absolute></path></paths></access></file_system></CONF>", "not an absolute path"),
+        ("<CONF><file_system><access><paths><path><absolute>/d/$(user)</absolute></path></paths></access></file_system></CONF>", "allowed: $(name)"),
+        ("<CONF><file_system><access><paths><path><read_allowed>y</read_allowed></path></paths></access></file_system></CONF>", "not true or false"),
+        ("<CONF><file_system><access><paths><path><write_allowed>y</write_allowed></path></paths></access></file_system></CONF>", "not true or false"),
+        ("<CONF><file_system><access><paths><path><dir_allowed>y</dir_allowed></path></paths></access></file_system></CONF>", "not true or false"),
+    ];
+    for (text, wanted) in cases {
+        let e = one_error(text);
+        assert!(e.contains(wanted), "{text}\n  wanted: {wanted}\n  got: {e}");
+        assert!(e.starts_with("1 | "), "no line for {text}: {e}");
+    }
+}
+
+#[test]
+fn rule_errors_name_the_rule() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("<rule host_ip=\"192.0.2.300\"><host>198.51.100.2</host><keyfile>/k</keyfile></rule>", "rule 1 (host_ip=\"192.0.2.300\")", "host_ip \"192.0.2.300\" is not an IP address or CIDR prefix"),
+        ("<rule host_ip=\"192.0.2.1/24\"><host>198.51.100.2</host><keyfile>/k</keyfile></rule>", "rule 1", "write 192.0.2.0/24"),
+        ("<rule host_ip=\"\"><host>198.51.100.2</host><keyfile>/k</keyfile></rule>", "rule 1", "host_ip is empty"),
+        ("<rule host_domain=\"bad_name\"><host>198.51.100.2</host><keyfile>/k</keyfile></rule>", "rule 1 (host_domain=\"bad_name\")", "host_domain \"bad_name\" is not a host name"),
+        ("<rule host_domain=\"\"><host>198.51.100.2</host><keyfile>/k</keyfile></rule>", "rule 1", "host_domain is empty"),
+        ("<rule><host>198.51.100.2</host><hosts><host>198.51.100.3</host></hosts><keyfile>/k</keyfile></rule>", "rule 1 (default rule)", "both <host> and <hosts>"),
+        ("<rule><keyfile>/k</keyfile></rule>", "rule 1 (default rule)", "no <host> or <hosts>"),
+        ("<rule><host></host><keyfile>/k</keyfile></rule>", "rule 1", "<host> is empty"),
+        ("<rule><hosts></hosts><keyfile>/k</keyfile></rule>", "rule 1", "<hosts> lists no <host>"),
+        ("<rule><hosts><host>198.51.100.3</host><host></host></hosts><keyfile>/k</keyfile></rule>", "rule 1", "<host> is empty"),
+        ("<rule><host>server1:22</host><keyfile>/k</keyfile></rule>", "rule 1", "host names are not accepted"),
+        ("<rule><host>198.51.100.2:0</host><keyfile>/k</keyfile></rule>", "rule 1", "out of range"),
+        ("<rule><host>198.51.100.2:65536</host><keyfile>/k</keyfile></rule>", "rule 1", "out of range"),
+        ("<rule><hosts><host>198.51.100.2:99999</host></hosts><keyfile>/k</keyfile></rule>", "rule 1", "out of range"),
+        ("<rule host_ip=\"192.0.2.1\"><host>[2001:db8::2]:22</host><keyfile>/k</keyfile></rule>", "rule 1", "different IP families"),
+        ("<rule><balancing>random</balancing><hosts><host>198.51.100.3</host></hosts><keyfile>/k</keyfile></rule>", "rule 1", "unknown method \"random\"; round_robin is the only one"),
+        ("<rule><balancing>round-robin</balancing><hosts><host>198.51.100.3</host></hosts><keyfile>/k</keyfile></rule>", "rule 1", "did you mean round_robin?"),
+        ("<rule><balancing>round_robin</balancing><host>198.51.100.3</host><keyfile>/k</keyfile></rule>", "rule 1", "<balancing> needs a <hosts> list"),
+        ("<rule><host>198.51.100.2</host></rule>", "rule 1", "no <keyfile>"),
+        ("<rule><host>198.51.100.2</host><keyfile>id_rsa</keyfile></rule>", "rule 1", "not an absolute path"),
+        ("<rule><host>198.51.100.2</host><keyfile>/home/$(name)/k</keyfile></rule>", "rule 1", "$(name) is not a known variable (allowed: $(user))"),
+        ("<rule><host>198.51.100.2</host><keyfile>/k</keyfile><squash_user>x y</squash_user></rule>", "rule 1", "not a valid account name"),
+        ("<rule><host>198.51.100.2</host><keyfile>/k</keyfile><proxy_port>65536</proxy_port></rule>", "rule 1", "port 65536 is out of range 0-65535"),
+        ("<rule><host>198.51.100.2</host><keyfile>/k</keyfile><src_port_filtering>no</src_port_filtering></rule>", "rule 1", "not true or false"),
+        ("<rule><host>198.51.100.2</host><keyfile>/k</keyfile><udp_port_reuse>no</udp_port_reuse></rule>", "rule 1", "not true or false"),
+        ("<rule><host>198.51.100.2</host><keyfile>/k</keyfile><bind_source_address>198.51.100.x</bind_source_address></rule>", "rule 1", "not an IP address"),
+        ("<rule><host>198.51.100.2</host><keyfile>/k</keyfile><bind_source_address>198.51.100.1,2001:db8::1</bind_source_address></rule>", "rule 1", "different IP families"),
+        ("<rule><host>198.51.100.2</host><keyfile>/k</keyfile><bind_source_address>2001:db8::1</bind_source_address></rule>", "rule 1", "different IP families"),
+    ];
+    for (body, rule, wanted) in cases {
+        let e = one_error(&rules(body));
+        assert!(e.contains(wanted), "{body}\n  wanted: {wanted}\n  got: {e}");
+        assert!(
+            e.contains(&format!("| {rule}")),
+            "{body}\n  wanted rule: {rule}\n  got: {e}"
+        );
+        assert!(e.starts_with("6 | "), "{body}: wrong line: {e}");
+    }
+}
+
+#[test]
+fn all_errors_are_reported_together() {
+    let text = rules(
+        "<rule host_ip=\"192.0.2.300\"><host>x</host></rule>\n<rule><host>198.51.100.2:70000</host><keyfile>k</keyfile></rule>",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 6, "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|l| l.contains("| host_ip \"192.0.2.300\" is not an IP address")),
+        "{e:#?}"
+    );
+    assert!(e[0].starts_with("6 | rule 1"), "{e:#?}");
+    assert!(e[5].starts_with("7 | rule 2"), "{e:#?}");
+}
+
+#[test]
+fn structure_and_value_errors_are_reported_in_one_run() {
+    let text = rules(
+        "<rule host_ip=\"192.0.2.0/24\">\n<host>198.51.100.2:99999</host>\n<keyﬁle>/k</keyﬁle>\n</rule>\n\
+         <rule host_ip=\"192.0.2.10\"><hots>198.51.100.3</hots><keyfile>/k</keyfile></rule>",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(
+        e[0].starts_with("7 | rule 1") && e[0].contains("port 99999 is out of range"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("8 | rule 1") && e[1].contains("did you mean <keyfile>?"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].contains("rule 2") && e[2].contains("can never match"),
+        "{e:#?}"
+    );
+    assert!(
+        e[3].contains("rule 2") && e[3].contains("did you mean <host>?"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn duplicate_host_is_a_warning() {
+    let loaded = parse(&rules(
+        "<rule><hosts><host>198.51.100.3</host><host>198.51.100.3:22</host></hosts><keyfile>/k</keyfile></rule>",
+    ))
+    .unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].message.contains("listed twice"));
+    assert_eq!(
+        loaded.config.server.rproxy.rules[0].balancing,
+        Some(Balancing::RoundRobin)
+    );
+}
+
+#[test]
+fn rules_that_cannot_be_told_apart() {
+    let same = rules(&format!(
+        "<rule host_ip=\"192.0.2.10\">{0}</rule>\n<rule host_ip=\"192.0.2.10\">{0}</rule>",
+        "<host>198.51.100.2</host><keyfile>/k</keyfile>"
+    ));
+    let e = one_error(&same);
+    assert!(e.starts_with("7 | rule 2 (host_ip=\"192.0.2.10\")"), "{e}");
+    assert!(
+        e.contains("can never be told apart from rule 1 (host_ip=\"192.0.2.10\") (line 6)"),
+        "{e}"
+    );
+
+    let shadowed = rules(&format!(
+        "<rule host_ip=\"192.0.2.0/24\">{0}</rule>\n<rule host_ip=\"192.0.2.10\" host_domain=\"a.example\">{0}</rule>",
+        "<host>198.51.100.2</host><keyfile>/k</keyfile>"
+    ));
+    let e = one_error(&shadowed);
+    assert!(
+        e.contains("rule 2") && e.contains("can never match: rule 1"),
+        "{e}"
+    );
+
+    let two_defaults = rules(&format!("{GOOD_RULE}\n{GOOD_RULE}"));
+    assert!(one_error(&two_defaults).contains("can never be told apart"));
+
+    // Different names, or a narrower rule first, are fine; a default rule shadows nothing.
+    let fine = rules(&format!(
+        "{GOOD_RULE}\n<rule host_ip=\"192.0.2.10\">{0}</rule>\n<rule host_ip=\"192.0.2.0/24\">{0}</rule>\n\
+         <rule host_domain=\"a.example\">{0}</rule>\n<rule host_domain=\"b.example\">{0}</rule>",
+        "<host>198.51.100.2</host><keyfile>/k</keyfile>"
+    ));
+    assert_eq!(parse(&fine).unwrap().config.server.rproxy.rules.len(), 5);
+}
+
+#[test]
+fn whole_configuration_checks() {
+    let e = one_error("<CONF><server><rproxy><enabled>true</enabled></rproxy></server></CONF>");
+    assert!(e.contains("enabled but has no <rule>"), "{e}");
+    let e = one_error("<CONF><server><enable_http>true</enable_http><enable_https>true</enable_https><https_port>9091</https_port></server></CONF>");
+    assert!(
+        e.contains("<https_port> 9091 is already used by <http_port>"),
+        "{e}"
+    );
+    let e = one_error(&rules(GOOD_RULE).replace(
+        "<server>",
+        "<server><enable_http>true</enable_http><http_port>33001</http_port>",
+    ));
+    assert!(
+        e.contains("<http_port> 33001 is already used by <ssh_port>"),
+        "{e}"
+    );
+    let w = parse("<CONF/>").unwrap().warnings;
+    assert!(w[0]
+        .message
+        .contains("neither <rproxy> nor <proxy> is enabled"));
+}
+
+#[test]
+fn hostile_input_is_refused_without_panic() {
+    for text in [
+        "<",
+        "<CONF",
+        "<CONF><server><rproxy><rules><rule host_ip='1' host_ip='2'/></rules></rproxy></server></CONF>",
+        "<!DOCTYPE x [<!ENTITY a \"aaaa\">]><CONF><server><http_port>&a;</http_port></server></CONF>",
+        "<CONF><![CDATA[x]]></CONF>",
+        "\u{feff}<CONF><server><http_port>\u{0}</http_port></server></CONF>",
+        "<CONF>\u{202e}</CONF>",
+        &"<CONF>".repeat(10_000),
+    ] {
+        assert!(parse(text).is_err(), "accepted: {text:.60}");
+    }
+}

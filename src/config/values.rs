@@ -1,0 +1,344 @@
+//! Parsers for the value types of `aspera.conf`, each returning a message a person can act on.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+use super::model::HostDomain;
+
+/// `true` or `false` (any case).
+pub fn boolean(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("\"{s}\" is not true or false")),
+    }
+}
+
+/// A non-negative integer no larger than `max`.
+pub fn integer(s: &str, max: u64) -> Result<u64, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a whole number"))?;
+    if n > max {
+        return Err(format!("{n} is too large (at most {max})"));
+    }
+    Ok(n)
+}
+
+/// A port, 0–65535 when `allow_zero`, else 1–65535.
+pub fn port(s: &str, allow_zero: bool) -> Result<u16, String> {
+    let n: i64 = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a port number"))?;
+    let low = if allow_zero { 0 } else { 1 };
+    if !(low..=65535).contains(&n) {
+        return Err(format!("port {n} is out of range {low}-65535"));
+    }
+    u16::try_from(n).map_err(|_| format!("port {n} is out of range {low}-65535"))
+}
+
+/// An IP address (v4 or v6), no host names.
+pub fn ip(s: &str) -> Result<IpAddr, String> {
+    s.parse()
+        .map_err(|_| format!("\"{s}\" is not an IP address"))
+}
+
+/// A comma-separated list of IP addresses, all of one family.
+pub fn ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(format!("\"{s}\" has an empty entry"));
+        }
+        let addr = ip(part)?;
+        if out.contains(&addr) {
+            return Err(format!("{addr} is listed twice"));
+        }
+        if let Some(first) = out.first() {
+            if std::mem::discriminant(first) != std::mem::discriminant(&addr) {
+                return Err(format!("{addr} and {first} are of different IP families"));
+            }
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// An IP address or a CIDR prefix; a bare address becomes a full-length prefix.
+/// A prefix with host bits set is refused, since it is usually a typo.
+pub fn ip_or_prefix(s: &str) -> Result<IpNet, String> {
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not an IP address or CIDR prefix (like 192.0.2.0/24)"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{s} has host bits set; write {} (or the single address without /{})",
+            net.trunc(),
+            net.prefix_len()
+        ));
+    }
+    Ok(net)
+}
+
+/// A netmask written as dotted quad (255.255.255.0) or prefix length (24).
+pub fn netmask(s: &str) -> Result<u8, String> {
+    if let Ok(len) = s.parse::<u8>() {
+        if len <= 32 {
+            return Ok(len);
+        }
+        return Err(format!("prefix length {len} is larger than 32"));
+    }
+    let mask: std::net::Ipv4Addr = s
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a netmask (like 255.255.255.0 or 24)"))?;
+    let bits = u32::from(mask);
+    let len = bits.leading_ones();
+    if bits.checked_shl(len).unwrap_or(0) != 0 {
+        return Err(format!("{s} is not a contiguous netmask"));
+    }
+    u8::try_from(len).map_err(|_| format!("{s} is not a netmask"))
+}
+
+/// `ip[:port]` with the port defaulting to `default_port`; IPv6 as `[addr]:port` or a bare address.
+pub fn host_port(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(addr, default_port));
+    }
+    if let Ok(sock) = s.parse::<SocketAddr>() {
+        if sock.port() == 0 {
+            return Err(format!("\"{s}\": port 0 is out of range 1-65535"));
+        }
+        return Ok(sock);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let addr = rest.split(']').next().unwrap_or("");
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("\"{s}\": \"{addr}\" is not an IPv6 address"));
+        }
+    }
+    if let Some((host, p)) = s.rsplit_once(':') {
+        let bracketed_v6 = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+        if host.parse::<std::net::Ipv4Addr>().is_ok() || bracketed_v6 {
+            if let Err(e) = port(p, false) {
+                return Err(format!("\"{s}\": {e}"));
+            }
+        } else if !host.starts_with('[') {
+            return Err(format!(
+                "\"{s}\": \"{host}\" is not an IP address (host names are not accepted; IPv6 goes in brackets: [2001:db8::1]:22)"
+            ));
+        }
+    }
+    Err(format!(
+        "\"{s}\" is not ip[:port] (like 198.51.100.10:22 or [2001:db8::10]:22)"
+    ))
+}
+
+/// `name[:port]`: a DNS host name, optionally with the SSH port the client dialled.
+pub fn host_domain(s: &str) -> Result<HostDomain, String> {
+    let (name, port_text) = match s.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (s, None),
+    };
+    let port = port_text.map(|p| port(p, false)).transpose()?;
+    let name = name.trim_end_matches('.');
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("\"{s}\" is not a host name"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "\"{s}\" is not a host name (letters, digits, '-' and '.' only)"
+            ));
+        }
+    }
+    Ok(HostDomain {
+        name: name.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// An absolute path (may hold `$(var)` for the variables in `vars`).
+pub fn absolute_path(s: &str, vars: &[&str]) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("\"{s}\" is not an absolute path"));
+    }
+    check_variables(s, vars)?;
+    Ok(s.to_string())
+}
+
+/// Checks that every `$(name)` in `s` is one of `vars`.
+pub fn check_variables(s: &str, vars: &[&str]) -> Result<(), String> {
+    let mut rest = s;
+    while let Some(i) = rest.find("$(") {
+        let after = &rest[i + 2..];
+        let Some(end) = after.find(')') else {
+            return Err(format!("\"{s}\" has an unclosed $("));
+        };
+        let name = &after[..end];
+        if !vars.contains(&name) {
+            let allowed: Vec<String> = vars.iter().map(|v| format!("$({v})")).collect();
+            return Err(if allowed.is_empty() {
+                format!("\"{s}\": $({name}) is not allowed here")
+            } else {
+                format!(
+                    "\"{s}\": $({name}) is not a known variable (allowed: {})",
+                    allowed.join(", ")
+                )
+            });
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
+}
+
+/// A path pattern with `%u` (user), `%h` (home) and `%%`, like OpenSSH's AuthorizedKeysFile.
+pub fn key_path_pattern(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'h' | '%') => {}
+                Some(o) => return Err(format!("\"{s}\": %{o} is not known (use %u, %h or %%)")),
+                None => return Err(format!("\"{s}\" ends with a lone %")),
+            }
+        }
+    }
+    if !s.starts_with('/') && !s.starts_with("%h") {
+        return Err(format!(
+            "\"{s}\" must be absolute or start with %h (the user's home directory)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// A Unix account name.
+pub fn user_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphanumeric() || c == '_' || (i > 0 && (c == '-' || c == '.'))
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("\"{s}\" is not a valid account name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_integers_ports() {
+        assert_eq!(boolean("TRUE"), Ok(true));
+        assert_eq!(boolean("false"), Ok(false));
+        assert!(boolean("yes").unwrap_err().contains("not true or false"));
+        assert_eq!(integer("300", 1000), Ok(300));
+        assert!(integer("-1", 10).is_err());
+        assert!(integer("11", 10).unwrap_err().contains("at most 10"));
+        assert_eq!(port("0", true), Ok(0));
+        assert!(port("0", false)
+            .unwrap_err()
+            .contains("out of range 1-65535"));
+        assert!(port("65536", true)
+            .unwrap_err()
+            .contains("out of range 0-65535"));
+        assert!(port("http", true).is_err());
+    }
+
+    #[test]
+    fn addresses_and_prefixes() {
+        assert_eq!(
+            ip_or_prefix("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            ip_or_prefix("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert!(ip_or_prefix("192.0.2.7/24")
+            .unwrap_err()
+            .contains("write 192.0.2.0/24"));
+        assert!(ip_or_prefix("192.0.2.300").is_err());
+        assert!(ip_or_prefix("example.com").is_err());
+        assert_eq!(ip_list("192.0.2.1, 192.0.2.2").unwrap().len(), 2);
+        assert!(ip_list("192.0.2.1,2001:db8::1")
+            .unwrap_err()
+            .contains("different IP families"));
+        assert!(ip_list("192.0.2.1,192.0.2.1")
+            .unwrap_err()
+            .contains("twice"));
+        assert!(ip_list("192.0.2.1,").is_err());
+        assert_eq!(netmask("255.255.255.0"), Ok(24));
+        assert_eq!(netmask("16"), Ok(16));
+        assert!(netmask("255.0.255.0").unwrap_err().contains("contiguous"));
+        assert!(netmask("33").is_err());
+    }
+
+    #[test]
+    fn host_and_port() {
+        assert_eq!(
+            host_port("198.51.100.10", 22).unwrap().to_string(),
+            "198.51.100.10:22"
+        );
+        assert_eq!(host_port("198.51.100.10:2222", 22).unwrap().port(), 2222);
+        assert_eq!(host_port("[2001:db8::1]:33001", 22).unwrap().port(), 33001);
+        assert_eq!(host_port("2001:db8::1", 22).unwrap().port(), 22);
+        assert!(host_port("198.51.100.10:70000", 22)
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(host_port("198.51.100.10:0", 22)
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(host_port("server1:22", 22)
+            .unwrap_err()
+            .contains("host names are not accepted"));
+        assert!(host_port("[2001:db8::zz]:22", 22)
+            .unwrap_err()
+            .contains("not an IPv6"));
+        assert!(host_port("198.51.100", 22).is_err());
+    }
+
+    #[test]
+    fn domains_paths_patterns_users() {
+        let d = host_domain("Files.Example.com:33001").unwrap();
+        assert_eq!(
+            (d.name.as_str(), d.port),
+            ("files.example.com", Some(33001))
+        );
+        assert_eq!(host_domain("files").unwrap().port, None);
+        assert!(host_domain("bad_name").is_err());
+        assert!(host_domain("a..b").is_err());
+        assert!(host_domain("x:99999").is_err());
+        assert!(absolute_path("/home/$(user)/.ssh/id_rsa", &["user"]).is_ok());
+        assert!(absolute_path("/home/$(usr)/k", &["user"])
+            .unwrap_err()
+            .contains("allowed: $(user)"));
+        assert!(absolute_path("keys/id", &["user"])
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(check_variables("/a/$(user", &["user"])
+            .unwrap_err()
+            .contains("unclosed"));
+        assert!(key_path_pattern("%h/.ssh/authorized_keys").is_ok());
+        assert!(key_path_pattern("/etc/keys/%u").is_ok());
+        assert!(key_path_pattern("/etc/keys/%x").unwrap_err().contains("%x"));
+        assert!(key_path_pattern("keys/%u").is_err());
+        assert!(user_name("xfer").is_ok());
+        assert!(user_name("x fer").is_err());
+        assert!(user_name("-x").is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! fasp-proxy: a proxy for FASP-style file transfers.
+//!
+//! See `docs/architecture.md` for the module map and how the layers depend on each other.
+
+pub mod config;

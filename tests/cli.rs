@@ -1,0 +1,179 @@
+//! The admin command line, run as a user runs it: exit codes, messages and files.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fasp_proxy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fasp-proxy"))
+        .args(args)
+        .env_remove("FASP_PROXY_CONFIG")
+        .output()
+        .expect("run fasp-proxy")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every file under `dir` with its bytes, sorted, to compare before and after.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (p.display().to_string(), fs::read(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn check_config_accepts_the_sample_and_summarises_every_rule() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/aspera.conf");
+    let out = fasp_proxy(&["check-config", sample]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("valid (3 rules"), "{stdout}");
+    for wanted in [
+        "rule 1 (host_ip=\"203.0.113.7\")",
+        "every user as squash user xfer",
+        "rule 2 (host_ip=\"203.0.113.128/25\")",
+        "each user as their own account (individual)",
+        "rule 3 (host_domain=\"files.example.com\")",
+        "round robin over 198.51.100.41:22, 198.51.100.42:22, 198.51.100.43:22",
+        "UDP port 33001",
+    ] {
+        assert!(stdout.contains(wanted), "missing {wanted:?} in\n{stdout}");
+    }
+}
+
+#[test]
+fn check_config_refuses_bad_files_with_position_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "syntax.conf",
+            "<CONF>\n<server>\n<rproxy>\n<enabled>true</enabld>\n</rproxy></server></CONF>\n",
+            "syntax.conf:4:",
+            "</enabld> does not match <enabled>",
+        ),
+        (
+            "unknown.conf",
+            "<CONF>\n<server>\n<rproxy>\n<rules><rule host_ip=\"192.0.2.1\">\n  <host>198.51.100.2</host>\n  <keyﬁle>/k</keyﬁle>\n</rule></rules></rproxy></server></CONF>\n",
+            "unknown.conf:6:3: error: rule 1 (host_ip=\"192.0.2.1\"): unknown tag <keyﬁle> in <rule>",
+            "did you mean <keyfile>?",
+        ),
+        (
+            "semantic.conf",
+            "<CONF>\n<server>\n<rproxy><enabled>true</enabled>\n<rules>\n<rule host_ip=\"192.0.2.1\">\n<host>198.51.100.2:99999</host>\n<keyfile>/k</keyfile></rule></rules></rproxy></server></CONF>\n",
+            "semantic.conf:6:1: error: rule 1 (host_ip=\"192.0.2.1\"): <host>:",
+            "port 99999 is out of range",
+        ),
+    ];
+    for (name, content, _, _) in cases {
+        fs::write(dir.path().join(name), content).unwrap();
+    }
+    let before = snapshot(dir.path());
+    for (name, _, location, message) in cases {
+        let path = dir.path().join(name);
+        let out = fasp_proxy(&["check-config", path.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{name}: printed a summary for a bad file"
+        );
+        assert!(
+            stderr.contains(location),
+            "{name}: wanted {location:?} in\n{stderr}"
+        );
+        assert!(
+            stderr.contains(message),
+            "{name}: wanted {message:?} in\n{stderr}"
+        );
+    }
+    assert_eq!(before, snapshot(dir.path()), "check-config changed files");
+}
+
+#[test]
+fn check_config_reports_missing_file_and_honours_env_and_flag() {
+    let out = fasp_proxy(&["check-config", "/nonexistent/aspera.conf"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/aspera.conf: error: cannot read"));
+
+    // Default path, then the environment, then --config.
+    let out = fasp_proxy(&["check-config"]);
+    let default_seen = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        default_seen.contains("/etc/fasp-proxy/aspera.conf"),
+        "{default_seen}"
+    );
+
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/aspera.conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_fasp-proxy"))
+        .arg("check-config")
+        .env("FASP_PROXY_CONFIG", sample)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("valid (3 rules"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fasp-proxy"))
+        .args(["--config", sample, "check-config"])
+        .env("FASP_PROXY_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn create_config_twice_refuses_and_leaves_files_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("fasp");
+    let out = fasp_proxy(&["create-config", "--dir", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("host key fingerprint: SHA256:"));
+    let before = snapshot(&target);
+    assert_eq!(before.len(), 3);
+
+    // What it wrote is a valid configuration pointing at the key it made.
+    let conf = target.join("aspera.conf");
+    let out = fasp_proxy(&["check-config", conf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(fs::read_to_string(&conf)
+        .unwrap()
+        .contains(target.join("ssh_host_ed25519_key").to_str().unwrap()));
+
+    let out = fasp_proxy(&["create-config", "--dir", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert_eq!(before, snapshot(&target));
+}
+
+#[test]
+fn spec_version_and_help() {
+    let out = fasp_proxy(&["spec"]);
+    assert!(out.status.success());
+    let spec = text(&out.stdout);
+    assert!(spec.contains("<proxy_port>33001</proxy_port>"));
+    assert!(spec.contains("<squash_user></squash_user>"));
+    assert!(spec.contains("attribute host_ip"));
+
+    let out = fasp_proxy(&["--version"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("fasp-proxy {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = fasp_proxy(&["--help"]);
+    let help = text(&out.stdout);
+    for verb in ["create-config", "check-config", "spec"] {
+        assert!(help.contains(verb), "{help}");
+    }
+    let out = fasp_proxy(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}

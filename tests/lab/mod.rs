@@ -1,0 +1,733 @@
+//! A lab of Linux network namespaces for integration tests.
+//!
+//! Integration tests include this module with `mod lab;`. It builds throw-away network
+//! namespaces joined by veth pairs on documentation address ranges only
+//! (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32), runs commands and
+//! long-lived processes inside them, and runs Rust closures on threads that have `setns`'d into
+//! them (so a test can own sockets living in a namespace).
+//!
+//! Safety properties:
+//! - Every link, address, route, sysctl and firewall change is made inside a namespace this
+//!   module created; nothing is ever created in or changed in the machine's own namespace
+//!   (veth pairs are created directly inside the namespaces with `ip -n A link add ... peer
+//!   ... netns B`).
+//! - Everything is removed when the [`Lab`] is dropped, also when the test panics: processes are
+//!   killed by PID first, then each namespace is deleted with `ip netns del`.
+//! - Namespace names are `fpl-<pid>-<counter>-<role>`, so parallel tests and parallel test
+//!   binaries never collide. Creating a lab deletes stale namespaces left by crashed earlier
+//!   runs: names of exactly that shape whose PID is no longer alive. Nothing else is touched.
+//! - Without root or without `ip` the lab panics with a clear message: tests fail loudly, they
+//!   never silently skip.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+
+/// Prefix of every namespace name this module creates (followed by `-<pid>-<counter>-<role>`).
+pub const NETNS_PREFIX: &str = "fpl";
+
+/// Maximum length of a Linux interface name (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Counter making namespace names unique within one test process.
+static NETNS_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// PIDs of processes spawned by a lab that have not been reaped yet.
+type Registry = Arc<Mutex<Vec<u32>>>;
+
+fn lock(registry: &Registry) -> MutexGuard<'_, Vec<u32>> {
+    // A panic while holding the lock must not stop the cleanup.
+    registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sends SIGKILL to `pid`. Only ever called with PIDs of processes we started (or processes
+/// living in a namespace we created); errors such as ESRCH are ignored.
+fn kill_pid(pid: i32) {
+    if pid == 0 || pid == -1 {
+        return; // never signal "our process group" or "every process"
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+fn format_cmd(program: &str, args: &[&str]) -> String {
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a command on the host side (only `ip netns ...` bookkeeping and `ip -n NS ...`
+/// commands that act inside our namespaces), panicking with a full description on failure.
+fn run_checked(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("lab: cannot run `{}`: {e}", format_cmd(program, args)));
+    check_output(&format_cmd(program, args), output)
+}
+
+fn check_output(description: &str, output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        panic!(
+            "lab: command `{description}` failed with {}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end(),
+            stdout.trim_end()
+        );
+    }
+    stdout
+}
+
+/// Panics unless we run as root and `ip` (iproute2) is usable.
+fn preflight() {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        panic!(
+            "lab: the namespace lab needs root (effective uid is {euid}); \
+             run the tests as root, e.g. `sudo ./scripts/test.sh`"
+        );
+    }
+    match Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!("lab: `ip -V` failed with {status}; is iproute2 installed?"),
+        Err(e) => panic!("lab: cannot run `ip` ({e}); install iproute2 (apt-get install iproute2)"),
+    }
+}
+
+/// Lists the names of all named network namespaces (`ip netns list`).
+pub fn list_netns() -> Vec<String> {
+    run_checked("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Parses the PID out of a namespace name created by this module
+/// (`fpl-<pid>-<counter>[-<role>]`); `None` for any other name.
+pub fn owner_pid(netns_name: &str) -> Option<u32> {
+    let rest = netns_name.strip_prefix(NETNS_PREFIX)?.strip_prefix('-')?;
+    let mut parts = rest.splitn(3, '-');
+    let pid = parts.next()?;
+    let counter = parts.next()?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(pid) || !all_digits(counter) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Deletes namespaces left behind by crashed earlier runs: names of our exact shape whose owner
+/// PID is no longer alive. Errors (e.g. a concurrent sweep won the race) are ignored.
+pub fn sweep_stale_netns() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        match owner_pid(name) {
+            Some(pid) if !pid_alive(pid) => {
+                let _ = Command::new("ip")
+                    .args(["netns", "del", name])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Panics unless `name` is a valid interface name (1..=15 chars, no `/`, `:` or whitespace).
+pub fn check_ifname(name: &str) {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_IFNAME_LEN
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    assert!(
+        valid,
+        "lab: invalid interface name {name:?} (1..={MAX_IFNAME_LEN} chars, no '/', ':' or whitespace)"
+    );
+}
+
+/// True if `addr` lies in a documentation range: 192.0.2.0/24, 198.51.100.0/24,
+/// 203.0.113.0/24 or 2001:db8::/32.
+pub fn is_documentation_addr(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            matches!(
+                (o[0], o[1], o[2]),
+                (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
+            )
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            s[0] == 0x2001 && s[1] == 0x0db8
+        }
+    }
+}
+
+/// Parses `ADDR/PREFIX` and panics unless the whole prefix lies inside one documentation range
+/// (so the prefix length must be at least 24 for IPv4 and 32 for IPv6).
+pub fn check_documentation_cidr(cidr: &str) -> (IpAddr, u8) {
+    let (addr, prefix) = cidr
+        .split_once('/')
+        .unwrap_or_else(|| panic!("lab: {cidr:?} is not ADDR/PREFIX"));
+    let addr: IpAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("lab: bad address in {cidr:?}: {e}"));
+    let prefix: u8 = prefix
+        .parse()
+        .unwrap_or_else(|e| panic!("lab: bad prefix length in {cidr:?}: {e}"));
+    let (min, max) = if addr.is_ipv4() { (24, 32) } else { (32, 128) };
+    assert!(
+        is_documentation_addr(addr) && (min..=max).contains(&prefix),
+        "lab: {cidr} is outside the documentation ranges \
+         (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)"
+    );
+    (addr, prefix)
+}
+
+/// Polls `cond` every 20 ms until it returns true or `timeout` elapses; returns the last result.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `UdpSocket::recv_from` that retries when interrupted (EINTR). Blocking socket calls with a
+/// timeout (`set_read_timeout`) are never restarted by the kernel, so a stop/continue of the
+/// process (or any handled signal) makes std's `recv_from` fail with `Interrupted`.
+pub fn udp_recv_from(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    let mut attempts = 0;
+    loop {
+        match sock.recv_from(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && attempts < 100 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+/// A set of network namespaces plus the processes spawned in them; all removed on drop.
+pub struct Lab {
+    namespaces: Mutex<Vec<String>>,
+    processes: Registry,
+}
+
+impl Lab {
+    /// Creates an empty lab. Panics unless running as root with `ip` available. Sweeps stale
+    /// namespaces of crashed earlier runs (see [`sweep_stale_netns`]).
+    pub fn new() -> Lab {
+        preflight();
+        sweep_stale_netns();
+        Lab {
+            namespaces: Mutex::new(Vec::new()),
+            processes: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Creates a new namespace named `fpl-<pid>-<counter>-<role>`, brings up its `lo` and turns
+    /// off IPv6 duplicate address detection inside it. `role` (e.g. "client") is only for
+    /// readability and must be ASCII alphanumeric.
+    pub fn add_netns(&self, role: &str) -> Netns {
+        assert!(
+            !role.is_empty() && role.len() <= 32 && role.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "lab: namespace role {role:?} must be 1..=32 ASCII alphanumerics"
+        );
+        let counter = NETNS_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{NETNS_PREFIX}-{}-{counter}-{role}", std::process::id());
+        // Record before creating, so a half-made namespace is still deleted on drop.
+        self.namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.clone());
+        run_checked("ip", &["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            processes: Arc::clone(&self.processes),
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // New interfaces inherit `default`; `-e` tolerates kernels without IPv6.
+        ns.exec(&[
+            "sysctl",
+            "-q",
+            "-e",
+            "-w",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ]);
+        ns
+    }
+
+    /// Names of the namespaces created by this lab so far.
+    pub fn netns_names(&self) -> Vec<String> {
+        self.namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Creates a veth pair directly inside the namespaces: `a_if` in `a`, its peer `b_if` in
+    /// `b`, and brings both ends up. Nothing appears in the machine's own namespace.
+    pub fn veth(&self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+        check_ifname(a_if);
+        check_ifname(b_if);
+        run_checked(
+            "ip",
+            &[
+                "-n", &a.name, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns",
+                &b.name,
+            ],
+        );
+        a.link_up(a_if);
+        b.link_up(b_if);
+    }
+
+    /// Kills every process spawned in this lab and every process still living in one of its
+    /// namespaces (by PID), then deletes the namespaces. Called by `Drop`; idempotent.
+    pub fn cleanup(&self) {
+        // 1. Processes we spawned (their process groups too). Handles reap them later; PIDs stay
+        //    ours until then because only the handle waits for them.
+        for &pid in lock(&self.processes).iter() {
+            if let Ok(pid) = i32::try_from(pid) {
+                kill_pid(-pid);
+                kill_pid(pid);
+            }
+        }
+        let names: Vec<String> =
+            std::mem::take(&mut *self.namespaces.lock().unwrap_or_else(|p| p.into_inner()));
+        let me = std::process::id();
+        for name in names.iter().rev() {
+            // 2. Anything else left inside our namespace (e.g. daemons forked by a spawned
+            //    process). Only processes inside a namespace we created are listed.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok())
+                    .filter(|&p| p != me)
+                {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        kill_pid(pid);
+                    }
+                }
+            }
+            // 3. The namespace itself.
+            let mut last_err = String::new();
+            let deleted = (0..5).any(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                match Command::new("ip").args(["netns", "del", name]).output() {
+                    Ok(out) if out.status.success() => true,
+                    Ok(out) => {
+                        last_err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                        !std::path::Path::new("/run/netns").join(name).exists()
+                    }
+                    Err(e) => {
+                        last_err = e.to_string();
+                        false
+                    }
+                }
+            });
+            if !deleted {
+                // No panic here: we may already be unwinding.
+                eprintln!("lab: WARNING: could not delete namespace {name}: {last_err}");
+            }
+        }
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Lab::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// A handle to one namespace of a [`Lab`]. Cheap to clone; the namespace itself lives until the
+/// lab is dropped.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    name: String,
+    processes: Registry,
+}
+
+impl Netns {
+    /// The namespace name as used by `ip netns` (and `/run/netns/<name>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `args` inside the namespace (`ip netns exec NS args...`) and returns its raw
+    /// output without checking the exit status. Panics only if it cannot be started.
+    pub fn try_exec(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("lab: cannot run `{}`: {e}", self.describe(args)))
+    }
+
+    /// Runs `args` inside the namespace and returns its stdout. Panics on a non-zero exit with a
+    /// message naming the command, exit status, stderr and stdout.
+    pub fn exec(&self, args: &[&str]) -> String {
+        check_output(&self.describe(args), self.try_exec(args))
+    }
+
+    /// Like [`Netns::exec`] but feeds `input` to the command's stdin (e.g. `nft -f -`).
+    pub fn exec_with_stdin(&self, args: &[&str], input: &str) -> String {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("lab: cannot run `{}`: {e}", self.describe(args)));
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let input = input.to_owned();
+        // Write from a thread so a command producing lots of output cannot deadlock us.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let output = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("lab: waiting for `{}`: {e}", self.describe(args)));
+        let _ = writer.join();
+        check_output(&format!("{} <<< {{stdin}}", self.describe(args)), output)
+    }
+
+    /// Runs `ip -n NS args...` (an iproute2 command acting inside this namespace).
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run_checked("ip", &full)
+    }
+
+    /// Brings interface `ifname` up.
+    pub fn link_up(&self, ifname: &str) {
+        check_ifname(ifname);
+        self.ip(&["link", "set", ifname, "up"]);
+    }
+
+    /// Adds `cidr` (e.g. "192.0.2.2/24" or "2001:db8:1::2/64") to `ifname`. Panics unless the
+    /// prefix lies in a documentation range. IPv6 addresses are added with `nodad`.
+    pub fn add_addr(&self, ifname: &str, cidr: &str) {
+        check_ifname(ifname);
+        let (addr, _) = check_documentation_cidr(cidr);
+        if addr.is_ipv6() {
+            self.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"]);
+        } else {
+            self.ip(&["addr", "add", cidr, "dev", ifname]);
+        }
+    }
+
+    /// Adds a route to `dest` ("default" or a documentation CIDR) via gateway `via` (a
+    /// documentation address).
+    pub fn add_route(&self, dest: &str, via: IpAddr) {
+        assert!(
+            is_documentation_addr(via),
+            "lab: gateway {via} is not a documentation address"
+        );
+        if dest != "default" {
+            let (addr, _) = check_documentation_cidr(dest);
+            assert_eq!(
+                addr.is_ipv4(),
+                via.is_ipv4(),
+                "lab: route {dest} via {via} mixes address families"
+            );
+        }
+        let family = if via.is_ipv4() { "-4" } else { "-6" };
+        self.ip(&[family, "route", "add", dest, "via", &via.to_string()]);
+    }
+
+    /// Sets `key=value` with `sysctl -w` run inside this namespace.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// Reads a sysctl inside this namespace (`sysctl -n key`), trimmed.
+    pub fn sysctl_get(&self, key: &str) -> String {
+        self.exec(&["sysctl", "-n", key]).trim().to_owned()
+    }
+
+    /// Turns on IPv4 forwarding inside this namespace, and IPv6 forwarding too if `ipv6`.
+    pub fn enable_forwarding(&self, ipv6: bool) {
+        self.sysctl("net.ipv4.ip_forward", "1");
+        if ipv6 {
+            self.sysctl("net.ipv6.conf.all.forwarding", "1");
+        }
+    }
+
+    /// Spawns a long-lived process inside the namespace (`ip netns exec NS args...`, which
+    /// execs so the PID is the command's own) in its own process group, with stdin from
+    /// /dev/null and stdout+stderr to a log file (see [`NsProcess::log`]). The handle kills it
+    /// by PID and reaps it on drop; the lab kills it too if the handle outlives the lab.
+    pub fn spawn(&self, args: &[&str]) -> NsProcess {
+        let log = tempfile::NamedTempFile::new().expect("lab: cannot create a log file");
+        let out = log.reopen().expect("lab: cannot open the log file");
+        let err = log.reopen().expect("lab: cannot open the log file");
+        let mut registry = lock(&self.processes);
+        let child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("lab: cannot spawn `{}`: {e}", self.describe(args)));
+        registry.push(child.id());
+        NsProcess {
+            child,
+            description: self.describe(args),
+            log,
+            processes: Arc::clone(&self.processes),
+        }
+    }
+
+    /// Runs `f` on a new thread that has `setns`'d into this namespace, and returns its result
+    /// (a panic in `f` is propagated). Sockets created in `f` live in this namespace and may be
+    /// returned and used from any thread.
+    pub fn run_in<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).unwrap_or_else(|e| panic!("lab: cannot open {path}: {e}"));
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(move || {
+                // SAFETY: setns(2) on a valid fd; it only affects this (fresh) thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    panic!(
+                        "lab: setns({path}) failed: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                drop(file);
+                f()
+            });
+            match handle.join() {
+                Ok(result) => result,
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        assert!(!args.is_empty(), "lab: empty command");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args);
+        cmd
+    }
+
+    fn describe(&self, args: &[&str]) -> String {
+        format!("ip netns exec {} {}", self.name, args.join(" "))
+    }
+}
+
+/// A process spawned with [`Netns::spawn`]; killed by PID (with its process group) and reaped
+/// on drop.
+pub struct NsProcess {
+    child: Child,
+    description: String,
+    log: tempfile::NamedTempFile,
+    processes: Registry,
+}
+
+impl NsProcess {
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if it has exited (without blocking), `None` while running.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("lab: try_wait on `{}`: {e}", self.description))
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for `needle` to appear in [`NsProcess::log`].
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// Kills the process (and its process group) and reaps it; same as dropping the handle.
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for NsProcess {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        // Deregister first: from here on only this handle refers to the PID.
+        lock(&self.processes).retain(|&p| p != pid);
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // already reaped; the PID may be reused now, so send nothing
+        }
+        if let Ok(pid) = i32::try_from(pid) {
+            kill_pid(-pid); // its process group (created by `process_group(0)`)
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Client interface name (in the client namespace) of a [`Topology`].
+pub const CLIENT_IF: &str = "eth0";
+/// Proxy interface facing the client.
+pub const PROXY_CLIENT_IF: &str = "eth-client";
+/// Proxy bridge facing the servers (carries the proxy's server-side addresses).
+pub const PROXY_SERVER_IF: &str = "br-servers";
+/// Server interface name (in each server namespace).
+pub const SERVER_IF: &str = "eth0";
+
+/// Client address: 192.0.2.2/24.
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Proxy address on the client link: 192.0.2.1/24.
+pub const PROXY_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// Proxy address on the server link: 198.51.100.1/24.
+pub const PROXY_SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// Client address: 2001:db8:1::2/64.
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+/// Proxy address on the client link: 2001:db8:1::1/64.
+pub const PROXY_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+/// Proxy address on the server link: 2001:db8:2::1/64.
+pub const PROXY_SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+
+/// Maximum number of servers a [`Topology`] supports.
+pub const MAX_SERVERS: usize = 8;
+
+/// IPv4 address of server `i` (0-based): 198.51.100.2, .3, .4, ...
+pub fn server_v4(i: usize) -> Ipv4Addr {
+    assert!(i < MAX_SERVERS, "lab: server index {i} out of range");
+    Ipv4Addr::new(198, 51, 100, 2 + i as u8)
+}
+
+/// IPv6 address of server `i` (0-based): 2001:db8:2::2, ::3, ::4, ...
+pub fn server_v6(i: usize) -> Ipv6Addr {
+    assert!(i < MAX_SERVERS, "lab: server index {i} out of range");
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2 + i as u16)
+}
+
+/// The common topology: client — proxy — server(s).
+///
+/// - client `eth0` 192.0.2.2/24, 2001:db8:1::2/64 ↔ proxy `eth-client` 192.0.2.1/24,
+///   2001:db8:1::1/64;
+/// - proxy bridge `br-servers` 198.51.100.1/24, 2001:db8:2::1/64, with one veth port
+///   `eth-srv<i>` per server; server `i` has `eth0` 198.51.100.(2+i)/24, 2001:db8:2::(2+i)/64;
+/// - client and servers route by default via the proxy; IPv4 and IPv6 forwarding are on in the
+///   proxy namespace (no firewall rules are installed).
+pub struct Topology {
+    /// The proxy namespace.
+    pub proxy: Netns,
+    /// The client namespace.
+    pub client: Netns,
+    /// The server namespaces, index `i` having [`server_v4`]`(i)` / [`server_v6`]`(i)`.
+    pub servers: Vec<Netns>,
+    /// The lab owning all namespaces; dropping the topology removes everything.
+    pub lab: Lab,
+}
+
+impl Topology {
+    /// Builds the topology with `n_servers` servers (1..=[`MAX_SERVERS`]).
+    pub fn new(n_servers: usize) -> Topology {
+        assert!(
+            (1..=MAX_SERVERS).contains(&n_servers),
+            "lab: a topology has 1..={MAX_SERVERS} servers, not {n_servers}"
+        );
+        let lab = Lab::new();
+        let client = lab.add_netns("client");
+        let proxy = lab.add_netns("proxy");
+        let servers: Vec<Netns> = (0..n_servers)
+            .map(|i| lab.add_netns(&format!("server{i}")))
+            .collect();
+
+        // client <-> proxy
+        lab.veth(&client, CLIENT_IF, &proxy, PROXY_CLIENT_IF);
+        client.add_addr(CLIENT_IF, &format!("{CLIENT_V4}/24"));
+        client.add_addr(CLIENT_IF, &format!("{CLIENT_V6}/64"));
+        proxy.add_addr(PROXY_CLIENT_IF, &format!("{PROXY_CLIENT_V4}/24"));
+        proxy.add_addr(PROXY_CLIENT_IF, &format!("{PROXY_CLIENT_V6}/64"));
+        client.add_route("default", PROXY_CLIENT_V4.into());
+        client.add_route("default", PROXY_CLIENT_V6.into());
+
+        // proxy bridge <-> servers (STP is off by default, so ports forward at once)
+        proxy.ip(&["link", "add", PROXY_SERVER_IF, "type", "bridge"]);
+        proxy.link_up(PROXY_SERVER_IF);
+        proxy.add_addr(PROXY_SERVER_IF, &format!("{PROXY_SERVER_V4}/24"));
+        proxy.add_addr(PROXY_SERVER_IF, &format!("{PROXY_SERVER_V6}/64"));
+        for (i, server) in servers.iter().enumerate() {
+            let port = format!("eth-srv{i}");
+            lab.veth(&proxy, &port, server, SERVER_IF);
+            proxy.ip(&["link", "set", &port, "master", PROXY_SERVER_IF]);
+            server.add_addr(SERVER_IF, &format!("{}/24", server_v4(i)));
+            server.add_addr(SERVER_IF, &format!("{}/64", server_v6(i)));
+            server.add_route("default", PROXY_SERVER_V4.into());
+            server.add_route("default", PROXY_SERVER_V6.into());
+        }
+
+        proxy.enable_forwarding(true);
+        Topology {
+            proxy,
+            client,
+            servers,
+            lab,
+        }
+    }
+
+    /// The first (or only) server.
+    pub fn server(&self) -> &Netns {
+        &self.servers[0]
+    }
+}
