@@ -3,3 +3,4 @@
 //! See `docs/architecture.md` for the module map and how the layers depend on each other.
 
 pub mod config;
+pub mod dataplane;

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fasp_proxy::config::ForwardingType;
 use fasp_proxy::config::{self, create, render, summary};
+use fasp_proxy::dataplane::{self, DataplaneError};
 
 /// A proxy for FASP-style file transfers: an SSH front end authenticates users and bridges each
 /// transfer's control channel to an internal server, while the kernel forwards the UDP data.
@@ -57,6 +59,12 @@ enum Command {
     },
     /// Print every configuration option with its default and meaning.
     Spec,
+    /// Remove everything the proxy owns from the kernel: every session entry and its conntrack
+    /// flows, and the proxy's nftables tables and iptables chains (both backends, whatever the
+    /// configuration says). For after a crash, or before uninstalling.
+    ///
+    /// Leaves every table and chain the proxy does not own untouched. Needs root.
+    Purge,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +76,62 @@ fn main() -> ExitCode {
             print!("{}", render::spec());
             ExitCode::SUCCESS
         }
+        Command::Purge => purge(&cli.config),
+    }
+}
+
+fn purge(config_path: &Path) -> ExitCode {
+    // The iptables binary comes from the configuration when it can be read.
+    let iptables_path = match config::load(config_path) {
+        Ok(loaded) => loaded.config.server.iptables_path,
+        Err(_) => PathBuf::from(config::DEFAULT_IPTABLES_PATH),
+    };
+    let mut failed = false;
+    for kind in [ForwardingType::Nftables, ForwardingType::Iptables] {
+        let name = kind.to_string();
+        let opened = dataplane::open_backend(kind, &iptables_path);
+        let mut forwarder = match opened {
+            Ok(f) => f,
+            Err(DataplaneError::Setup(why)) => {
+                println!("{name}: skipped ({why})");
+                continue;
+            }
+            Err(e) => {
+                eprintln!("fasp-proxy purge: {name}: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        match forwarder.purge() {
+            Ok(report) => {
+                println!(
+                    "{name}: removed {} session entr{} and the proxy's {}",
+                    report.removed.len(),
+                    if report.removed.len() == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    },
+                    if kind == ForwardingType::Nftables {
+                        "tables (ip and ip6 fasp_proxy)"
+                    } else {
+                        "chains (FASP_PROXY, FASP_PROXY_POST)"
+                    }
+                );
+                for entry in &report.removed {
+                    println!("  {entry}");
+                }
+            }
+            Err(errors) => {
+                eprintln!("fasp-proxy purge: {name}: {errors}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

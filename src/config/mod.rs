@@ -29,6 +29,9 @@ pub use model::*;
 /// Where the configuration is read from when neither `--config` nor `FASP_PROXY_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fasp-proxy/aspera.conf";
 
+/// The iptables binary used when the configuration does not name one.
+pub const DEFAULT_IPTABLES_PATH: &str = "/usr/sbin/iptables";
+
 /// Largest configuration file accepted; a larger one is refused before it is read.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 

@@ -35,6 +35,18 @@ pub struct Server {
     pub forwarding_type: ForwardingType,
     /// `<iptables_path>`: the iptables binary for [`ForwardingType::Iptables`].
     pub iptables_path: PathBuf,
+    /// `<enable_ip_forwarding>`: the proxy may turn IP forwarding on at start.
+    pub enable_ip_forwarding: bool,
+}
+
+impl Server {
+    /// Which IP families the reverse proxy forwards: (IPv4, IPv6), from its rules' servers.
+    pub fn forwarded_families(&self) -> (bool, bool) {
+        let hosts = self.rproxy.rules.iter().flat_map(|r| r.hosts.iter());
+        let v4 = hosts.clone().any(|h| h.is_ipv4());
+        let v6 = hosts.clone().any(|h| h.is_ipv6());
+        (v4, v6)
+    }
 }
 
 /// The kernel interface used for per-session forwarding entries.

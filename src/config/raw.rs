@@ -34,6 +34,8 @@ pub struct RawServer {
     pub forwarding_type: Option<String>,
     /// `<iptables_path>`.
     pub iptables_path: Option<String>,
+    /// `<enable_ip_forwarding>`.
+    pub enable_ip_forwarding: Option<String>,
 }
 
 /// `<rproxy>`.

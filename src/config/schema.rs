@@ -357,8 +357,14 @@ const SERVER_CHILDREN: &[Tag] = &[
         "kernel interface for the per-session DNAT entries",
     ),
     leaf(
+        "enable_ip_forwarding",
+        "false",
+        "true|false",
+        "let the proxy turn on IP forwarding (net.ipv4.ip_forward, IPv6 forwarding) if it is off",
+    ),
+    leaf(
         "iptables_path",
-        "/usr/sbin/iptables",
+        super::DEFAULT_IPTABLES_PATH,
         "path",
         "iptables binary used when forwarding_type is iptables (its -restore sibling is run)",
     ),

@@ -76,6 +76,7 @@ fn every_default() {
     assert_eq!((s.http_port, s.https_port), (9091, 9092));
     assert_eq!(s.forwarding_type, ForwardingType::Nftables);
     assert_eq!(s.iptables_path, Path::new("/usr/sbin/iptables"));
+    assert!(!s.enable_ip_forwarding);
     assert!(c.file_system.paths.is_empty());
 
     let rule = &parse(&rules(GOOD_RULE)).unwrap().config.server.rproxy.rules[0];
@@ -150,6 +151,7 @@ fn every_tag_set() {
     <https_port>8092</https_port>
     <forwarding_type>iptables</forwarding_type>
     <iptables_path>/sbin/iptables</iptables_path>
+    <enable_ip_forwarding>true</enable_ip_forwarding>
   </server>
   <file_system><access><paths>
     <path><absolute>/data/$(name)</absolute><read_allowed>true</read_allowed><write_allowed>false</write_allowed><dir_allowed>true</dir_allowed></path>
@@ -210,6 +212,8 @@ fn every_tag_set() {
     assert_eq!((s.http_port, s.https_port), (8091, 8092));
     assert_eq!(s.forwarding_type, ForwardingType::Iptables);
     assert_eq!(s.iptables_path, Path::new("/sbin/iptables"));
+    assert!(s.enable_ip_forwarding);
+    assert_eq!(s.forwarded_families(), (true, true));
     let paths = &c.file_system.paths;
     assert_eq!(paths.len(), 2);
     assert_eq!(paths[0].absolute.as_deref(), Some("/data/$(name)"));
@@ -311,6 +315,7 @@ fn value_errors_name_tag_line_and_rule() {
         ("<CONF><server><forwarding_type>nftable</forwarding_type></server></CONF>", "did you mean nftables?"),
         ("<CONF><server><forwarding_type>ebpf</forwarding_type></server></CONF>", "\"ebpf\" is not nftables or iptables"),
         ("<CONF><server><iptables_path>iptables</iptables_path></server></CONF>", "not an absolute path"),
+        ("<CONF><server><enable_ip_forwarding>1</enable_ip_forwarding></server></CONF>", "not true or false"),
         ("<CONF><file_system><access><paths><path><absolute>data</absolute></path></paths></access></file_system></CONF>", "not an absolute path"),
         ("<CONF><file_system><access><paths><path><absolute>/d/$(user)</absolute></path></paths></access></file_system></CONF>", "allowed: $(name)"),
         ("<CONF><file_system><access><paths><path><read_allowed>y</read_allowed></path></paths></access></file_system></CONF>", "not true or false"),

@@ -206,6 +206,11 @@ impl Checker {
                     ),
                 },
             ),
+            enable_ip_forwarding: self.required(
+                &format!("{P}/enable_ip_forwarding"),
+                &raw.enable_ip_forwarding,
+                values::boolean,
+            ),
             iptables_path: PathBuf::from(self.required(
                 &format!("{P}/iptables_path"),
                 &raw.iptables_path,

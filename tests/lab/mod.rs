@@ -731,3 +731,33 @@ impl Topology {
         &self.servers[0]
     }
 }
+
+/// Binds a UDP socket to `addr` inside `ns`, with a read timeout of `timeout`.
+pub fn udp_socket(ns: &Netns, addr: SocketAddr, timeout: Duration) -> UdpSocket {
+    let sock = ns
+        .run_in(|| UdpSocket::bind(addr))
+        .unwrap_or_else(|e| panic!("lab: bind UDP {addr} in {}: {e}", ns.name()));
+    sock.set_read_timeout(Some(timeout))
+        .unwrap_or_else(|e| panic!("lab: set_read_timeout: {e}"));
+    sock
+}
+
+/// Waits for one datagram on `sock` (up to its read timeout); `None` if none came.
+pub fn try_recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; 65536];
+    match udp_recv_from(sock, &mut buf) {
+        Ok((n, from)) => {
+            buf.truncate(n);
+            Some((buf, from))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("lab: recv_from: {e}"),
+    }
+}

@@ -1,0 +1,90 @@
+//! The kernel data plane: per-session DNAT entries that make the kernel forward a transfer's UDP
+//! data, and their teardown.
+//!
+//! One [`Forwarder`] trait, one backend per kernel interface (as netavark's firewall drivers):
+//! - [`nftables::NftablesForwarder`] (default): elements of maps in tables the proxy owns,
+//!   added and deleted over one long-lived NETLINK_NETFILTER socket;
+//! - [`iptables::IptablesForwarder`]: one rule per session in chains the proxy owns, written with
+//!   `iptables-restore --noflush` batches.
+//!
+//! Both delete the flow's conntrack entries on removal ([`conntrack`]), since a conntrack entry
+//! keeps forwarding a running flow after its DNAT entry is gone. This module knows nothing of SSH.
+
+pub mod command;
+pub mod conntrack;
+pub mod entry;
+pub mod error;
+pub mod iptables;
+pub mod netlink;
+pub mod nftables;
+pub mod sysctl;
+
+use std::time::Duration;
+
+pub use entry::{InstalledEntry, SessionEntry, SessionKey};
+pub use error::{DataplaneError, Errors};
+
+use crate::config::{Config, ForwardingType};
+
+/// What a reconcile did: entries kept and entries dropped (with their flows).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Entries owned by a live session, left in place.
+    pub kept: usize,
+    /// Entries no live session owns, removed with their conntrack flows.
+    pub removed: Vec<InstalledEntry>,
+}
+
+/// Programs the kernel to forward sessions. Every method is one batch towards the kernel, so a
+/// session's entries appear and disappear together.
+pub trait Forwarder: Send {
+    /// Which kernel interface this backend drives.
+    fn kind(&self) -> ForwardingType;
+
+    /// Creates what the proxy owns (tables, maps, chains, jump rules) if missing, leaving existing
+    /// session entries in place (use [`Forwarder::reconcile`] to drop those of a previous life).
+    /// Never touches anything the proxy does not own.
+    fn prepare(&mut self) -> Result<(), DataplaneError>;
+
+    /// Installs a session: DNAT from the client to the backend, and the SNAT the reply needs.
+    /// Deletes any stale conntrack entry of the same client tuple first, so it cannot shadow the
+    /// new entry. Refuses, changing nothing, a session whose key another entry already holds.
+    fn install(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError>;
+
+    /// Extends the session's lifetime to `entry.lifetime` from now (backends whose entries do
+    /// not expire accept it and do nothing).
+    fn refresh(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError>;
+
+    /// Removes the session's entries and deletes its conntrack flows, so a running flow stops at
+    /// once. Best-effort and total: every step runs, and the errors are returned together.
+    /// Removing a session that is already gone is not an error.
+    fn remove(&mut self, entry: &SessionEntry) -> Result<(), Errors>;
+
+    /// The session entries the kernel holds now.
+    fn list(&mut self) -> Result<Vec<InstalledEntry>, DataplaneError>;
+
+    /// Removes (with their flows) every entry whose session is not in `live`.
+    fn reconcile(&mut self, live: &[uuid::Uuid]) -> Result<ReconcileReport, Errors>;
+
+    /// Removes everything the proxy owns: every entry, their flows, and the tables or chains.
+    fn purge(&mut self) -> Result<ReconcileReport, Errors>;
+}
+
+/// Default lifetime of an entry that is not refreshed: a crashed proxy leaves nothing for longer.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Opens the backend the configuration asks for, in the current network namespace.
+pub fn open(config: &Config) -> Result<Box<dyn Forwarder>, DataplaneError> {
+    open_backend(config.server.forwarding_type, &config.server.iptables_path)
+}
+
+/// Opens one backend in the current network namespace; `iptables_path` serves the iptables one.
+pub fn open_backend(
+    kind: ForwardingType,
+    iptables_path: &std::path::Path,
+) -> Result<Box<dyn Forwarder>, DataplaneError> {
+    Ok(match kind {
+        ForwardingType::Nftables => Box::new(nftables::NftablesForwarder::open()?),
+        ForwardingType::Iptables => Box::new(iptables::IptablesForwarder::open(iptables_path)?),
+    })
+}

@@ -1,0 +1,47 @@
+//! The kernel settings the data plane depends on, read (and written only when the
+//! configuration asks) in the calling thread's network namespace.
+
+use std::fs;
+
+use super::error::DataplaneError;
+
+/// `net.ipv4.ip_forward`.
+pub const IPV4_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// `net.ipv6.conf.all.forwarding`.
+pub const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Reads a sysctl file: `true` when it holds a non-zero number.
+pub fn is_on(path: &str) -> Result<bool, DataplaneError> {
+    let text =
+        fs::read_to_string(path).map_err(|e| DataplaneError::io(format!("reading {path}"), e))?;
+    Ok(text.trim().parse::<i64>().is_ok_and(|v| v != 0))
+}
+
+/// Makes sure IP forwarding is on for the families the configuration forwards. When it is off:
+/// with `enable`, turns it on and reports what it changed; without, fails with the setting
+/// and the two ways to fix it.
+pub fn ensure_forwarding(
+    ipv4: bool,
+    ipv6: bool,
+    enable: bool,
+) -> Result<Vec<String>, DataplaneError> {
+    let mut changed = Vec::new();
+    for (needed, path, name) in [
+        (ipv4, IPV4_FORWARD, "net.ipv4.ip_forward"),
+        (ipv6, IPV6_FORWARD, "net.ipv6.conf.all.forwarding"),
+    ] {
+        if !needed || is_on(path)? {
+            continue;
+        }
+        if !enable {
+            return Err(DataplaneError::Setup(format!(
+                "{name} is 0: the kernel will not forward the sessions' UDP data. Turn it on \
+                 (sysctl -w {name}=1, and in /etc/sysctl.d/ to keep it), or set \
+                 <enable_ip_forwarding>true</enable_ip_forwarding> in aspera.conf to let the proxy do it"
+            )));
+        }
+        fs::write(path, "1\n").map_err(|e| DataplaneError::io(format!("setting {name}=1"), e))?;
+        changed.push(format!("{name} set to 1"));
+    }
+    Ok(changed)
+}
