@@ -521,3 +521,17 @@ fn purge_command_removes_everything_of_ours_in_its_namespace() {
     ]);
     assert!(out.contains("nftables: removed 0 session entries"), "{out}");
 }
+
+#[test]
+fn install_without_prepare_says_what_is_missing() {
+    let topo = Topology::new(1);
+    let mut fwd = topo.proxy.run_in(NftablesForwarder::open).unwrap();
+    let err = fwd
+        .install(&v4_entry(Some(40000), 33001, 33001))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("table ip fasp_proxy is missing; prepare() creates it"),
+        "{err}"
+    );
+}

@@ -14,6 +14,8 @@ pub struct Machine {
     pub local_addresses: Vec<IpAddr>,
     /// Files known to exist; `None` asks the file system.
     pub existing_files: Option<Vec<PathBuf>>,
+    /// `net.ipv4.ip_forward` and `net.ipv6.conf.all.forwarding`, when they could be read.
+    pub ip_forwarding: (Option<bool>, Option<bool>),
 }
 
 impl Machine {
@@ -32,9 +34,18 @@ impl Machine {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        let sysctl = |path: &str| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().parse::<i64>().is_ok_and(|v| v != 0))
+        };
         Machine {
             local_addresses,
             existing_files: None,
+            ip_forwarding: (
+                sysctl("/proc/sys/net/ipv4/ip_forward"),
+                sysctl("/proc/sys/net/ipv6/conf/all/forwarding"),
+            ),
         }
     }
 
@@ -74,6 +85,26 @@ pub fn check(config: &Config, machine: &Machine) -> Vec<Diagnostic> {
                     pos,
                     format!("keyfile {} does not exist", rule.keyfile),
                 )));
+            }
+        }
+    }
+    if rproxy.enabled && !config.server.enable_ip_forwarding {
+        let (v4, v6) = config.server.forwarded_families();
+        for (needed, on, name) in [
+            (v4, machine.ip_forwarding.0, "net.ipv4.ip_forward"),
+            (v6, machine.ip_forwarding.1, "net.ipv6.conf.all.forwarding"),
+        ] {
+            if needed && on == Some(false) {
+                out.push(
+                    Diagnostic::warning(
+                        None,
+                        format!(
+                            "{name} is 0 on this machine: the proxy will refuse to start; turn it on \
+                             (sysctl -w {name}=1) or set <enable_ip_forwarding>true</enable_ip_forwarding>"
+                        ),
+                    )
+                    .at_path("CONF/server/enable_ip_forwarding"),
+                );
             }
         }
     }
@@ -121,15 +152,17 @@ mod tests {
         let machine = Machine {
             local_addresses: vec!["203.0.113.9".parse().unwrap()],
             existing_files: Some(vec![]),
+            ip_forwarding: (Some(false), Some(false)),
         };
         let w: Vec<String> = check(&loaded.config, &machine)
             .iter()
             .map(|d| format!("{} {}", d.rule.clone().unwrap_or_default(), d.message))
             .collect();
-        assert_eq!(w.len(), 3, "{w:?}");
+        assert_eq!(w.len(), 4, "{w:?}");
         assert!(w[0].starts_with("rule 1 (host_ip=\"192.0.2.10\") no local interface holds an address in host_ip 192.0.2.10"));
         assert!(w[1].contains("keyfile /k1 does not exist"));
-        assert!(w[2].contains("SSH host key /etc/fp/key does not exist"));
+        assert!(w[2].contains("net.ipv4.ip_forward is 0"), "{w:?}");
+        assert!(w[3].contains("SSH host key /etc/fp/key does not exist"));
 
         let machine = Machine {
             local_addresses: vec![
@@ -137,6 +170,8 @@ mod tests {
                 "203.0.113.9".parse().unwrap(),
             ],
             existing_files: Some(vec!["/k1".into(), "/etc/fp/key".into()]),
+            // IPv6 forwarding off does not matter: no rule forwards to IPv6 servers.
+            ip_forwarding: (Some(true), Some(false)),
         };
         assert!(check(&loaded.config, &machine).is_empty());
     }

@@ -379,6 +379,13 @@ impl Forwarder for NftablesForwarder {
                 owner: self.owner_of(&key),
             });
         }
+        if results.contains(&Err(Errno::NOENT)) {
+            return Err(DataplaneError::Setup(format!(
+                "{what}: the proxy's table {} {} is missing; prepare() creates it",
+                Family::of(&entry.client).keyword(),
+                ruleset::TABLE
+            )));
+        }
         kernel_result(&what, &results)?;
         // Only now: a stale un-NATed flow of the same tuple would shadow the new entry.
         conntrack::delete_session_flows(&mut self.sock, entry)?;
