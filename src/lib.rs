@@ -2,5 +2,9 @@
 //!
 //! See `docs/architecture.md` for the module map and how the layers depend on each other.
 
+pub mod ascp;
 pub mod config;
 pub mod dataplane;
+pub mod protocol;
+pub mod ssh;
+pub mod transfer;

@@ -761,3 +761,98 @@ pub fn try_recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
         Err(e) => panic!("lab: recv_from: {e}"),
     }
 }
+
+/// A real OpenSSH `sshd` serving inside a namespace, with a throw-away host key, and a client
+/// key pair whose public half it accepts for root. Killed (by PID) when dropped.
+pub struct Sshd {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The client's private key (ed25519, no passphrase).
+    pub client_key: std::path::PathBuf,
+    /// A known_hosts file that already holds the server's host key.
+    pub known_hosts: std::path::PathBuf,
+    /// Its output (with `-e`, the log).
+    pub process: NsProcess,
+    /// Keys and configuration.
+    pub dir: tempfile::TempDir,
+}
+
+fn ssh_keygen(path: &std::path::Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fasp-lab", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("lab: cannot run ssh-keygen ({e}); install openssh-client"));
+    assert!(
+        status.success(),
+        "lab: ssh-keygen failed for {}",
+        path.display()
+    );
+}
+
+impl Sshd {
+    /// Starts `sshd -D -e` in `ns` on `addr`, and waits until it accepts connections.
+    pub fn start(ns: &Netns, addr: SocketAddr) -> Sshd {
+        Sshd::start_with(ns, addr, &[])
+    }
+
+    /// Like [`Sshd::start`], with `prefix` put before the sshd command line (e.g. an `unshare`
+    /// wrapper that gives sshd and its sessions a private mount namespace).
+    pub fn start_with(ns: &Netns, addr: SocketAddr, prefix: &[&str]) -> Sshd {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("lab: tempdir: {e}"));
+        let host_key = dir.path().join("ssh_host_ed25519_key");
+        let client_key = dir.path().join("id_ed25519");
+        ssh_keygen(&host_key);
+        ssh_keygen(&client_key);
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized)
+            .unwrap_or_else(|e| panic!("lab: authorized_keys: {e}"));
+        let host_pub = std::fs::read_to_string(host_key.with_extension("pub"))
+            .unwrap_or_else(|e| panic!("lab: host key: {e}"));
+        let known_name = if addr.port() == 22 {
+            addr.ip().to_string()
+        } else {
+            format!("[{}]:{}", addr.ip(), addr.port())
+        };
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(&known_hosts, format!("{known_name} {host_pub}"))
+            .unwrap_or_else(|e| panic!("lab: known_hosts: {e}"));
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress {addr}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n\
+                 MaxStartups 100\nMaxSessions 100\n",
+                host_key.display(),
+                authorized.display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("lab: sshd_config: {e}"));
+        // sshd's privilege separation directory; the openssh-server package makes it at boot.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let config_arg = config.display().to_string();
+        let mut args: Vec<&str> = prefix.to_vec();
+        args.extend(["/usr/sbin/sshd", "-D", "-e", "-f", &config_arg]);
+        let process = ns.spawn(&args);
+        let started = wait_until(Duration::from_secs(10), || {
+            ns.run_in(|| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            })
+        });
+        assert!(
+            started,
+            "lab: sshd did not start on {addr}:\n{}",
+            process.log()
+        );
+        Sshd {
+            addr,
+            client_key,
+            known_hosts,
+            process,
+            dir,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The client side: SSH to the server (or proxy), start `ascp --server`, handshake, open the
+//! UDP path, then send or receive the files with a progress line per file.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::cli::{Args, Plan};
+use super::progress::ProgressLine;
+use crate::protocol::frame::{read_frame, write_frame};
+use crate::protocol::{Direction, Frame, SessionInit, VERSION};
+use crate::ssh::client::{self as ssh, ClientConfig, HostKeyPolicy};
+use crate::transfer::{self, Control, Options, Role};
+
+/// Time limit for SSH connect/login and for the protocol handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs a transfer; returns the exit status (0 only if every file arrived intact).
+pub fn run(args: &Args) -> i32 {
+    let local_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let plan = match args.plan(&local_user) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ascp: {e}");
+            return 2;
+        }
+    };
+    match transfer_files(args, &plan) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("ascp: {e}");
+            1
+        }
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+fn identities(args: &Args) -> Vec<PathBuf> {
+    if !args.identity.is_empty() {
+        return args.identity.clone();
+    }
+    ["id_ed25519", "id_rsa"]
+        .iter()
+        .map(|n| home().join(".ssh").join(n))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
+    if plan.direction == Direction::Upload {
+        for s in &plan.sources {
+            let meta = std::fs::metadata(s).map_err(|e| format!("{s}: {e}"))?;
+            if meta.is_dir() && !args.recursive {
+                return Err(format!("{s} is a directory; use -r to send directories"));
+            }
+        }
+    } else {
+        prepare_local_destination(&plan.destination, args.create_dir, plan.sources.len())?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let server_ip = runtime
+        .block_on(resolve(&plan.host, args.ssh_port))
+        .map_err(|e| format!("{}: {e}", plan.host))?;
+    let config = ClientConfig {
+        host: plan.host.clone(),
+        port: args.ssh_port,
+        user: plan.user.clone(),
+        identities: identities(args),
+        known_hosts: args
+            .known_hosts
+            .clone()
+            .unwrap_or_else(|| home().join(".ssh").join("known_hosts")),
+        policy: if args.accept_new_host_key {
+            HostKeyPolicy::AcceptNew
+        } else {
+            HostKeyPolicy::Strict
+        },
+        timeout: CONNECT_TIMEOUT,
+    };
+    let client = runtime
+        .block_on(ssh::connect(&config))
+        .map_err(|e| e.to_string())?;
+    let command = format!("{} --server", args.remote_ascp);
+    let exec = runtime
+        .block_on(client.exec(&command))
+        .map_err(|e| e.to_string())?;
+
+    let result = session(args, plan, server_ip, exec.stream);
+    let outcome = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), exec.outcome).await });
+    runtime.block_on(client.close());
+    let (status, stderr) = match outcome {
+        Ok(Ok(o)) => (o.exit_status, o.stderr),
+        _ => (None, Vec::new()),
+    };
+    let remote_error = String::from_utf8_lossy(&stderr).trim().to_string();
+    match result {
+        Ok(all_ok) => Ok(all_ok && status.is_none_or(|s| s == 0)),
+        Err(e) if !remote_error.is_empty() && e.contains("closed") => {
+            Err(format!("{e}; the server said: {remote_error}"))
+        }
+        Err(e) if e.contains("exited") || e.contains("closed") => Err(format!(
+            "{e} (is `{command}` installed on {}? exit status {})",
+            plan.host,
+            status.map_or_else(|| "unknown".into(), |s| s.to_string())
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<IpAddr, String> {
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?;
+    addrs
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| "resolves to no address".to_string())
+}
+
+/// For a download: the destination must be a directory when several sources arrive.
+fn prepare_local_destination(dest: &str, create: bool, sources: usize) -> Result<(), String> {
+    let path = Path::new(dest);
+    if path.is_dir() {
+        return Ok(());
+    }
+    if create {
+        return std::fs::create_dir_all(path).map_err(|e| format!("{dest}: cannot create: {e}"));
+    }
+    if sources > 1 {
+        return Err(format!(
+            "{dest} is not a directory (several sources; -d creates it)"
+        ));
+    }
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => Err(format!(
+            "{}: no such directory (-d creates it)",
+            p.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The protocol session over the exec'ed command's stdin/stdout.
+fn session(
+    args: &Args,
+    plan: &Plan,
+    server_ip: IpAddr,
+    stream: std::os::unix::net::UnixStream,
+) -> Result<bool, String> {
+    let unspecified: IpAddr = if server_ip.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let sock = UdpSocket::bind(SocketAddr::new(unspecified, args.client_udp_port))
+        .map_err(|e| format!("cannot open UDP port {}: {e}", args.client_udp_port))?;
+    let client_udp_port = sock.local_addr().map_err(|e| e.to_string())?.port();
+    let (sources, destination) = match plan.direction {
+        Direction::Upload => (Vec::new(), plan.destination.clone()),
+        Direction::Download => (plan.sources.clone(), String::new()),
+    };
+    let init = SessionInit {
+        min_version: VERSION,
+        max_version: VERSION,
+        session_id: Uuid::new_v4(),
+        requested_host: plan.host.clone(),
+        requested_port: args.ssh_port,
+        client_udp_port,
+        server_udp_port: args.udp_port,
+        direction: plan.direction,
+        recursive: args.recursive,
+        encrypt: !args.no_encryption,
+        resume: plan.resume,
+        overwrite: plan.overwrite,
+        target_rate: plan.target_rate,
+        min_rate: plan.min_rate,
+        datagram_size: args.datagram_size,
+        sources,
+        destination,
+    };
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = stream;
+    write_frame(&mut writer, &Frame::SessionInit(init))
+        .map_err(|e| format!("the server closed the connection: {e}"))?;
+    reader
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let accept = match read_frame(&mut reader) {
+        Ok(Some(Frame::SessionAccept(a))) => a,
+        Ok(Some(Frame::Error(e))) => {
+            return Err(format!("the server refused the session: {}", e.message))
+        }
+        Ok(Some(_)) => return Err("the server answered with an unexpected frame".into()),
+        Ok(None) => {
+            return Err("the server closed the connection before accepting the session".into())
+        }
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            return Err(format!(
+                "no answer from the server within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        }
+        Err(e) => return Err(format!("bad answer from the server: {e}")),
+    };
+    reader.set_read_timeout(None).map_err(|e| e.to_string())?;
+    if accept.version != VERSION {
+        return Err(format!(
+            "the server chose protocol version {}, this ascp speaks {VERSION}",
+            accept.version
+        ));
+    }
+    let server = SocketAddr::new(server_ip, accept.server_udp_port);
+    transfer::udp_connect(&sock, server, accept.token, CONNECT_TIMEOUT).map_err(|e| {
+        format!("{e} (UDP to {server}: check that the UDP port is open on the firewalls between)")
+    })?;
+    let opts = Options {
+        role: Role::Client,
+        token: accept.token,
+        key: (!args.no_encryption).then_some(accept.key),
+        target_rate: plan.target_rate,
+        min_rate: plan.min_rate,
+        datagram_size: usize::from(accept.datagram_size),
+        resume: plan.resume,
+        overwrite: plan.overwrite,
+        recursive: args.recursive,
+    };
+    let control = Control {
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+    };
+    let mut line = ProgressLine::new(args.quiet);
+    let mut show = |p: &transfer::Progress| line.update(p);
+    let report = match plan.direction {
+        Direction::Upload => {
+            let sources: Vec<PathBuf> = plan.sources.iter().map(PathBuf::from).collect();
+            transfer::send(control, sock, server, &sources, &opts, &mut show)
+        }
+        Direction::Download => transfer::receive(
+            control,
+            sock,
+            server,
+            Path::new(&plan.destination),
+            &opts,
+            &mut show,
+        ),
+    }
+    .map_err(|e| e.to_string())?;
+    line.finish();
+    if !args.quiet {
+        let mut out = std::io::stdout().lock();
+        for l in super::progress::summary(&report) {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    for f in report.failures() {
+        if let crate::transfer::Outcome::Failed { message, .. } = &f.outcome {
+            eprintln!("ascp: {}: {message}", f.path);
+        }
+    }
+    Ok(report.all_intact())
+}

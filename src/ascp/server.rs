@@ -1,0 +1,244 @@
+//! `ascp --server`: the side sshd starts. Reads `SessionInit` on stdin, opens a UDP port for the
+//! session, answers `SessionAccept`, then sends or receives the files.
+
+use std::io::{self, Write};
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::protocol::frame::{read_frame, write_frame};
+use crate::protocol::{
+    Direction, ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit, KEY_LEN, VERSION,
+};
+use crate::transfer::{self, Control, Options, Role};
+
+/// First UDP port tried when the client lets the server choose.
+pub const FIRST_UDP_PORT: u16 = 33001;
+/// How many ports above it are tried.
+pub const UDP_PORT_SPAN: u16 = 1000;
+/// How long the server waits for the client's first frame and first datagram.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the server side on stdin/stdout; returns the process exit status.
+pub fn run() -> i32 {
+    match serve() {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(message) => {
+            let _ = writeln!(io::stderr(), "ascp server: {message}");
+            1
+        }
+    }
+}
+
+fn refuse(out: &mut impl Write, code: ErrorCode, message: String) -> String {
+    let _ = write_frame(
+        out,
+        &Frame::Error(ErrorFrame {
+            code,
+            message: message.clone(),
+        }),
+    );
+    message
+}
+
+/// Serves one session; `Ok(true)` when every file arrived intact.
+fn serve() -> Result<bool, String> {
+    let mut stdin = io::stdin().lock();
+    let mut stdout = io::stdout().lock();
+    // Nothing may hang: if the client never speaks, give up.
+    std::thread::spawn(|| {
+        std::thread::sleep(HANDSHAKE_TIMEOUT);
+        if !HANDSHAKE_DONE.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = writeln!(
+                io::stderr(),
+                "ascp server: no session request within {}s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            std::process::exit(1);
+        }
+    });
+    let init = match read_frame(&mut stdin) {
+        Ok(Some(Frame::SessionInit(init))) => init,
+        Ok(Some(other)) => {
+            return Err(refuse(
+                &mut stdout,
+                ErrorCode::Protocol,
+                format!("expected SessionInit, got {}", frame_name(&other)),
+            ))
+        }
+        Ok(None) => return Err("the client closed the connection before starting a session".into()),
+        Err(e) => {
+            return Err(refuse(
+                &mut stdout,
+                ErrorCode::Protocol,
+                format!("bad session request: {e}"),
+            ))
+        }
+    };
+    if init.min_version > VERSION || init.max_version < VERSION {
+        return Err(refuse(
+            &mut stdout,
+            ErrorCode::Version,
+            format!(
+                "client speaks protocol versions {}..={}, this server speaks {VERSION}",
+                init.min_version, init.max_version
+            ),
+        ));
+    }
+    check_paths(&init).map_err(|(code, m)| refuse(&mut stdout, code, m))?;
+    let sock =
+        bind_udp(init.server_udp_port).map_err(|m| refuse(&mut stdout, ErrorCode::Other, m))?;
+    let port = sock.local_addr().map_err(|e| e.to_string())?.port();
+    let token = random_u64()?;
+    let key = if init.encrypt {
+        Some(random_key()?)
+    } else {
+        None
+    };
+    let datagram_size = init.datagram_size.clamp(256, 8192);
+    let accept = SessionAccept {
+        version: VERSION,
+        server_udp_port: port,
+        token,
+        key: key.unwrap_or([0; KEY_LEN]),
+        datagram_size,
+    };
+    write_frame(&mut stdout, &Frame::SessionAccept(accept))
+        .map_err(|e| format!("writing to the client: {e}"))?;
+    let peer = transfer::udp_accept(&sock, token, HANDSHAKE_TIMEOUT).map_err(|e| e.to_string())?;
+    HANDSHAKE_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let opts = Options {
+        role: Role::Server,
+        token,
+        key,
+        target_rate: init.target_rate,
+        min_rate: init.min_rate,
+        datagram_size: usize::from(datagram_size),
+        resume: init.resume,
+        overwrite: init.overwrite,
+        recursive: init.recursive,
+    };
+    drop(stdin);
+    drop(stdout);
+    let control = Control {
+        reader: Box::new(io::stdin()),
+        writer: Box::new(io::stdout()),
+    };
+    let mut quiet = |_: &transfer::Progress| {};
+    let report = match init.direction {
+        Direction::Upload => transfer::receive(
+            control,
+            sock,
+            peer,
+            &expand_home(&init.destination),
+            &opts,
+            &mut quiet,
+        ),
+        Direction::Download => {
+            let sources: Vec<PathBuf> = init.sources.iter().map(|s| expand_home(s)).collect();
+            transfer::send(control, sock, peer, &sources, &opts, &mut quiet)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(report.all_intact())
+}
+
+static HANDSHAKE_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::SessionInit(_) => "SessionInit",
+        Frame::SessionAccept(_) => "SessionAccept",
+        Frame::FileStart(_) => "FileStart",
+        Frame::FileHave(_) => "FileHave",
+        Frame::FileDone(_) => "FileDone",
+        Frame::FileResult(_) => "FileResult",
+        Frame::SessionDone(_) => "SessionDone",
+        Frame::Error(_) => "Error",
+        Frame::Keepalive => "Keepalive",
+    }
+}
+
+/// Sources must exist before any UDP port is opened, so a typo fails fast and cleanly.
+fn check_paths(init: &SessionInit) -> Result<(), (ErrorCode, String)> {
+    match init.direction {
+        Direction::Download => {
+            if init.sources.is_empty() {
+                return Err((ErrorCode::Protocol, "no source path given".into()));
+            }
+            for s in &init.sources {
+                let p = expand_home(s);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() && !init.recursive => {
+                        return Err((
+                            ErrorCode::Refused,
+                            format!("{s} is a directory; use -r to send directories"),
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err((
+                            ErrorCode::NotFound,
+                            format!("{s}: no such file or directory on the server"),
+                        ))
+                    }
+                    Err(e) => return Err((ErrorCode::Permission, format!("{s}: {e}"))),
+                }
+            }
+        }
+        Direction::Upload => {
+            if init.destination.is_empty() {
+                return Err((ErrorCode::Protocol, "no destination path given".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Relative paths are relative to the home directory sshd started us in; `~/` likewise.
+fn expand_home(path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from(path), |h| Path::new(&h).join(rest)),
+        None => PathBuf::from(path),
+    }
+}
+
+/// Binds the requested UDP port, or the first free one from [`FIRST_UDP_PORT`], on all
+/// addresses (IPv6 socket accepting IPv4 too).
+fn bind_udp(requested: u16) -> Result<UdpSocket, String> {
+    let bind = |port: u16| UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
+    if requested != 0 {
+        return bind(requested).map_err(|e| format!("cannot open UDP port {requested}: {e}"));
+    }
+    for port in FIRST_UDP_PORT..FIRST_UDP_PORT.saturating_add(UDP_PORT_SPAN) {
+        if let Ok(sock) = bind(port) {
+            return Ok(sock);
+        }
+    }
+    Err(format!(
+        "no free UDP port in {FIRST_UDP_PORT}..{}",
+        FIRST_UDP_PORT.saturating_add(UDP_PORT_SPAN)
+    ))
+}
+
+fn random_u64() -> Result<u64, String> {
+    let mut b = [0u8; 8];
+    getrandom(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn random_key() -> Result<[u8; KEY_LEN], String> {
+    let mut k = [0u8; KEY_LEN];
+    getrandom(&mut k)?;
+    Ok(k)
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<(), String> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| "the system random generator failed".to_string())
+}

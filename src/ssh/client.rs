@@ -1,0 +1,380 @@
+//! An SSH client (russh) that logs in with a private key, checks the server's host key against
+//! a known_hosts file, and runs one command whose stdin/stdout become a blocking socket.
+//!
+//! Used by `ascp` towards the transfer server (directly or through a proxy), and by the proxy
+//! towards its internal servers. Knows nothing of the transfer protocol.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::{self, HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, Disconnect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What to do with a server whose host key is not in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Refuse it (the default): the user must add the key first.
+    Strict,
+    /// Accept it and record it in known_hosts (a changed key is still refused).
+    AcceptNew,
+}
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Host name or address, as the user typed it (also the known_hosts name).
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// Account to log in as.
+    pub user: String,
+    /// Private keys to try, in order.
+    pub identities: Vec<PathBuf>,
+    /// The known_hosts file.
+    pub known_hosts: PathBuf,
+    /// Unknown host keys.
+    pub policy: HostKeyPolicy,
+    /// Time limit for TCP connect, key exchange and authentication.
+    pub timeout: Duration,
+}
+
+/// Why the SSH leg failed; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// TCP connect failed or timed out.
+    #[error("cannot connect to {host}:{port}: {why}")]
+    Connect {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Why.
+        why: String,
+    },
+    /// The server's host key is unknown (strict policy) or changed.
+    #[error("{0}")]
+    HostKey(String),
+    /// No key could be loaded.
+    #[error("{0}")]
+    Key(String),
+    /// The server refused every key.
+    #[error("{user}@{host}: authentication failed with {tried}")]
+    Auth {
+        /// User.
+        user: String,
+        /// Host.
+        host: String,
+        /// The keys tried.
+        tried: String,
+    },
+    /// The SSH session broke.
+    #[error("SSH session with {host}: {why}")]
+    Session {
+        /// Host.
+        host: String,
+        /// What happened.
+        why: String,
+    },
+}
+
+/// Checks the server's key against known_hosts.
+struct Verifier {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    policy: HostKeyPolicy,
+    /// Why the key was refused, for the error message.
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl Verifier {
+    fn refuse(&self, why: String) -> Result<bool, russh::Error> {
+        if let Ok(mut slot) = self.refusal.lock() {
+            *slot = Some(why);
+        }
+        Ok(false)
+    }
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key: &PublicKey = match offered {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => {
+                return self.refuse(format!(
+                "{} offered a host certificate; ascp checks plain host keys in known_hosts only",
+                self.host
+            ))
+            }
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256);
+        match keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Ok(false) => match self.policy {
+                HostKeyPolicy::AcceptNew => {
+                    match keys::known_hosts::learn_known_hosts_path(
+                        &self.host,
+                        self.port,
+                        key,
+                        &self.known_hosts,
+                    ) {
+                        Ok(()) => Ok(true),
+                        Err(e) => self.refuse(format!(
+                            "cannot record the host key of {} in {}: {e}",
+                            self.host,
+                            self.known_hosts.display()
+                        )),
+                    }
+                }
+                HostKeyPolicy::Strict => self.refuse(format!(
+                    "host key of {}:{} ({fingerprint}) is not in {}; verify it and rerun with \
+                     --accept-new-host-key to record it",
+                    self.host,
+                    self.port,
+                    self.known_hosts.display()
+                )),
+            },
+            Err(keys::Error::KeyChanged { line }) => self.refuse(format!(
+                "HOST KEY OF {}:{} HAS CHANGED (now {fingerprint}; {} line {line} says otherwise): \
+                 someone may be intercepting the connection; refusing",
+                self.host,
+                self.port,
+                self.known_hosts.display()
+            )),
+            Err(e) => self.refuse(format!("cannot read {}: {e}", self.known_hosts.display())),
+        }
+    }
+}
+
+/// A logged-in SSH connection.
+pub struct Client {
+    handle: Handle<Verifier>,
+    host: String,
+}
+
+/// How a remote command ended.
+#[derive(Debug, Default, Clone)]
+pub struct ExecOutcome {
+    /// Its exit status, if the server sent one.
+    pub exit_status: Option<u32>,
+    /// What it wrote on stderr (at most 64 KiB kept).
+    pub stderr: Vec<u8>,
+}
+
+/// A running remote command: its stdin/stdout as a blocking socket, and how it ended.
+pub struct Exec {
+    /// Read = the command's stdout; write = its stdin; `shutdown(Write)` sends EOF.
+    pub stream: UnixStream,
+    /// Resolves when the channel closes.
+    pub outcome: tokio::task::JoinHandle<ExecOutcome>,
+}
+
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// Connects, checks the host key and logs in with the first identity the server accepts.
+pub async fn connect(cfg: &ClientConfig) -> Result<Client, SshError> {
+    let refusal = Arc::new(Mutex::new(None));
+    let verifier = Verifier {
+        host: cfg.host.clone(),
+        port: cfg.port,
+        known_hosts: cfg.known_hosts.clone(),
+        policy: cfg.policy,
+        refusal: Arc::clone(&refusal),
+    };
+    let config = Arc::new(client::Config {
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        ..Default::default()
+    });
+    let addr = (cfg.host.as_str(), cfg.port);
+    let connecting = client::connect(config, addr, verifier);
+    let mut handle = match tokio::time::timeout(cfg.timeout, connecting).await {
+        Err(_) => {
+            return Err(SshError::Connect {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                why: format!("no answer within {}s", cfg.timeout.as_secs()),
+            })
+        }
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
+                return Err(SshError::HostKey(why));
+            }
+            return Err(SshError::Connect {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                why: e.to_string(),
+            });
+        }
+    };
+
+    let mut tried = Vec::new();
+    let mut load_errors = Vec::new();
+    for path in &cfg.identities {
+        let key = match load_key(path) {
+            Ok(k) => k,
+            Err(e) => {
+                load_errors.push(e);
+                continue;
+            }
+        };
+        let hash = match handle.best_supported_rsa_hash().await {
+            Ok(h) => h.flatten(),
+            Err(_) => None,
+        };
+        let attempt = handle
+            .authenticate_publickey(&cfg.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash));
+        let result = tokio::time::timeout(cfg.timeout, attempt).await;
+        tried.push(path.display().to_string());
+        match result {
+            Ok(Ok(AuthResult::Success)) => {
+                return Ok(Client {
+                    handle,
+                    host: cfg.host.clone(),
+                })
+            }
+            Ok(Ok(AuthResult::Failure { .. })) => {}
+            Ok(Err(e)) => {
+                return Err(SshError::Session {
+                    host: cfg.host.clone(),
+                    why: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(SshError::Session {
+                    host: cfg.host.clone(),
+                    why: "authentication timed out".into(),
+                })
+            }
+        }
+    }
+    if tried.is_empty() {
+        return Err(SshError::Key(if load_errors.is_empty() {
+            "no private key to log in with: pass one with -i".to_string()
+        } else {
+            load_errors.join("; ")
+        }));
+    }
+    Err(SshError::Auth {
+        user: cfg.user.clone(),
+        host: cfg.host.clone(),
+        tried: tried.join(", "),
+    })
+}
+
+fn load_key(path: &Path) -> Result<keys::PrivateKey, String> {
+    keys::load_secret_key(path, None).map_err(|e| match e {
+        keys::Error::KeyIsEncrypted => format!(
+            "{}: the key is protected by a passphrase, which ascp cannot ask for; use an unencrypted key",
+            path.display()
+        ),
+        other => format!("{}: cannot load the private key: {other}", path.display()),
+    })
+}
+
+impl Client {
+    /// Runs `command` on the server. Its stdout and stdin are bridged to [`Exec::stream`];
+    /// its stderr and exit status end up in [`Exec::outcome`].
+    pub async fn exec(&self, command: &str) -> Result<Exec, SshError> {
+        let session_error = |e: russh::Error| SshError::Session {
+            host: self.host.clone(),
+            why: e.to_string(),
+        };
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(session_error)?;
+        channel.exec(true, command).await.map_err(session_error)?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| SshError::Session {
+            host: self.host.clone(),
+            why: format!("local socket pair: {e}"),
+        })?;
+        theirs
+            .set_nonblocking(true)
+            .map_err(|e| SshError::Session {
+                host: self.host.clone(),
+                why: format!("local socket pair: {e}"),
+            })?;
+        let theirs = tokio::net::UnixStream::from_std(theirs).map_err(|e| SshError::Session {
+            host: self.host.clone(),
+            why: format!("local socket pair: {e}"),
+        })?;
+        let outcome = tokio::spawn(bridge(channel, theirs));
+        Ok(Exec {
+            stream: ours,
+            outcome,
+        })
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "done", "en")
+            .await;
+    }
+}
+
+/// Copies bytes between the channel and the local socket, in order, both ways, until both
+/// directions have ended; collects stderr and the exit status.
+async fn bridge(
+    mut channel: russh::Channel<client::Msg>,
+    local: tokio::net::UnixStream,
+) -> ExecOutcome {
+    let (mut local_read, mut local_write) = local.into_split();
+    let writer = channel.make_writer();
+    let mut outcome = ExecOutcome::default();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut local_open = true;
+    let mut writer = Some(writer);
+    loop {
+        tokio::select! {
+            msg = channel.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    if local_write.write_all(&data).await.is_err() {
+                        // Nobody reads any more: stop.
+                        break;
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    let room = STDERR_KEEP.saturating_sub(outcome.stderr.len());
+                    outcome.stderr.extend_from_slice(&data[..data.len().min(room)]);
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => outcome.exit_status = Some(exit_status),
+                Some(ChannelMsg::Eof) => {
+                    let _ = local_write.shutdown().await;
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            read = local_read.read(&mut buf), if local_open => match read {
+                Ok(0) | Err(_) => {
+                    local_open = false;
+                    writer = None;
+                    let _ = channel.eof().await;
+                }
+                Ok(n) => {
+                    if let Some(w) = writer.as_mut() {
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            local_open = false;
+                        }
+                    }
+                }
+            },
+        }
+    }
+    let _ = local_write.shutdown().await;
+    outcome
+}

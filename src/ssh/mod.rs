@@ -1,0 +1,4 @@
+//! SSH: the client side (russh) that `ascp` uses towards a transfer server and the proxy uses
+//! towards its internal servers. Knows nothing of nftables or of the transfer protocol.
+
+pub mod client;

@@ -1,0 +1,299 @@
+//! The UDP side: opening the path (`Hello` / `HelloAck`), socket tuning, and batched
+//! `sendmmsg` / `recvmmsg` so one system call moves many datagrams.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use super::TransferError;
+use crate::protocol::datagram::HEADER_LEN;
+use crate::protocol::{Datagram, DatagramHeader, DatagramKind, MAX_DATAGRAM};
+
+/// Most datagrams moved by one batched call.
+pub const BATCH: usize = 64;
+/// Socket buffer size asked for (the kernel may cap it unless we run as root).
+const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
+/// How often `Hello` is repeated until answered.
+const HELLO_INTERVAL: Duration = Duration::from_millis(200);
+
+fn hello(token: u64, kind: DatagramKind) -> [u8; HEADER_LEN] {
+    let mut buf = [0u8; HEADER_LEN];
+    DatagramHeader {
+        token,
+        kind,
+        seq: 0,
+        file_id: 0,
+        offset: 0,
+    }
+    .encode(&mut buf);
+    buf
+}
+
+/// True when `bytes` is a datagram of `kind` carrying `token`.
+fn is(bytes: &[u8], token: u64, kind: DatagramKind) -> bool {
+    matches!(Datagram::decode(bytes), Ok(d) if d.header.token == token && d.header.kind == kind)
+}
+
+/// Client side of opening the UDP path: sends `Hello` to `server` every 200 ms until a
+/// `HelloAck` with `token` comes back from it, or `timeout` passes.
+pub fn udp_connect(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    token: u64,
+    timeout: Duration,
+) -> Result<(), TransferError> {
+    let start = Instant::now();
+    let msg = hello(token, DatagramKind::Hello);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    sock.set_read_timeout(Some(
+        HELLO_INTERVAL.min(timeout.max(Duration::from_millis(1))),
+    ))
+    .map_err(|e| TransferError::io("setting the UDP socket's read timeout", e))?;
+    loop {
+        if start.elapsed() >= timeout {
+            return Err(TransferError::UdpUnreachable {
+                peer: server.to_string(),
+                waited: timeout,
+            });
+        }
+        // A send error (e.g. ICMP port unreachable from an earlier try) is retried.
+        let _ = sock.send_to(&msg, server);
+        let round = Instant::now();
+        while round.elapsed() < HELLO_INTERVAL {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) if from == server && is(&buf[..n], token, DatagramKind::HelloAck) => {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) if is_transient(&e) => break,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                Err(e) => return Err(TransferError::io("waiting for the server's HelloAck", e)),
+            }
+        }
+    }
+}
+
+/// Server side of opening the UDP path: waits up to `timeout` for a `Hello` with `token`,
+/// answers `HelloAck` to the address it came from (as seen through any NAT), and returns it.
+pub fn udp_accept(
+    sock: &UdpSocket,
+    token: u64,
+    timeout: Duration,
+) -> Result<SocketAddr, TransferError> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    sock.set_read_timeout(Some(HELLO_INTERVAL))
+        .map_err(|e| TransferError::io("setting the UDP socket's read timeout", e))?;
+    while start.elapsed() < timeout {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if is(&buf[..n], token, DatagramKind::Hello) => {
+                let ack = hello(token, DatagramKind::HelloAck);
+                sock.send_to(&ack, from)
+                    .map_err(|e| TransferError::io(format!("answering HelloAck to {from}"), e))?;
+                return Ok(from);
+            }
+            Ok(_) => {}
+            Err(e) if is_transient(&e) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(TransferError::io("waiting for the client's Hello", e)),
+        }
+    }
+    Err(TransferError::UdpUnreachable {
+        peer: "any client".into(),
+        waited: timeout,
+    })
+}
+
+/// A `Hello` datagram, as the server's engine re-answers late ones (their `HelloAck` was lost).
+pub(crate) fn hello_ack(token: u64) -> [u8; HEADER_LEN] {
+    hello(token, DatagramKind::HelloAck)
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Readies the session socket for the engine: connected to `peer` (so the kernel drops
+/// datagrams from anyone else), large buffers, and timeouts so no call blocks for long.
+pub(crate) fn prepare(sock: &UdpSocket, peer: SocketAddr) -> Result<(), TransferError> {
+    sock.connect(peer)
+        .map_err(|e| TransferError::io(format!("connecting the UDP socket to {peer}"), e))?;
+    sock.set_nonblocking(false)
+        .map_err(|e| TransferError::io("configuring the UDP socket", e))?;
+    sock.set_write_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| TransferError::io("setting the UDP socket's write timeout", e))?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| TransferError::io("setting the UDP socket's read timeout", e))?;
+    let fd = sock.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let size = SOCKET_BUFFER as libc::c_int;
+        // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                force,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            // Not privileged: the plain option, capped by net.core.[rw]mem_max. Best effort.
+            // SAFETY: as above.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    plain,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for the socket to become readable; true if it is.
+pub(crate) fn wait_readable(sock: &UdpSocket, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    rc > 0
+}
+
+/// Sends `msgs` on the connected socket with as few `sendmmsg` calls as possible. Returns how
+/// many went out; a full socket buffer (or an ICMP error from an earlier send) stops early.
+pub(crate) fn send_batch(sock: &UdpSocket, msgs: &[&[u8]]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < msgs.len() {
+        let chunk = &msgs[sent..msgs.len().min(sent + BATCH)];
+        let mut iovs: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|m| libc::iovec {
+                iov_base: m.as_ptr() as *mut libc::c_void,
+                iov_len: m.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
+        let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
+            .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
+            .collect();
+        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: hdrs points at chunk.len() headers whose iovecs point into `msgs`, all of
+        // which outlive the call; the socket is connected so no address is needed.
+        let n = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                hdrs.len() as libc::c_uint,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if sent > 0 || is_transient(&e) || e.raw_os_error() == Some(libc::ENOBUFS) {
+                return Ok(sent);
+            }
+            return Err(e);
+        }
+        sent += n as usize;
+        if (n as usize) < chunk.len() {
+            return Ok(sent);
+        }
+    }
+    Ok(sent)
+}
+
+/// Reusable receive buffers for `recvmmsg`.
+pub(crate) struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    count: usize,
+}
+
+impl RecvBatch {
+    /// Buffers for [`BATCH`] datagrams of up to [`MAX_DATAGRAM`] bytes.
+    pub(crate) fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
+            lens: vec![0; BATCH],
+            count: 0,
+        }
+    }
+
+    /// Receives whatever is queued (up to [`BATCH`] datagrams) without waiting; returns the
+    /// count. Truncated (oversized) datagrams come back with length 0.
+    pub(crate) fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: all-zero mmsghdr is valid.
+        let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH)
+            .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
+            .collect();
+        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: BATCH headers, each with one iovec over a live buffer of MAX_DATAGRAM bytes.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            self.count = 0;
+            if is_transient(&e) || e.kind() == io::ErrorKind::ConnectionRefused {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        let n = n as usize;
+        for (i, h) in hdrs.iter().take(n).enumerate() {
+            self.lens[i] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                0
+            } else {
+                h.msg_len as usize
+            };
+        }
+        self.count = n;
+        Ok(n)
+    }
+
+    /// The `i`-th received datagram, mutable (payloads are decrypted in place).
+    pub(crate) fn get_mut(&mut self, i: usize) -> &mut [u8] {
+        let len = self.lens[i];
+        &mut self.bufs[i][..len]
+    }
+
+    /// How many datagrams the last [`RecvBatch::recv`] returned.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+}
