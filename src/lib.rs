@@ -4,7 +4,10 @@
 
 pub mod ascp;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
+pub mod policy;
 pub mod protocol;
+pub mod session;
 pub mod ssh;
 pub mod transfer;

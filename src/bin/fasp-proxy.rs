@@ -59,6 +59,15 @@ enum Command {
     },
     /// Print every configuration option with its default and meaning.
     Spec,
+    /// Run the proxy daemon (reverse proxy) in the foreground.
+    ///
+    /// Refuses to start on any configuration error. Logs to syslog, or to
+    /// <log_directory>/fasp-proxy.log. Stops on SIGTERM, closing every session and removing every
+    /// kernel entry. Under systemd (Type=notify) it reports readiness.
+    Run,
+    /// List the live sessions of the running daemon: session, user, client, rule, internal
+    /// server, UDP ports, age, and packets and bytes the kernel forwarded.
+    Sessions,
     /// Remove everything the proxy owns from the kernel: every session entry and its conntrack
     /// flows, and the proxy's nftables tables and iptables chains (both backends, whatever the
     /// configuration says). For after a crash, or before uninstalling.
@@ -77,6 +86,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Purge => purge(&cli.config),
+        Command::Run => {
+            ExitCode::from(u8::try_from(fasp_proxy::daemon::run(&cli.config)).unwrap_or(1))
+        }
+        Command::Sessions => match fasp_proxy::daemon::control::query() {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fasp-proxy sessions: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

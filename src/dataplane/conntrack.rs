@@ -193,6 +193,26 @@ fn session_tuple(entry: &SessionEntry, client_port: u16) -> FlowTuple {
     )
 }
 
+/// Packets and bytes of a session's flow from the client (exact tuple; `None` without a client
+/// port, without a flow, or without conntrack accounting).
+pub fn session_counters(
+    sock: &mut NfnlSocket,
+    entry: &SessionEntry,
+) -> Result<Option<(u64, u64)>, DataplaneError> {
+    let Some(port) = entry.client_port else {
+        return Ok(None);
+    };
+    let flow = get_flow(sock, &session_tuple(entry, port)).map_err(|e| {
+        DataplaneError::io(
+            format!("session {}: reading conntrack counters", entry.id),
+            e,
+        )
+    })?;
+    Ok(flow
+        .and_then(|f| f.orig_counters)
+        .map(|c| (c.packets, c.bytes)))
+}
+
 /// Deletes the conntrack entries of a session's flow: the DNAT'ed flow of a live session, or a
 /// stale un-NATed one that would shadow a new entry. By exact tuple (one lookup) when the client
 /// port is known; otherwise every UDP flow from the client to the proxy port is found by a dump.

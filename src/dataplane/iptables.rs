@@ -437,6 +437,10 @@ impl Forwarder for IptablesForwarder {
     /// Reads the sessions back from `iptables-save -t nat` and `ip6tables-save -t nat`. A rule
     /// in the proxy's chains that is not of the shape this module writes is an error naming
     /// the line.
+    fn counters(&mut self, entry: &SessionEntry) -> Result<Option<(u64, u64)>, DataplaneError> {
+        conntrack::session_counters(&mut self.ct, entry)
+    }
+
     fn list(&mut self) -> Result<Vec<InstalledEntry>, DataplaneError> {
         let mut entries = Vec::new();
         for family in Family::ALL {

@@ -63,6 +63,11 @@ pub trait Forwarder: Send {
     /// The session entries the kernel holds now.
     fn list(&mut self) -> Result<Vec<InstalledEntry>, DataplaneError>;
 
+    /// Packets and bytes the kernel forwarded from the client for this session (its conntrack
+    /// counters; needs `net.netfilter.nf_conntrack_acct=1`); `None` when unknown (no flow yet,
+    /// or a session without a client port).
+    fn counters(&mut self, entry: &SessionEntry) -> Result<Option<(u64, u64)>, DataplaneError>;
+
     /// Removes (with their flows) every entry whose session is not in `live`.
     fn reconcile(&mut self, live: &[uuid::Uuid]) -> Result<ReconcileReport, Errors>;
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{self, HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::bridge;
 
 /// What to do with a server whose host key is not in known_hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,54 +328,37 @@ impl Client {
     }
 }
 
-/// Copies bytes between the channel and the local socket, in order, both ways, until both
-/// directions have ended; collects stderr and the exit status.
+/// Copies bytes between the channel and the local socket, in order, both ways (each direction
+/// on its own, so neither can stall the other), until the channel closes or the local side
+/// stops reading; collects stderr and the exit status.
 async fn bridge(
-    mut channel: russh::Channel<client::Msg>,
+    channel: russh::Channel<client::Msg>,
     local: tokio::net::UnixStream,
 ) -> ExecOutcome {
-    let (mut local_read, mut local_write) = local.into_split();
-    let writer = channel.make_writer();
+    let (rx, tx) = channel.split();
+    let (mut local_read, local_write) = local.into_split();
     let mut outcome = ExecOutcome::default();
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut local_open = true;
-    let mut writer = Some(writer);
-    loop {
-        tokio::select! {
-            msg = channel.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => {
-                    if local_write.write_all(&data).await.is_err() {
-                        // Nobody reads any more: stop.
-                        break;
-                    }
-                }
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    let room = STDERR_KEEP.saturating_sub(outcome.stderr.len());
-                    outcome.stderr.extend_from_slice(&data[..data.len().min(room)]);
-                }
-                Some(ChannelMsg::ExitStatus { exit_status }) => outcome.exit_status = Some(exit_status),
-                Some(ChannelMsg::Eof) => {
-                    let _ = local_write.shutdown().await;
-                }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
-            },
-            read = local_read.read(&mut buf), if local_open => match read {
-                Ok(0) | Err(_) => {
-                    local_open = false;
-                    writer = None;
-                    let _ = channel.eof().await;
-                }
-                Ok(n) => {
-                    if let Some(w) = writer.as_mut() {
-                        if w.write_all(&buf[..n]).await.is_err() {
-                            local_open = false;
-                        }
-                    }
-                }
-            },
+    let inbound = bridge::inbound(rx, local_write, true, |msg| match msg {
+        ChannelMsg::ExtendedData { data, ext: 1 } => {
+            let room = STDERR_KEEP.saturating_sub(outcome.stderr.len());
+            outcome
+                .stderr
+                .extend_from_slice(&data[..data.len().min(room)]);
         }
+        ChannelMsg::ExitStatus { exit_status } => outcome.exit_status = Some(exit_status),
+        _ => {}
+    });
+    let outbound = async {
+        let stop = std::future::pending::<()>();
+        if let bridge::Outbound::LocalEof = bridge::outbound(&tx, &mut local_read, stop).await {
+            let _ = tx.eof().await;
+        }
+        // Keep going until the channel closes.
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
     }
-    let _ = local_write.shutdown().await;
     outcome
 }

@@ -79,6 +79,24 @@ pub fn hash_range(
     tick: &mut dyn FnMut(),
 ) -> io::Result<()> {
     let mut buf = vec![0u8; READ_SIZE.min(to.saturating_sub(from) as usize)];
+    hash_range_with(file, hasher, from, to, &mut buf, tick)
+}
+
+/// [`hash_range`] reading through the caller's `buf` (so repeated calls allocate nothing).
+pub fn hash_range_with(
+    file: &File,
+    hasher: &mut blake3::Hasher,
+    from: u64,
+    to: u64,
+    buf: &mut [u8],
+    tick: &mut dyn FnMut(),
+) -> io::Result<()> {
+    if buf.is_empty() && from < to {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty read buffer",
+        ));
+    }
     let mut offset = from;
     while offset < to {
         let n = ((to - offset) as usize).min(buf.len());

@@ -8,7 +8,8 @@
 //! a file the receiver cannot create. Files go one at a time.
 //!
 //! Modules, one job each: [`crypto`] (datagram AEAD), [`udp`] (path opening, batched socket
-//! calls), [`link`] (datagram framing + stats), [`pacing`] (token bucket, rate control),
+//! calls), [`offload`] (UDP GSO/GRO), [`link`] (datagram framing + stats), [`writer`]
+//! (coalesced positional writes), [`pacing`] (token bucket, rate control),
 //! [`ranges`] (byte-range sets), [`chunks`] (resume hashes), [`files`] (walk, destination
 //! mapping, attributes), [`control`] (frame reader thread), [`sender`], [`receiver`],
 //! [`report`] (progress and results).
@@ -19,12 +20,14 @@ pub mod crypto;
 mod error;
 pub mod files;
 pub mod link;
+pub mod offload;
 pub mod pacing;
 pub mod ranges;
 pub mod receiver;
 pub mod report;
 pub mod sender;
 pub mod udp;
+pub mod writer;
 
 use std::io::{Read, Write};
 use std::time::Duration;

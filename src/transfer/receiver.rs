@@ -6,18 +6,20 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::chunks::{chunk_size_for, hash_file, hash_range};
+use super::chunks::{chunk_size_for, hash_file, hash_range, hash_range_with};
 use super::control::Channel;
 use super::files::{partial_path, set_attributes, Destination};
 use super::link::Link;
 use super::ranges::RangeSet;
 use super::report::{eta, FileReport, Outcome, Progress, Report, Throttle};
 use super::sender::error_frame;
-use super::udp::{self, BATCH};
+use super::udp;
+use super::writer::RunWriter;
 use super::{Control, Options, Overwrite, ResumeLevel, TransferError, IDLE_TIMEOUT};
 use crate::protocol::datagram::{encode_nacks, Status};
 use crate::protocol::{
@@ -26,7 +28,7 @@ use crate::protocol::{
 };
 
 /// How often a status report goes to the sender.
-const STATUS_INTERVAL: Duration = Duration::from_millis(50);
+const STATUS_INTERVAL: Duration = Duration::from_millis(20);
 /// How often holes are looked for.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
 /// A hole is asked for again only after this long.
@@ -35,8 +37,9 @@ const NACK_RETRY: Duration = Duration::from_millis(250);
 const NACK_DATAGRAMS: usize = 16;
 /// Keepalive frames while busy (hashing or verifying a huge file).
 const KEEPALIVE: Duration = Duration::from_secs(1);
-/// Most bytes hashed back from disk per loop turn while data flows.
-const CATCH_UP: u64 = 8 * 1024 * 1024;
+/// Most bytes hashed back from the file per loop turn while data flows (the received prefix
+/// is hashed from the page cache in big reads: much faster than datagram by datagram).
+const CATCH_UP: u64 = 1024 * 1024;
 
 /// Receives files from the peer into `destination` (see the module docs of
 /// [`crate::transfer`] for the exchange). If `destination` is an existing directory the files
@@ -70,6 +73,7 @@ pub fn receive(
         prev_max_seq: 0,
         interval_received: 0,
         received_bytes: 0,
+        scratch: Vec::new(),
     };
     let result = r.run(progress);
     r.report.link = r.link.stats;
@@ -165,14 +169,15 @@ impl FileRx {
         }
     }
 
-    /// Records (and writes) one datagram's data.
-    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+    /// Records one datagram's data; returns the file to write it to, or `None` when there is
+    /// nothing to write (out of range, duplicate, or zeros into a fresh sparse file).
+    fn accept(&mut self, offset: u64, data: &[u8]) -> io::Result<Option<RawFd>> {
         let len = data.len() as u64;
         let Some(end) = offset.checked_add(len) else {
-            return Ok(());
+            return Ok(None);
         };
         if len == 0 || end > self.size {
-            return Ok(()); // not ours to write: ignore
+            return Ok(None); // not ours to write: ignore
         }
         self.received += len;
         self.highest_end = self.highest_end.max(end);
@@ -191,24 +196,15 @@ impl FileRx {
             }
         }
         if self.have.contains_range(offset, end) {
-            return Ok(()); // duplicate
+            return Ok(None); // duplicate
         }
         let skip_write = self.base == Base::Fresh && data.iter().all(|&b| b == 0);
-        let file = self.writable()?;
-        if !skip_write {
-            file.write_all_at(data, offset)?;
-        }
+        let fd = self.writable()?.as_raw_fd();
         self.have.insert(offset, end);
         if self.reported_end > 0 {
             self.fresh.insert(offset, end);
         }
-        if let Some((h, upto)) = self.verifier.as_mut() {
-            if offset <= *upto && *upto < end {
-                h.update(&data[(*upto - offset) as usize..]);
-                *upto = end;
-            }
-        }
-        Ok(())
+        Ok((!skip_write).then_some(fd))
     }
 
     fn complete(&self) -> bool {
@@ -234,6 +230,8 @@ struct Receiver {
     prev_max_seq: u64,
     interval_received: u32,
     received_bytes: u64,
+    /// Read buffer for hashing the received prefix back.
+    scratch: Vec<u8>,
 }
 
 impl Receiver {
@@ -345,37 +343,49 @@ impl Receiver {
         }
     }
 
-    /// Receives what is queued (waiting up to `wait` for the first datagram).
+    /// Receives what is queued (waiting up to `wait` for the first datagram) and writes the
+    /// current file's data, adjacent datagrams in one call.
     fn pump(&mut self, wait: Duration) -> Result<(), TransferError> {
         let mut wait = wait;
         for _ in 0..16 {
-            let cur = &mut self.current;
-            let mut failure: Option<io::Error> = None;
-            let mut max_seq = self.max_seq;
-            let mut count = 0u32;
-            let mut bytes = 0u64;
             let n = self
                 .link
-                .receive(wait, |inc| {
-                    if inc.header.kind != DatagramKind::Data {
-                        return;
-                    }
-                    max_seq = max_seq.max(inc.header.seq);
-                    count += 1;
-                    bytes += inc.payload.len() as u64;
-                    let Some(c) = cur.as_mut() else { return };
-                    if c.id != inc.header.file_id || failure.is_some() {
-                        return;
-                    }
-                    if let Err(e) = c.write(inc.header.offset, inc.payload) {
-                        failure = Some(e);
-                    }
-                })
+                .receive(wait)
                 .map_err(|e| TransferError::io("receiving on the UDP socket", e))?;
             if n > 0 {
                 self.last_activity = Instant::now();
             }
-            self.max_seq = max_seq;
+            let mut failure: Option<io::Error> = None;
+            let mut count = 0u32;
+            let mut bytes = 0u64;
+            {
+                let cur = &mut self.current;
+                let mut writer = RunWriter::new();
+                for inc in self.link.incoming() {
+                    if inc.header.kind != DatagramKind::Data {
+                        continue;
+                    }
+                    self.max_seq = self.max_seq.max(inc.header.seq);
+                    count += 1;
+                    bytes += inc.payload.len() as u64;
+                    let Some(c) = cur.as_mut() else { continue };
+                    if c.id != inc.header.file_id || failure.is_some() {
+                        continue;
+                    }
+                    let written =
+                        c.accept(inc.header.offset, inc.payload)
+                            .and_then(|fd| match fd {
+                                Some(fd) => writer.push(fd, inc.header.offset, inc.payload),
+                                None => Ok(()),
+                            });
+                    if let Err(e) = written {
+                        failure = Some(e);
+                    }
+                }
+                if let Err(e) = writer.flush() {
+                    failure.get_or_insert(e);
+                }
+            }
             self.interval_received = self.interval_received.saturating_add(count);
             self.received_bytes += bytes;
             if let Some(e) = failure {
@@ -386,7 +396,7 @@ impl Receiver {
                 self.fail(code_of(&e), format!("writing {path} (into {partial}): {e}"))?;
             }
             wait = Duration::ZERO;
-            if self.link.last_batch() < BATCH {
+            if !self.link.more_queued() {
                 break;
             }
         }
@@ -477,7 +487,10 @@ impl Receiver {
         };
         if prefix > *upto {
             let to = prefix.min(*upto + CATCH_UP);
-            if let Err(e) = hash_range(f, h, *upto, to, &mut || {}) {
+            if self.scratch.is_empty() {
+                self.scratch = vec![0u8; CATCH_UP as usize];
+            }
+            if let Err(e) = hash_range_with(f, h, *upto, to, &mut self.scratch, &mut || {}) {
                 let msg = format!("reading back {}: {e}", c.partial.display());
                 return self.fail(code_of(&e), msg);
             }

@@ -16,10 +16,10 @@ use super::chunks::{chunk_count, hash_file};
 use super::control::Channel;
 use super::files::{self, Entry, WalkItem};
 use super::link::Link;
-use super::pacing::{RateController, TokenBucket, IP_UDP_OVERHEAD};
+use super::pacing::{DeliveryRate, RateController, TokenBucket, IP_UDP_OVERHEAD};
 use super::ranges::RangeSet;
 use super::report::{eta, FileReport, Outcome, Progress, Report, Throttle};
-use super::udp::{self, BATCH};
+use super::udp;
 use super::{Control, Options, TransferError, IDLE_TIMEOUT};
 use crate::protocol::datagram::{decode_nacks, Status};
 use crate::protocol::{
@@ -27,8 +27,10 @@ use crate::protocol::{
     Frame, SessionDone, CHECKSUM_LEN,
 };
 
-/// Bytes read from the file at a time in the first pass.
-const SEGMENT: u64 = 256 * 1024;
+/// Bytes read from the file at a time in the first pass (rounded down to whole datagrams).
+const SEGMENT: u64 = 1024 * 1024;
+/// Most datagrams sent per turn of the sending loop (the token bucket may allow fewer).
+const BURST: usize = 256;
 /// Keepalive frames while we are busy with something long (hashing a huge file).
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
@@ -63,6 +65,7 @@ pub fn send(
     let mut s = Sender {
         bucket: TokenBucket::new(rate.rate(), wire),
         rate,
+        delivery: DeliveryRate::new(wire as f64 / opts.datagram_size as f64),
         ch,
         link,
         opts: opts.clone(),
@@ -118,6 +121,7 @@ struct Sender {
     opts: Options,
     rate: RateController,
     bucket: TokenBucket,
+    delivery: DeliveryRate,
     report: Report,
     last_activity: Instant,
     last_keepalive: Instant,
@@ -296,41 +300,46 @@ impl Sender {
     ) -> Result<(), TransferError> {
         let mut wait = wait;
         for _ in 0..8 {
-            let rate = &mut self.rate;
-            let bucket = &mut self.bucket;
-            let activity = &mut self.last_activity;
-            let mut nack_ranges = 0u64;
             let n = self
                 .link
-                .receive(wait, |inc| {
-                    *activity = Instant::now();
-                    match inc.header.kind {
-                        DatagramKind::Status => {
-                            if let Ok(st) = Status::decode(inc.payload) {
-                                let r = rate.on_status(st.received_datagrams, st.lost_datagrams);
-                                bucket.set_rate(r);
-                            }
-                        }
-                        DatagramKind::Nack => {
-                            let Ok(ranges) = decode_nacks(inc.payload) else {
-                                return;
-                            };
-                            let Some((id, size)) = current else {
-                                return;
-                            };
-                            for r in ranges.iter().filter(|r| r.file_id == id) {
-                                let end = r.offset.saturating_add(r.len).min(size);
-                                resend.insert(r.offset.min(end), end);
-                                nack_ranges += 1;
-                            }
-                        }
-                        _ => {}
-                    }
-                })
+                .receive(wait)
                 .map_err(|e| TransferError::io("receiving on the UDP socket", e))?;
+            if n > 0 {
+                self.last_activity = Instant::now();
+            }
+            let mut nack_ranges = 0u64;
+            for inc in self.link.incoming() {
+                match inc.header.kind {
+                    DatagramKind::Status => {
+                        if let Ok(st) = Status::decode(inc.payload) {
+                            let delivered = self.delivery.on_status(st.received_bytes);
+                            let r = self.rate.on_status(
+                                st.received_datagrams,
+                                st.lost_datagrams,
+                                delivered,
+                            );
+                            self.bucket.set_rate(r);
+                        }
+                    }
+                    DatagramKind::Nack => {
+                        let Ok(ranges) = decode_nacks(inc.payload) else {
+                            continue;
+                        };
+                        let Some((id, size)) = current else {
+                            continue;
+                        };
+                        for r in ranges.iter().filter(|r| r.file_id == id) {
+                            let end = r.offset.saturating_add(r.len).min(size);
+                            resend.insert(r.offset.min(end), end);
+                            nack_ranges += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
             self.link.stats.nack_ranges += nack_ranges;
             wait = Duration::ZERO;
-            if n == 0 && self.link.last_batch() < BATCH {
+            if !self.link.more_queued() {
                 break;
             }
         }
@@ -380,7 +389,11 @@ impl Sender {
 
         let ds = self.opts.datagram_size;
         let overhead = self.link.overhead() + IP_UDP_OVERHEAD;
-        let mut segment = vec![0u8; SEGMENT.min(size.max(1)) as usize];
+        let wire = ds + overhead;
+        // First-pass reads: whole datagrams' worth, about SEGMENT bytes.
+        let seg_cap = (SEGMENT as usize / ds).max(1) * ds;
+        let mut segment = vec![0u8; seg_cap.min(size.max(1) as usize)];
+        let mut again = vec![0u8; BURST * ds];
         let (mut seg_off, mut seg_len, mut seg_pos) = (0u64, 0usize, 0usize);
         let mut first_pass = 0u64;
         let mut resend = RangeSet::new();
@@ -389,6 +402,7 @@ impl Sender {
         let started = Instant::now();
         let mut throttle = Throttle::new(Duration::from_millis(100));
         self.last_activity = Instant::now();
+        let send_err = |e| TransferError::io("sending on the UDP socket", e);
 
         loop {
             while let Some(frame) = self.ch.try_next()? {
@@ -405,10 +419,10 @@ impl Sender {
 
             let work = !resend.is_empty() || seg_pos < seg_len || !plan.is_empty();
             if work {
-                let max = self.bucket.batch_size(ds + overhead, BATCH);
-                let n = self.bucket.allowance(ds + overhead, max);
+                let max = self.bucket.batch_size(wire, BURST);
+                let n = self.bucket.allowance(wire, max);
                 if n == 0 {
-                    let t = self.bucket.time_until((ds + overhead) * max);
+                    let t = self.bucket.time_until(wire * max);
                     if t >= Duration::from_millis(2) {
                         self.pump(Duration::from_millis(1), Some((cur.id, size)), &mut resend)?;
                     } else {
@@ -416,51 +430,51 @@ impl Sender {
                     }
                     continue;
                 }
-                for _ in 0..n {
-                    let len;
-                    if let Some(r) = resend.pop_front(ds as u64) {
-                        len = (r.end - r.start) as usize;
-                        self.link
-                            .queue(DatagramKind::Data, cur.id, r.start, len, |buf| {
-                                file.read_exact_at(buf, r.start).map_err(read_err)?;
-                                Ok::<usize, TransferError>(buf.len())
-                            })?;
-                        self.link.stats.retransmitted_bytes += len as u64;
-                    } else {
-                        if seg_pos == seg_len {
-                            let Some(r) = plan.pop_front(SEGMENT) else {
-                                break;
-                            };
-                            seg_len = (r.end - r.start) as usize;
-                            file.read_exact_at(&mut segment[..seg_len], r.start)
-                                .map_err(read_err)?;
-                            if let Some(h) = hasher.as_mut() {
-                                h.update(&segment[..seg_len]);
-                            }
-                            seg_off = r.start;
-                            seg_pos = 0;
-                        }
-                        len = ds.min(seg_len - seg_pos);
-                        let data = &segment[seg_pos..seg_pos + len];
-                        self.link.queue(
-                            DatagramKind::Data,
-                            cur.id,
-                            seg_off + seg_pos as u64,
-                            len,
-                            |buf| {
-                                buf.copy_from_slice(data);
-                                Ok::<usize, TransferError>(len)
-                            },
-                        )?;
-                        seg_pos += len;
-                        first_pass += len as u64;
-                    }
+                let mut budget = n;
+                // Retransmissions first, read again from the file.
+                while budget > 0 {
+                    let Some(r) = resend.pop_front((budget * ds) as u64) else {
+                        break;
+                    };
+                    let len = (r.end - r.start) as usize;
+                    let buf = &mut again[..len];
+                    file.read_exact_at(buf, r.start).map_err(read_err)?;
+                    self.link
+                        .send_data(cur.id, r.start, buf, ds)
+                        .map_err(send_err)?;
+                    let count = len.div_ceil(ds);
+                    budget = budget.saturating_sub(count);
+                    self.bucket.consume(len + count * overhead);
+                    self.link.stats.retransmitted_bytes += len as u64;
                     sent += len as u64;
-                    self.bucket.consume(len + overhead);
                 }
-                self.link
-                    .flush()
-                    .map_err(|e| TransferError::io("sending on the UDP socket", e))?;
+                // Then new data, straight from the segment buffer (sealed in place).
+                while budget > 0 {
+                    if seg_pos == seg_len {
+                        let Some(r) = plan.pop_front(segment.len() as u64) else {
+                            break;
+                        };
+                        seg_len = (r.end - r.start) as usize;
+                        file.read_exact_at(&mut segment[..seg_len], r.start)
+                            .map_err(read_err)?;
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(&segment[..seg_len]);
+                        }
+                        seg_off = r.start;
+                        seg_pos = 0;
+                    }
+                    let len = (budget * ds).min(seg_len - seg_pos);
+                    let data = &mut segment[seg_pos..seg_pos + len];
+                    self.link
+                        .send_data(cur.id, seg_off + seg_pos as u64, data, ds)
+                        .map_err(send_err)?;
+                    let count = len.div_ceil(ds);
+                    budget = budget.saturating_sub(count);
+                    self.bucket.consume(len + count * overhead);
+                    seg_pos += len;
+                    first_pass += len as u64;
+                    sent += len as u64;
+                }
             } else if !done_sent {
                 let sum = match (checksum, hasher.take()) {
                     (Some(c), _) => c,

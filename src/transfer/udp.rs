@@ -1,17 +1,21 @@
 //! The UDP side: opening the path (`Hello` / `HelloAck`), socket tuning, and batched
-//! `sendmmsg` / `recvmmsg` so one system call moves many datagrams.
+//! `sendmmsg` / `recvmmsg` so one system call moves many messages (each possibly many
+//! datagrams, see [`super::offload`]).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::offload::{self, CmsgBuf};
 use super::TransferError;
 use crate::protocol::datagram::HEADER_LEN;
 use crate::protocol::{Datagram, DatagramHeader, DatagramKind, MAX_DATAGRAM};
 
-/// Most datagrams moved by one batched call.
+/// Most messages moved by one batched call.
 pub const BATCH: usize = 64;
+/// Receive buffers when the kernel coalesces datagrams (each holds up to 64 KiB).
+const GRO_SLOTS: usize = 32;
 /// Socket buffer size asked for (the kernel may cap it unless we run as root).
 const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
 /// How often `Hello` is repeated until answered.
@@ -174,94 +178,91 @@ pub(crate) fn wait_readable(sock: &UdpSocket, timeout: Duration) -> bool {
     rc > 0
 }
 
-/// Sends `msgs` on the connected socket with as few `sendmmsg` calls as possible. Returns how
-/// many went out; a full socket buffer (or an ICMP error from an earlier send) stops early.
-pub(crate) fn send_batch(sock: &UdpSocket, msgs: &[&[u8]]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < msgs.len() {
-        let chunk = &msgs[sent..msgs.len().min(sent + BATCH)];
-        let mut iovs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|m| libc::iovec {
-                iov_base: m.as_ptr() as *mut libc::c_void,
-                iov_len: m.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-            .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
-            .collect();
-        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: hdrs points at chunk.len() headers whose iovecs point into `msgs`, all of
-        // which outlive the call; the socket is connected so no address is needed.
-        let n = unsafe {
-            libc::sendmmsg(
-                sock.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                hdrs.len() as libc::c_uint,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if sent > 0 || is_transient(&e) || e.raw_os_error() == Some(libc::ENOBUFS) {
-                return Ok(sent);
-            }
-            return Err(e);
-        }
-        sent += n as usize;
-        if (n as usize) < chunk.len() {
-            return Ok(sent);
-        }
+/// One `sendmmsg` of prepared messages on the connected socket. Returns how many went out; a
+/// full socket buffer or an interrupted call is `Ok(0)` (the caller decides to retry or drop).
+pub(crate) fn send_messages(sock: &UdpSocket, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    if msgs.is_empty() {
+        return Ok(0);
     }
-    Ok(sent)
+    // SAFETY: `msgs` are valid headers whose iovecs and control buffers the caller keeps alive
+    // for the call; the socket is connected so no address is needed.
+    let n = unsafe {
+        libc::sendmmsg(
+            sock.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len().min(u32::MAX as usize) as libc::c_uint,
+            0,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if is_transient(&e) || e.raw_os_error() == Some(libc::ENOBUFS) {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(n as usize)
 }
 
-/// Reusable receive buffers for `recvmmsg`.
+/// Reusable receive buffers for `recvmmsg`, coalesced (GRO) or one datagram per message.
 pub(crate) struct RecvBatch {
-    bufs: Vec<Vec<u8>>,
+    buf: Vec<u8>,
+    slot: usize,
     lens: Vec<usize>,
+    segments: Vec<usize>,
+    cmsgs: Vec<CmsgBuf>,
+    gro: bool,
     count: usize,
 }
 
 impl RecvBatch {
-    /// Buffers for [`BATCH`] datagrams of up to [`MAX_DATAGRAM`] bytes.
-    pub(crate) fn new() -> RecvBatch {
+    /// With `gro`, [`GRO_SLOTS`] buffers of [`offload::GRO_BUFFER`] bytes; else [`BATCH`]
+    /// buffers of [`MAX_DATAGRAM`] bytes.
+    pub(crate) fn new(gro: bool) -> RecvBatch {
+        let (slots, slot) = if gro {
+            (GRO_SLOTS, offload::GRO_BUFFER)
+        } else {
+            (BATCH, MAX_DATAGRAM)
+        };
         RecvBatch {
-            bufs: (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
-            lens: vec![0; BATCH],
+            buf: vec![0u8; slots * slot],
+            slot,
+            lens: vec![0; slots],
+            segments: vec![0; slots],
+            cmsgs: vec![CmsgBuf::default(); slots],
+            gro,
             count: 0,
         }
     }
 
-    /// Receives whatever is queued (up to [`BATCH`] datagrams) without waiting; returns the
-    /// count. Truncated (oversized) datagrams come back with length 0.
+    /// Receives whatever is queued (up to one message per buffer) without waiting; returns the
+    /// number of messages. Truncated (oversized) messages come back with length 0.
     pub(crate) fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
-        let mut iovs: Vec<libc::iovec> = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
+        let slots = self.lens.len();
+        let base = self.buf.as_mut_ptr();
+        let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
         // SAFETY: all-zero mmsghdr is valid.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH)
-            .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
-            .collect();
-        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..slots {
+            // SAFETY: slot i lies inside `buf` (slots * slot bytes).
+            iovs[i].iov_base = unsafe { base.add(i * self.slot) }.cast();
+            iovs[i].iov_len = self.slot;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+            if self.gro {
+                offload::attach_receive_buffer(&mut hdrs[i].msg_hdr, &mut self.cmsgs[i]);
+            }
         }
-        // SAFETY: BATCH headers, each with one iovec over a live buffer of MAX_DATAGRAM bytes.
+        // SAFETY: `slots` headers, each with one iovec over its own live slot of `buf` and,
+        // with GRO, a live control buffer.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
                 hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                slots as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -276,24 +277,45 @@ impl RecvBatch {
         }
         let n = n as usize;
         for (i, h) in hdrs.iter().take(n).enumerate() {
-            self.lens[i] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            let len = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 0
             } else {
-                h.msg_len as usize
+                (h.msg_len as usize).min(self.slot)
+            };
+            self.lens[i] = len;
+            self.segments[i] = if self.gro {
+                offload::received_segment_size(&h.msg_hdr).unwrap_or(len)
+            } else {
+                len
             };
         }
         self.count = n;
         Ok(n)
     }
 
-    /// The `i`-th received datagram, mutable (payloads are decrypted in place).
-    pub(crate) fn get_mut(&mut self, i: usize) -> &mut [u8] {
-        let len = self.lens[i];
-        &mut self.bufs[i][..len]
+    /// Where message `i` starts in [`RecvBatch::bytes_mut`], its length and the size of the
+    /// datagrams it holds (the last one may be shorter).
+    pub(crate) fn message(&self, i: usize) -> (usize, usize, usize) {
+        (i * self.slot, self.lens[i], self.segments[i].max(1))
     }
 
-    /// How many datagrams the last [`RecvBatch::recv`] returned.
+    /// All receive buffers.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// All receive buffers, mutable (payloads are decrypted in place).
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// How many messages the last [`RecvBatch::recv`] returned.
     pub(crate) fn count(&self) -> usize {
         self.count
+    }
+
+    /// True when the last receive filled every buffer (more may be queued).
+    pub(crate) fn was_full(&self) -> bool {
+        self.count == self.lens.len()
     }
 }

@@ -800,6 +800,12 @@ impl Sshd {
     /// Like [`Sshd::start`], with `prefix` put before the sshd command line (e.g. an `unshare`
     /// wrapper that gives sshd and its sessions a private mount namespace).
     pub fn start_with(ns: &Netns, addr: SocketAddr, prefix: &[&str]) -> Sshd {
+        Sshd::start_configured(ns, addr, prefix, "")
+    }
+
+    /// Like [`Sshd::start_with`], with `extra` lines appended to sshd_config (e.g. a
+    /// `ForceCommand` that maps the transfer command to the binary under test).
+    pub fn start_configured(ns: &Netns, addr: SocketAddr, prefix: &[&str], extra: &str) -> Sshd {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("lab: tempdir: {e}"));
         let host_key = dir.path().join("ssh_host_ed25519_key");
         let client_key = dir.path().join("id_ed25519");
@@ -825,7 +831,7 @@ impl Sshd {
                 "ListenAddress {addr}\nHostKey {}\nPidFile none\nAuthorizedKeysFile {}\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n\
-                 MaxStartups 100\nMaxSessions 100\n",
+                 MaxStartups 100\nMaxSessions 100\n{extra}\n",
                 host_key.display(),
                 authorized.display()
             ),

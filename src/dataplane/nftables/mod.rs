@@ -443,6 +443,10 @@ impl Forwarder for NftablesForwarder {
         errors.into_result(())
     }
 
+    fn counters(&mut self, entry: &SessionEntry) -> Result<Option<(u64, u64)>, DataplaneError> {
+        conntrack::session_counters(&mut self.sock, entry)
+    }
+
     fn list(&mut self) -> Result<Vec<InstalledEntry>, DataplaneError> {
         Ok(self
             .read_all()?

@@ -1,0 +1,107 @@
+//! The daemon's control socket, for `fasp-proxy sessions`: an abstract Unix socket (so it is
+//! private to the daemon's network namespace and needs no file), answering root only with the
+//! table of live sessions.
+
+use std::fmt::Write as _;
+use std::os::linux::net::SocketAddrExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::session::registry::Registry;
+use crate::session::Shared;
+
+/// The abstract socket name.
+pub const SOCKET_NAME: &str = "fasp-proxy-control";
+
+/// Listens for `sessions` requests until `shutdown`.
+pub async fn serve_shared(
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(SOCKET_NAME.as_bytes())
+        .map_err(|e| format!("control socket: {e}"))?;
+    let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| {
+        format!("control socket @{SOCKET_NAME}: {e} (is another fasp-proxy running?)")
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else { continue };
+                let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
+                let answer = if root { table(&shared.registry) } else { "error: only root may list sessions\n".to_string() };
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// The sessions table as `fasp-proxy sessions` prints it.
+pub fn table(registry: &Registry) -> String {
+    let sessions = registry.snapshot();
+    let mut out = format!(
+        "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<13} {:>6} {:>10} {:>12}\n",
+        "SESSION", "USER", "CLIENT", "RULE", "SERVER", "UDP", "AGE", "PACKETS", "BYTES"
+    );
+    for s in &sessions {
+        let age = SystemTime::now()
+            .duration_since(s.started)
+            .unwrap_or_default()
+            .as_secs();
+        let (udp, server) = match &s.entry {
+            Some(e) => (
+                format!(
+                    "{}->{}:{}",
+                    e.client_port.map_or_else(|| "*".into(), |p| p.to_string()),
+                    e.proxy_port,
+                    e.backend.port()
+                ),
+                s.backend.map_or_else(|| "-".into(), |b| b.to_string()),
+            ),
+            None => (
+                "-".into(),
+                s.backend.map_or_else(|| "-".into(), |b| b.to_string()),
+            ),
+        };
+        let (packets, bytes) = s.forwarded.map_or_else(
+            || ("-".to_string(), "-".to_string()),
+            |(p, b)| (p.to_string(), b.to_string()),
+        );
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<13} {:>5}s {:>10} {:>12}",
+            s.id, s.user, s.client, s.rule, server, udp, age, packets, bytes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} live session{}",
+        sessions.len(),
+        if sessions.len() == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// Asks the daemon of this network namespace for its sessions table.
+pub fn query() -> Result<String, String> {
+    use std::io::Read;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(SOCKET_NAME.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut stream = std::os::unix::net::UnixStream::connect_addr(&addr)
+        .map_err(|e| format!("no running fasp-proxy daemon here ({e})"))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading from the daemon: {e}"))?;
+    Ok(text)
+}

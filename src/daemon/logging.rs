@@ -1,0 +1,95 @@
+//! Where the daemon's log lines go: syslog (the default, as the product guide's
+//! `ascp_rproxy[pid]: LOG …` lines), or a file in `<log_directory>`; `<log_level>` 0 logs
+//! sessions and errors, 1 adds debug detail, 2 and 3 everything.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+/// Name of the log file in `<log_directory>`.
+pub const LOG_FILE: &str = "fasp-proxy.log";
+
+struct FileLogger {
+    file: Mutex<File>,
+}
+
+impl Log for FileLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let line = format!(
+            "{}.{:03} fasp-proxy[{}]: {} {}\n",
+            now.as_secs(),
+            now.subsec_millis(),
+            std::process::id(),
+            if record.level() <= log::Level::Warn {
+                "ERR"
+            } else {
+                "LOG"
+            },
+            record.args()
+        );
+        if let Ok(mut f) = self.file.lock() {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {
+        if let Ok(mut f) = self.file.lock() {
+            let _ = f.flush();
+        }
+    }
+}
+
+fn level(log_level: u8) -> LevelFilter {
+    match log_level {
+        0 => LevelFilter::Info,
+        1 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
+/// Installs the logger; an error says why logging could not start.
+pub fn init(directory: Option<&Path>, log_level: u8) -> Result<(), String> {
+    let logger: Box<dyn Log> = match directory {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("log directory {}: {e}", dir.display()))?;
+            let path = dir.join(LOG_FILE);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("log file {}: {e}", path.display()))?;
+            Box::new(FileLogger {
+                file: Mutex::new(file),
+            })
+        }
+        None => {
+            let formatter = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "fasp-proxy".into(),
+                pid: std::process::id(),
+            };
+            let logger = syslog::unix(formatter).map_err(|e| {
+                format!("cannot reach syslog ({e}); set <log_directory> to log to a file")
+            })?;
+            Box::new(syslog::BasicLogger::new(logger))
+        }
+    };
+    log::set_boxed_logger(logger).map_err(|e| format!("logger: {e}"))?;
+    log::set_max_level(level(log_level));
+    Ok(())
+}

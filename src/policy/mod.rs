@@ -1,0 +1,285 @@
+//! Reverse-proxy policy, pure: which rule a session falls under, which account and key it uses
+//! on the internal server, and which internal server it goes to (round robin, skipping servers
+//! marked faulty). Time is passed in, so tests drive it without sleeping.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::config::Rule;
+
+/// What a session offers for rule matching.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The proxy address the client's TCP connection arrived on.
+    pub local_addr: IpAddr,
+    /// The host name the client asked for (from its `SessionInit`), if any.
+    pub requested_host: Option<&'a str>,
+    /// The SSH port the client dialled.
+    pub requested_port: u16,
+}
+
+/// The first rule in file order whose `host_ip` and `host_domain` both match; if none, the
+/// first default rule (one with neither); `None` when nothing matches.
+pub fn select_rule<'r>(rules: &'r [Rule], req: &Request<'_>) -> Option<&'r Rule> {
+    let local = canonical(req.local_addr);
+    let host = req
+        .requested_host
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+    rules
+        .iter()
+        .filter(|r| !r.is_default())
+        .find(|r| {
+            let ip_ok = r.host_ip.is_none_or(|net| net.contains(&local));
+            let domain_ok = r.host_domain.as_ref().is_none_or(|d| {
+                host.as_deref() == Some(d.name.as_str())
+                    && d.port.is_none_or(|p| p == req.requested_port)
+            });
+            ip_ok && domain_ok
+        })
+        .or_else(|| rules.iter().find(|r| r.is_default()))
+}
+
+/// An IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`) is matched as IPv4.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Why a proxy user cannot be mapped to an internal account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// The user name cannot be put into a path safely.
+    #[error("user name {0:?} cannot be used in a key file path")]
+    UnsafeUser(String),
+}
+
+/// The account to log in as on the internal server: the rule's squash user, or the proxy user.
+pub fn backend_user<'a>(rule: &'a Rule, proxy_user: &'a str) -> &'a str {
+    rule.squash_user.as_deref().unwrap_or(proxy_user)
+}
+
+/// The rule's key file with `$(user)` replaced by the proxy user's name.
+pub fn keyfile(rule: &Rule, proxy_user: &str) -> Result<PathBuf, MappingError> {
+    let safe = !proxy_user.is_empty()
+        && proxy_user != "."
+        && proxy_user != ".."
+        && proxy_user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
+    if rule.keyfile.contains("$(user)") && !safe {
+        return Err(MappingError::UnsafeUser(proxy_user.to_string()));
+    }
+    Ok(PathBuf::from(rule.keyfile.replace("$(user)", proxy_user)))
+}
+
+/// A change of a server's health, to be logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// The server failed and is skipped until `until`.
+    MarkedFaulty {
+        /// The server.
+        host: SocketAddr,
+        /// When the mark ends.
+        until: Instant,
+    },
+    /// The hold time ran out; the server is tried again.
+    Cleared {
+        /// The server.
+        host: SocketAddr,
+    },
+}
+
+/// Round-robin selection over each rule's servers, skipping those marked faulty.
+///
+/// Shared by all sessions of the daemon (behind a mutex); every call is O(servers of the rule).
+#[derive(Debug)]
+pub struct Balancer {
+    hold: Duration,
+    /// Next index per rule (by rule number).
+    cursors: HashMap<usize, usize>,
+    /// Faulty servers and when their mark ends.
+    faulty: HashMap<SocketAddr, Instant>,
+}
+
+impl Balancer {
+    /// A balancer marking failed servers faulty for `hold` (`<faulty_host_hold_time>`).
+    pub fn new(hold: Duration) -> Balancer {
+        Balancer {
+            hold,
+            cursors: HashMap::new(),
+            faulty: HashMap::new(),
+        }
+    }
+
+    /// Ends the marks whose hold time has passed; returns the servers cleared.
+    pub fn expire(&mut self, now: Instant) -> Vec<HealthEvent> {
+        let mut cleared: Vec<SocketAddr> = self
+            .faulty
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(h, _)| *h)
+            .collect();
+        cleared.sort();
+        for h in &cleared {
+            self.faulty.remove(h);
+        }
+        cleared
+            .into_iter()
+            .map(|host| HealthEvent::Cleared { host })
+            .collect()
+    }
+
+    /// The servers to try for a new session of `rule`, in order: round robin from the rule's
+    /// cursor, healthy ones first; faulty ones are left out. The cursor moves one step per call.
+    pub fn candidates(&mut self, rule: &Rule, now: Instant) -> Vec<SocketAddr> {
+        let n = rule.hosts.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let cursor = self.cursors.entry(rule.number).or_insert(0);
+        let start = *cursor % n;
+        *cursor = (start + 1) % n;
+        (0..n)
+            .map(|i| rule.hosts[(start + i) % n])
+            .filter(|h| self.faulty.get(h).is_none_or(|until| *until <= now))
+            .collect()
+    }
+
+    /// Marks `host` faulty from `now`; returns the event to log the first time (not again while
+    /// it stays marked).
+    pub fn mark_faulty(&mut self, host: SocketAddr, now: Instant) -> Option<HealthEvent> {
+        let until = now + self.hold;
+        let newly = self.faulty.get(&host).is_none_or(|u| *u <= now);
+        self.faulty.insert(host, until);
+        newly.then_some(HealthEvent::MarkedFaulty { host, until })
+    }
+
+    /// Whether `host` is marked faulty at `now`.
+    pub fn is_faulty(&self, host: &SocketAddr, now: Instant) -> bool {
+        self.faulty.get(host).is_some_and(|until| *until > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use std::path::Path;
+
+    fn rules() -> Vec<Rule> {
+        let text = r#"<CONF><server><rproxy><enabled>true</enabled><rules>
+<rule host_ip="203.0.113.7"><host>198.51.100.10</host><squash_user>xfer</squash_user><keyfile>/k/squash</keyfile></rule>
+<rule host_ip="203.0.113.128/25"><host>198.51.100.30</host><keyfile>/home/$(user)/.ssh/id</keyfile></rule>
+<rule host_domain="files.example.com"><hosts><host>198.51.100.41</host><host>198.51.100.42</host><host>198.51.100.43</host></hosts><keyfile>/k</keyfile></rule>
+<rule host_domain="ssh.example.com:2222"><host>198.51.100.50</host><keyfile>/k</keyfile></rule>
+<rule><host>198.51.100.99</host><keyfile>/k</keyfile></rule>
+</rules></rproxy></server></CONF>"#;
+        parse_str(text, Path::new("t"))
+            .unwrap()
+            .config
+            .server
+            .rproxy
+            .rules
+    }
+
+    fn req<'a>(local: &str, host: Option<&'a str>, port: u16) -> Request<'a> {
+        Request {
+            local_addr: local.parse().unwrap(),
+            requested_host: host,
+            requested_port: port,
+        }
+    }
+
+    #[test]
+    fn rules_match_by_address_prefix_name_and_fall_back_to_the_default() {
+        let r = rules();
+        let pick = |q: Request<'_>| select_rule(&r, &q).map(|r| r.number);
+        assert_eq!(pick(req("203.0.113.7", None, 33001)), Some(1));
+        assert_eq!(
+            pick(req("::ffff:203.0.113.7", None, 33001)),
+            Some(1),
+            "v4-mapped"
+        );
+        assert_eq!(pick(req("203.0.113.200", None, 33001)), Some(2));
+        assert_eq!(
+            pick(req("192.0.2.1", Some("FILES.example.com."), 33001)),
+            Some(3)
+        );
+        assert_eq!(
+            pick(req("192.0.2.1", Some("ssh.example.com"), 2222)),
+            Some(4)
+        );
+        assert_eq!(
+            pick(req("192.0.2.1", Some("ssh.example.com"), 33001)),
+            Some(5),
+            "port differs"
+        );
+        assert_eq!(pick(req("192.0.2.1", None, 33001)), Some(5));
+        // First match in file order: the address rule wins over the name rule.
+        assert_eq!(
+            pick(req("203.0.113.7", Some("files.example.com"), 33001)),
+            Some(1)
+        );
+        let no_default: Vec<Rule> = r.into_iter().filter(|x| !x.is_default()).collect();
+        assert!(select_rule(&no_default, &req("192.0.2.1", None, 33001)).is_none());
+    }
+
+    #[test]
+    fn squash_and_individual_accounts_and_keyfile_expansion() {
+        let r = rules();
+        assert_eq!(backend_user(&r[0], "bear"), "xfer");
+        assert_eq!(backend_user(&r[1], "bobcat"), "bobcat");
+        assert_eq!(
+            keyfile(&r[1], "bobcat").unwrap(),
+            Path::new("/home/bobcat/.ssh/id")
+        );
+        assert_eq!(
+            keyfile(&r[0], "../etc").unwrap(),
+            Path::new("/k/squash"),
+            "no $(user)"
+        );
+        assert!(keyfile(&r[1], "../etc").is_err());
+        assert!(keyfile(&r[1], "a/b").is_err());
+        assert!(keyfile(&r[1], "").is_err());
+    }
+
+    #[test]
+    fn round_robin_skips_faulty_servers_until_the_hold_time_ends() {
+        let r = rules();
+        let rule = &r[2];
+        let (a, b, c) = (rule.hosts[0], rule.hosts[1], rule.hosts[2]);
+        let mut bal = Balancer::new(Duration::from_secs(120));
+        let t0 = Instant::now();
+        assert_eq!(bal.candidates(rule, t0), vec![a, b, c]);
+        assert_eq!(bal.candidates(rule, t0), vec![b, c, a]);
+        assert_eq!(bal.candidates(rule, t0), vec![c, a, b]);
+        // b fails: logged once, skipped while marked.
+        assert!(
+            matches!(bal.mark_faulty(b, t0), Some(HealthEvent::MarkedFaulty { host, .. }) if host == b)
+        );
+        assert_eq!(
+            bal.mark_faulty(b, t0 + Duration::from_secs(1)),
+            None,
+            "logged once"
+        );
+        assert_eq!(bal.candidates(rule, t0), vec![a, c]);
+        assert_eq!(bal.candidates(rule, t0), vec![c, a]);
+        assert!(bal.is_faulty(&b, t0 + Duration::from_secs(60)));
+        // The mark was renewed at t0+1s: it ends at t0+121s.
+        let later = t0 + Duration::from_secs(121);
+        assert_eq!(bal.expire(t0 + Duration::from_secs(120)), vec![]);
+        assert_eq!(bal.expire(later), vec![HealthEvent::Cleared { host: b }]);
+        let back = bal.candidates(rule, later);
+        assert_eq!(back.len(), 3, "{back:?}");
+        assert!(back.contains(&b));
+        // All faulty: nothing to try.
+        for h in [a, b, c] {
+            bal.mark_faulty(h, later);
+        }
+        assert!(bal.candidates(rule, later).is_empty());
+    }
+}

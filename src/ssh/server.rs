@@ -1,0 +1,1102 @@
+//! The proxy's SSH front end (russh server): checks the client address against the allow-list
+//! before any crypto, authenticates users by public key against their authorized keys, refuses
+//! everything but `exec` of an allowed command, and hands each accepted command to the session
+//! layer as a local byte stream. Knows nothing of the transfer protocol or of nftables.
+//!
+//! What a client may do, and what it gets otherwise:
+//! - authentication: `publickey` only (no password, keyboard-interactive, host-based or
+//!   certificates); the user must exist locally, and the key must be listed in the file that
+//!   [`FrontendConfig::authorized_keys`] names for that user (see [`authorized_key_matches`] for
+//!   which `authorized_keys` options are accepted);
+//! - channels: `session` only; `direct-tcpip` (`ssh -L`), `x11`, agent and streamlocal channels
+//!   are refused, and so are `tcpip-forward` global requests (`ssh -R`);
+//! - channel requests: `exec` of a command line that is exactly one of
+//!   [`FrontendConfig::allowed_commands`]; `pty-req`, `x11-req`, `env`, agent forwarding,
+//!   `window-change` get a failure reply; `shell`, `subsystem` and a refused `exec` get a
+//!   one-line message on stderr and exit status 1 (the request itself is answered with success,
+//!   because OpenSSH's client drops the message and exits 255 on a failure reply there).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use log::{debug, info, warn};
+use russh::keys::{HashAlg, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, SshId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+use super::bridge::{self, Outbound};
+
+/// How the front end is set up (from `<rproxy>`).
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    /// Where to listen (`ssh_bind_address`:`ssh_port`).
+    pub listen: SocketAddr,
+    /// The host private key (`ssh_host_key`), OpenSSH format, unencrypted (as written by
+    /// `fasp-proxy create-config`).
+    pub host_key: PathBuf,
+    /// Authorized keys path pattern (`authorized_keys_file`): `%u` user, `%h` home, `%%`.
+    /// A relative result is taken relative to the user's home, as OpenSSH does.
+    pub authorized_keys: String,
+    /// Clients allowed to connect; empty = everyone. Checked on TCP accept, before SSH.
+    pub allowed_clients: Vec<IpNet>,
+    /// The exact command lines `exec` may run (e.g. `ascp --server`).
+    pub allowed_commands: Vec<String>,
+    /// Most connections not yet authenticated at once; more are closed on accept (0 counts
+    /// as 1).
+    pub max_unauthenticated: usize,
+    /// Delay before answering a failed authentication.
+    pub auth_rejection_delay: Duration,
+    /// A connection must authenticate within this time (counted from TCP accept).
+    pub auth_timeout: Duration,
+}
+
+/// An accepted `exec` of an allowed command, for the session layer.
+pub struct ExecRequest {
+    /// The authenticated user.
+    pub user: String,
+    /// The client's address (IPv4-mapped IPv6 addresses given as IPv4).
+    pub peer: SocketAddr,
+    /// The proxy address the client connected to (for rule matching; IPv4-mapped IPv6
+    /// addresses given as IPv4).
+    pub local: SocketAddr,
+    /// The command line.
+    pub command: String,
+    /// The command's stdin (read) and stdout (write). Reading gives EOF when the client sends
+    /// EOF (or goes away). Shutting down the write half ends stdout: the client is sent EOF
+    /// when the channel is finished (after any stderr, as sshd does), because SSH allows no
+    /// stderr after EOF.
+    pub io: tokio::net::UnixStream,
+    /// Ends the channel: sends stderr text (if any), EOF, the exit status and close.
+    pub finish: ExecFinish,
+}
+
+/// What [`ExecFinish::finish`] hands to the channel's bridge.
+struct Finish {
+    exit_status: u32,
+    stderr: String,
+}
+
+/// Ends an exec channel; dropping it without calling [`ExecFinish::finish`] ends it with
+/// exit status 1.
+pub struct ExecFinish {
+    tx: oneshot::Sender<Finish>,
+}
+
+impl ExecFinish {
+    /// Ends the channel: every stdout byte already written to [`ExecRequest::io`] is delivered
+    /// first, then `stderr` (if not empty), EOF, `exit_status` and close. Does nothing if the
+    /// client has already gone.
+    pub fn finish(self, exit_status: u32, stderr: &str) {
+        let _ = self.tx.send(Finish {
+            exit_status,
+            stderr: stderr.to_string(),
+        });
+    }
+}
+
+/// What the front end hands accepted commands to.
+pub trait ExecHandler: Send + Sync + 'static {
+    /// Called for each accepted `exec` (on the runtime; must not block).
+    fn exec(&self, request: ExecRequest);
+
+    /// Whether another session may start now (`max_sessions`); `false` refuses the exec with a
+    /// clear message.
+    fn admit(&self) -> bool;
+}
+
+/// Why the front end could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    /// The host key could not be loaded.
+    #[error("SSH host key {path}: {why}")]
+    HostKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {why}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Largest authorized_keys file read; a bigger one is refused (logged) rather than read.
+pub const AUTHORIZED_KEYS_MAX: u64 = 1024 * 1024;
+
+/// Most session channels open at once on one connection (OpenSSH's `MaxSessions` default).
+const MAX_CHANNELS: usize = 10;
+
+/// Most authentication attempts on one connection (OpenSSH's `MaxAuthTries` default).
+const MAX_AUTH_ATTEMPTS: usize = 6;
+
+/// Message for `ssh user@proxy` without a command.
+const SHELL_REFUSED: &str = "fasp-proxy: interactive shells are not available here; \
+                             this server only runs file transfers";
+
+/// What every connection shares.
+struct Shared {
+    russh: Arc<russh::server::Config>,
+    authorized_keys: String,
+    allowed_commands: Vec<String>,
+    auth_timeout: Duration,
+    handler: Arc<dyn ExecHandler>,
+}
+
+/// Serves until `shutdown` turns true (or its sender is dropped); returns once the listener is
+/// closed (running channels are the session layer's to end; connections still authenticating
+/// run until they finish or time out).
+pub async fn serve(
+    config: FrontendConfig,
+    handler: Arc<dyn ExecHandler>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), FrontendError> {
+    let key = russh::keys::load_secret_key(&config.host_key, None).map_err(|e| {
+        FrontendError::HostKey {
+            path: config.host_key.clone(),
+            why: e.to_string(),
+        }
+    })?;
+    let russh_config = russh::server::Config {
+        server_id: SshId::Standard(
+            concat!("SSH-2.0-fasp-proxy_", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: config.auth_rejection_delay,
+        // OpenSSH opens with a "none" probe to learn the methods: nothing to hide there.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![key],
+        max_auth_attempts: MAX_AUTH_ATTEMPTS,
+        // The control channel of a long transfer may stay silent for hours: no inactivity
+        // limit, but keepalives find clients that are gone.
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| FrontendError::Listen {
+            addr: config.listen,
+            why: e.to_string(),
+        })?;
+    let shared = Arc::new(Shared {
+        russh: Arc::new(russh_config),
+        authorized_keys: config.authorized_keys.clone(),
+        allowed_commands: config.allowed_commands.clone(),
+        auth_timeout: config.auth_timeout,
+        handler,
+    });
+    let unauthenticated = Arc::new(AtomicUsize::new(0));
+    let max_unauthenticated = config.max_unauthenticated.max(1);
+    info!(
+        "SSH front end listening on {}",
+        listener.local_addr().unwrap_or(config.listen)
+    );
+
+    loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        let accepted = tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and the like: wait a little rather than spin.
+                warn!("SSH front end: accept on {} failed: {e}", config.listen);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let peer = canonical(peer);
+        if !config.allowed_clients.is_empty()
+            && !config
+                .allowed_clients
+                .iter()
+                .any(|net| net.contains(&peer.ip()))
+        {
+            info!("Refused connection from {peer}: not in allowed clients");
+            drop(socket);
+            continue;
+        }
+        let guard = match UnauthGuard::take(&unauthenticated, max_unauthenticated) {
+            Some(g) => g,
+            None => {
+                warn!(
+                    "Refused connection from {peer}: {max_unauthenticated} connections are \
+                     already authenticating"
+                );
+                drop(socket);
+                continue;
+            }
+        };
+        let local = match socket.local_addr() {
+            Ok(a) => canonical(a),
+            Err(e) => {
+                debug!("connection from {peer}: no local address: {e}");
+                continue;
+            }
+        };
+        debug!("TCP connection from {peer} to {local}");
+        tokio::spawn(connection(socket, peer, local, Arc::clone(&shared), guard));
+    }
+    info!("SSH front end on {} stopped accepting", config.listen);
+    Ok(())
+}
+
+/// `addr` with an IPv4-mapped IPv6 address given as IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Counts a connection as unauthenticated until dropped.
+struct UnauthGuard(Arc<AtomicUsize>);
+
+impl UnauthGuard {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        });
+        taken.ok().map(|_| UnauthGuard(Arc::clone(counter)))
+    }
+}
+
+impl Drop for UnauthGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs one SSH connection: the authentication deadline, then until the client leaves.
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    guard: UnauthGuard,
+) {
+    let deadline = tokio::time::Instant::now() + shared.auth_timeout;
+    let (authed_tx, mut authed_rx) = watch::channel(false);
+    let handler = Connection {
+        shared: Arc::clone(&shared),
+        peer,
+        local,
+        user: None,
+        authed: authed_tx,
+        channels: HashMap::new(),
+    };
+    let starting = russh::server::run_stream(Arc::clone(&shared.russh), socket, handler);
+    let running = match tokio::time::timeout_at(deadline, starting).await {
+        Err(_) => {
+            info!("{peer}: no SSH identification within the authentication time; closed");
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!("{peer}: SSH start failed: {e}");
+            return;
+        }
+        Ok(Ok(r)) => r,
+    };
+    let handle = running.handle();
+    tokio::pin!(running);
+    let authed = tokio::select! {
+        ended = &mut running => {
+            match ended {
+                Ok(()) => debug!("{peer}: closed before authenticating"),
+                Err(e) => debug!("{peer}: closed before authenticating: {e}"),
+            }
+            return;
+        }
+        waited = tokio::time::timeout_at(deadline, authed_rx.wait_for(|a| *a)) => {
+            matches!(waited, Ok(Ok(_)))
+        }
+    };
+    if !authed {
+        info!(
+            "{peer}: not authenticated within {}s; closing",
+            shared.auth_timeout.as_secs_f32()
+        );
+        let _ = handle
+            .disconnect(
+                Disconnect::ByApplication,
+                "authentication timeout".into(),
+                "en".into(),
+            )
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+        return;
+    }
+    drop(guard);
+    match running.await {
+        Ok(()) => debug!("{peer}: SSH connection closed"),
+        Err(e) => debug!("{peer}: SSH connection ended: {e}"),
+    }
+}
+
+/// One connection's russh handler.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// The authenticated user.
+    user: Option<String>,
+    /// Turns true on successful authentication.
+    authed: watch::Sender<bool>,
+    /// Session channels opened and not yet given a command.
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Connection {
+    /// Whether `key` may log in as `user` (looks the user up and reads their authorized keys
+    /// off the runtime's threads).
+    async fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
+        let pattern = self.shared.authorized_keys.clone();
+        let user_owned = user.to_string();
+        let key_owned = key.clone();
+        let peer = self.peer;
+        let checked =
+            tokio::task::spawn_blocking(move || check_user_key(&pattern, &user_owned, &key_owned))
+                .await;
+        match checked {
+            Ok(Ok(())) => true,
+            Ok(Err(why)) => {
+                debug!("{peer}: key {} for {user}: {why}", fingerprint(key));
+                false
+            }
+            Err(e) => {
+                warn!("{peer}: checking the key for {user} failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Ends a channel on which nothing will run: answers the pending `shell` / `subsystem` /
+    /// `exec` request with success, then `message` on stderr, EOF, exit status 1 and close.
+    ///
+    /// Success, not failure: OpenSSH's client treats a failed `shell` or `exec` request as the
+    /// end of the session (exit 255) and drops whatever stderr it had not yet written, so a
+    /// failure reply would hide the message. This is what restricted shells do too.
+    fn refuse(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+        message: &str,
+    ) -> Result<(), russh::Error> {
+        self.channels.remove(&channel);
+        session.channel_success(channel)?;
+        session.extended_data(channel, 1, format!("{message}\n").into_bytes())?;
+        session.eof(channel)?;
+        session.exit_status_request(channel, 1)?;
+        session.close(channel)
+    }
+
+    fn commands_list(&self) -> String {
+        let quoted: Vec<String> = self
+            .shared
+            .allowed_commands
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect();
+        if quoted.is_empty() {
+            "nothing".to_string()
+        } else {
+            quoted.join(", ")
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        info!("{}: password authentication refused for {user}", self.peer);
+        Ok(Auth::reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.key_allowed(user, offer.public_key).await {
+            Ok(Auth::Accept)
+        } else {
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Checked again: a client may sign without probing first.
+        if self.key_allowed(user, key.public_key).await {
+            info!(
+                "{}: accepted publickey for {user} ({})",
+                self.peer,
+                fingerprint(key.public_key)
+            );
+            self.user = Some(user.to_string());
+            Ok(Auth::Accept)
+        } else {
+            info!(
+                "{}: refused publickey for {user} ({})",
+                self.peer,
+                fingerprint(key.public_key)
+            );
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        _certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        info!(
+            "{}: certificate authentication refused for {user}",
+            self.peer
+        );
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        let _ = self.authed.send(true);
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.channels.len() >= MAX_CHANNELS {
+            info!("{}: too many session channels; refused one", self.peer);
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        info!(
+            "{}: port forwarding to {host_to_connect}:{port_to_connect} refused",
+            self.peer
+        );
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        info!(
+            "{}: remote port forwarding of {address}:{port} refused",
+            self.peer
+        );
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        _socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        info!("{}: shell refused", self.peer);
+        let message = format!("{SHELL_REFUSED}; only {} may run", self.commands_list());
+        self.refuse(channel, session, &message)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        info!("{}: subsystem {name:?} refused", self.peer);
+        let message = format!(
+            "fasp-proxy: subsystem {name} is not available; only {} may run",
+            self.commands_list()
+        );
+        self.refuse(channel, session, &message)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        let (Some(user), true) = (self.user.clone(), self.channels.contains_key(&channel)) else {
+            // A second command on a channel already in use.
+            return session.channel_failure(channel);
+        };
+        if !self.shared.allowed_commands.contains(&command) {
+            info!("{}: {user}: command not allowed: {command:?}", self.peer);
+            let message = format!(
+                "fasp-proxy: command not allowed: {}; only {} may run",
+                printable(&command),
+                self.commands_list()
+            );
+            return self.refuse(channel, session, &message);
+        }
+        if !self.shared.handler.admit() {
+            info!("{}: {user}: session refused: too many sessions", self.peer);
+            return self.refuse(
+                channel,
+                session,
+                "fasp-proxy: too many sessions, try again later",
+            );
+        }
+        let (ours, theirs) = match tokio::net::UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!("{}: {user}: local socket pair: {e}", self.peer);
+                return self.refuse(
+                    channel,
+                    session,
+                    "fasp-proxy: internal error, try again later",
+                );
+            }
+        };
+        let Some(ssh_channel) = self.channels.remove(&channel) else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let (finish_tx, finish_rx) = oneshot::channel();
+        tokio::spawn(run_exec(ssh_channel, ours, finish_rx));
+        self.shared.handler.exec(ExecRequest {
+            user,
+            peer: self.peer,
+            local: self.local,
+            command,
+            io: theirs,
+            finish: ExecFinish { tx: finish_tx },
+        });
+        Ok(())
+    }
+}
+
+/// Bridges an accepted exec channel to the session layer's socket until it is finished or the
+/// client goes away. Order towards the client: stdout data, stderr, EOF, exit status, close.
+async fn run_exec(
+    channel: Channel<Msg>,
+    local: tokio::net::UnixStream,
+    mut finish: oneshot::Receiver<Finish>,
+) {
+    let (rx, tx) = channel.split();
+    let (mut local_read, local_write) = local.into_split();
+    let inbound = bridge::inbound(rx, local_write, false, |_| {});
+    let outbound = async move {
+        let received = match bridge::outbound(&tx, &mut local_read, &mut finish).await {
+            Outbound::ChannelGone => return,
+            // stdout ended; EOF waits for the finish, as stderr may still come.
+            Outbound::LocalEof => (&mut finish).await,
+            Outbound::Stopped(received) => {
+                // The session wrote its last stdout bytes before finishing: take what the
+                // socket holds now, without waiting for more.
+                let mut buf = vec![0u8; bridge::CHUNK];
+                while let Some(n) = drain_now(&local_read, &mut buf) {
+                    if tx.data_bytes(buf[..n].to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+                received
+            }
+        };
+        // Dropped without finishing: exit status 1.
+        let Finish {
+            exit_status,
+            stderr,
+        } = received.unwrap_or(Finish {
+            exit_status: 1,
+            stderr: String::new(),
+        });
+        if !stderr.is_empty() {
+            let _ = tx.extended_data_bytes(1, stderr.into_bytes()).await;
+        }
+        let _ = tx.eof().await;
+        let _ = tx.exit_status(exit_status).await;
+        let _ = tx.close().await;
+    };
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
+}
+
+/// Reads what is already buffered in `local` without waiting (the writer finished before).
+fn drain_now(local: &tokio::net::unix::OwnedReadHalf, buf: &mut [u8]) -> Option<usize> {
+    let fd = local.as_ref().as_raw_fd();
+    match nix::sys::socket::recv(fd, buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}
+
+/// `command` with control characters escaped and cut to a sensible length, for a one-line
+/// message.
+fn printable(command: &str) -> String {
+    const MAX: usize = 200;
+    let escaped = command.escape_debug().to_string();
+    match escaped.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &escaped[..cut]),
+        None => escaped,
+    }
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// Looks `user` up and checks `key` against their authorized keys file.
+fn check_user_key(pattern: &str, user: &str, key: &PublicKey) -> Result<(), String> {
+    let account = nix::unistd::User::from_name(user)
+        .map_err(|e| format!("looking up the user: {e}"))?
+        .ok_or_else(|| "no such user".to_string())?;
+    let path = expand_pattern(pattern, user, &account.dir)?;
+    let text = read_bounded(&path)?;
+    if authorized_key_matches(&text, key, &path) {
+        Ok(())
+    } else {
+        Err(format!("not in {}", path.display()))
+    }
+}
+
+/// Expands an `authorized_keys_file` pattern: `%u` user name, `%h` home, `%%` a `%`. A relative
+/// result is relative to the home directory.
+pub fn expand_pattern(pattern: &str, user: &str, home: &Path) -> Result<PathBuf, String> {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(user),
+            Some('h') => out.push_str(&home.to_string_lossy()),
+            Some('%') => out.push('%'),
+            Some(other) => return Err(format!("%{other} in {pattern:?} is not known")),
+            None => return Err(format!("{pattern:?} ends with a lone %")),
+        }
+    }
+    let path = PathBuf::from(out);
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        home.join(path)
+    })
+}
+
+fn read_bounded(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(AUTHORIZED_KEYS_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > AUTHORIZED_KEYS_MAX {
+        warn!(
+            "{} is larger than {AUTHORIZED_KEYS_MAX} bytes; not used",
+            path.display()
+        );
+        return Err(format!("{}: too large", path.display()));
+    }
+    Ok(text)
+}
+
+/// `authorized_keys` options a key line may carry and still be used. They all deny or permit
+/// things the front end never allows anyway (pty, forwarding, X11, agent, user rc, tunnels,
+/// environment), so honouring "nothing else" is honouring them.
+pub const HARMLESS_OPTIONS: &[&str] = &[
+    "restrict",
+    "no-agent-forwarding",
+    "no-port-forwarding",
+    "no-pty",
+    "no-user-rc",
+    "no-x11-forwarding",
+    "agent-forwarding",
+    "port-forwarding",
+    "pty",
+    "user-rc",
+    "x11-forwarding",
+    "permitopen",
+    "permitlisten",
+    "environment",
+    "tunnel",
+];
+
+/// Whether `key` is listed in the authorized_keys `text` (from `path`, for log lines).
+///
+/// Lines are OpenSSH `authorized_keys` lines; blank lines, `#` comments and lines that do not
+/// parse are skipped. A key line with options is used only if every option is one of those the
+/// front end already enforces by refusing the feature ([`HARMLESS_OPTIONS`]: `restrict`,
+/// `no-pty`, `no-port-forwarding`, `permitopen=...`, ...). A line with any other option —
+/// `command="..."`, `from="..."`, `expiry-time=...`, `principals=...`, `cert-authority`,
+/// `verify-required`, `no-touch-required`, or one not known — is skipped with a warning, because
+/// the front end would not honour the restriction it asks for.
+pub fn authorized_key_matches(text: &str, key: &PublicKey, path: &Path) -> bool {
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((options, listed)) = parse_key_line(line) else {
+            continue;
+        };
+        if listed.key_data() != key.key_data() {
+            continue;
+        }
+        let refused: Vec<&str> = options
+            .iter()
+            .map(String::as_str)
+            .filter(|opt| {
+                let name = opt.split('=').next().unwrap_or(opt).to_ascii_lowercase();
+                !HARMLESS_OPTIONS.contains(&name.as_str())
+            })
+            .collect();
+        if refused.is_empty() {
+            return true;
+        }
+        warn!(
+            "{} line {}: key skipped: option(s) {} not supported by fasp-proxy",
+            path.display(),
+            number + 1,
+            refused.join(", ")
+        );
+    }
+    false
+}
+
+/// Splits an authorized_keys line into its options and its key: `[options ]type base64
+/// [comment]`, where options are comma-separated and may hold quoted text with spaces and
+/// commas. `None` if no key can be read.
+fn parse_key_line(line: &str) -> Option<(Vec<String>, PublicKey)> {
+    if let Ok(key) = line.parse::<PublicKey>() {
+        return Some((Vec::new(), key));
+    }
+    let mut options = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut rest = None;
+    for (i, c) in line.char_indices() {
+        if escaped {
+            escaped = false;
+            current.push(c);
+            continue;
+        }
+        match c {
+            '\\' if quoted => {
+                escaped = true;
+                current.push(c);
+            }
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => options.push(std::mem::take(&mut current)),
+            c if c.is_whitespace() && !quoted => {
+                rest = Some(&line[i..]);
+                break;
+            }
+            c => current.push(c),
+        }
+    }
+    options.push(current);
+    let key = rest?.trim_start().parse::<PublicKey>().ok()?;
+    if options.iter().any(String::is_empty) {
+        return None;
+    }
+    Some((options, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIM8OrbWNety+QMjGcOgPT8OsHjjEOD0IaJlsKRJqUhPR";
+    const K2: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIDQ7xwkWbcMd4TvQBOHU3CeL81HjPgqNEhw23bS549tj";
+
+    fn key(b64: &str) -> PublicKey {
+        format!("ssh-ed25519 {b64}").parse().unwrap()
+    }
+
+    fn matches(text: &str, b64: &str) -> bool {
+        authorized_key_matches(text, &key(b64), Path::new("test"))
+    }
+
+    #[test]
+    fn plain_lines_comments_and_garbage() {
+        let text =
+            format!("# comment\n\n   \nnot a key\nssh-rsa AAAA broken\nssh-ed25519 {K1} me@host\n");
+        assert!(matches(&text, K1));
+        assert!(!matches(&text, K2));
+        assert!(!matches("", K1));
+        // A comment line holding the key does not count.
+        assert!(!matches(&format!("# ssh-ed25519 {K1}\n"), K1));
+        // A comment with spaces after the key.
+        assert!(matches(&format!("ssh-ed25519 {K1} my laptop key\n"), K1));
+    }
+
+    #[test]
+    fn harmless_options_are_accepted() {
+        for opts in [
+            "restrict",
+            "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-user-rc",
+            "restrict,permitopen=\"localhost:1\",environment=\"A=b c\"",
+        ] {
+            assert!(
+                matches(&format!("{opts} ssh-ed25519 {K1} c\n"), K1),
+                "{opts}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_not_honoured_skip_the_key() {
+        for opts in [
+            "command=\"/bin/true\"",
+            "restrict,command=\"ascp --server\"",
+            "from=\"192.0.2.0/24\"",
+            "expiry-time=\"20300101\"",
+            "cert-authority",
+            "principals=\"a\"",
+            "verify-required",
+            "made-up-option",
+        ] {
+            assert!(
+                !matches(&format!("{opts} ssh-ed25519 {K1}\n"), K1),
+                "{opts}"
+            );
+        }
+        // A later line for the same key without options still counts.
+        let text = format!("command=\"/bin/true\" ssh-ed25519 {K1}\nssh-ed25519 {K1}\n");
+        assert!(matches(&text, K1));
+    }
+
+    #[test]
+    fn options_with_quoted_spaces_and_commas() {
+        let line = format!("from=\"a,b\",command=\"echo \\\"x y\\\"\" ssh-ed25519 {K1} c d");
+        let (options, listed) = parse_key_line(&line).unwrap();
+        assert_eq!(
+            options,
+            vec![
+                "from=\"a,b\"".to_string(),
+                "command=\"echo \\\"x y\\\"\"".to_string()
+            ]
+        );
+        assert_eq!(listed.key_data(), key(K1).key_data());
+        assert!(parse_key_line("restrict").is_none());
+        assert!(parse_key_line(&format!("restrict,,pty ssh-ed25519 {K1}")).is_none());
+    }
+
+    #[test]
+    fn printable_commands() {
+        assert_eq!(printable("cat /etc/shadow"), "cat /etc/shadow");
+        assert_eq!(printable("a\nb"), "a\\nb");
+        let long = "x".repeat(1000);
+        assert_eq!(printable(&long), format!("{}...", "x".repeat(200)));
+    }
+
+    #[test]
+    fn pattern_expansion() {
+        let home = Path::new("/home/alice");
+        let p = |pattern: &str| expand_pattern(pattern, "alice", home);
+        assert_eq!(
+            p("%h/.ssh/authorized_keys").unwrap(),
+            PathBuf::from("/home/alice/.ssh/authorized_keys")
+        );
+        assert_eq!(p("/etc/keys/%u").unwrap(), PathBuf::from("/etc/keys/alice"));
+        assert_eq!(
+            p("/etc/100%%/%u").unwrap(),
+            PathBuf::from("/etc/100%/alice")
+        );
+        assert_eq!(
+            p(".ssh/keys").unwrap(),
+            PathBuf::from("/home/alice/.ssh/keys")
+        );
+        assert!(p("/etc/%x").is_err());
+        assert!(p("/etc/%").is_err());
+    }
+
+    #[test]
+    fn oversized_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![b'#'; AUTHORIZED_KEYS_MAX as usize + 1]).unwrap();
+        assert!(read_bounded(&path).is_err());
+        std::fs::write(&path, b"# small\n").unwrap();
+        assert_eq!(read_bounded(&path).unwrap(), "# small\n");
+    }
+}
