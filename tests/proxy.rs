@@ -1,6 +1,20 @@
-//! The reverse proxy end to end in the namespace lab: `ascp` in the client namespace, the
-//! `fasp-proxy run` daemon in the proxy namespace, real OpenSSH `sshd` running `ascp --server`
-//! on the internal server; the UDP data forwarded by the kernel, read back with `nft`.
+//! The reverse proxy end to end in the namespace lab: `ascp` (and real OpenSSH `ssh`) in the
+//! client namespace, the `fasp-proxy run` daemon in the proxy namespace, real OpenSSH `sshd`
+//! running `ascp --server` on the internal servers; the UDP data forwarded by the kernel, read
+//! back with `nft`, `iptables` and `conntrack`.
+//!
+//! Covered: upload and download with the kernel entry visible during the transfer (nftables and
+//! iptables) and gone after; routing by `host_ip` prefix, `host_domain` and the default rule;
+//! round robin with a dead server marked once, skipped, and used again after the hold time;
+//! kill -9 mid-transfer and the restart's reconcile; refusals (unknown user, wrong key, shell,
+//! port forwarding, other commands, allow-list, no rule, session cap); OpenSSH `ssh` running
+//! the transfer command; squash and individual accounts owning what they upload.
+//!
+//! The last one needs two local accounts; the test creates them if they are missing:
+//! `faspsquash` and `faspuser` (`useradd --system --no-create-home --shell /bin/sh
+//! --password '*'`: no usable password, but not locked, so sshd without PAM takes their keys).
+//! A host_domain name is resolved by giving the one client command a private mount namespace
+//! with its own /etc/hosts (`unshare -m` + `mount --bind`); the machine's file is not changed.
 
 mod lab;
 
@@ -9,39 +23,47 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use fasp_proxy::protocol::{
+    Direction, ErrorCode, Frame, Overwrite, ResumeLevel, SessionInit, VERSION,
+};
 use lab::{NsProcess, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
+
+/// Extra proxy addresses on the client link, so the client can dial different proxy addresses.
+const PROXY_ALT_A: &str = "192.0.2.10";
+const PROXY_ALT_B: &str = "192.0.2.20";
+/// A name the client resolves (through a private /etc/hosts) to [`PROXY_ALT_B`].
+const PROXY_NAME: &str = "files.example.com";
 
 struct Lab {
     topo: Topology,
     servers: Vec<Sshd>,
     dir: tempfile::TempDir,
     daemon: Option<NsProcess>,
+    /// Lines appended to every server's sshd_config.
+    sshd_extra: String,
 }
 
 impl Lab {
     /// `n` internal servers, each running sshd whose transfer command is the ascp under test.
     fn new(n: usize) -> Lab {
+        Lab::with_sshd_config(n, "")
+    }
+
+    /// Like [`Lab::new`], with `extra` appended to each sshd_config (after the `ForceCommand`).
+    fn with_sshd_config(n: usize, extra: &str) -> Lab {
         let topo = Topology::new(n);
-        let force = format!("ForceCommand {ASCP} --server");
-        let servers = (0..n)
-            .map(|i| {
-                Sshd::start_configured(
-                    &topo.servers[i],
-                    SocketAddr::new(lab::server_v4(i).into(), 22),
-                    &[],
-                    &force,
-                )
-            })
-            .collect();
+        let sshd_extra = format!("ForceCommand {ASCP} --server\n{extra}");
+        let servers = (0..n).map(|i| start_sshd(&topo, i, &sshd_extra)).collect();
         let dir = tempfile::tempdir().unwrap();
         Lab {
             topo,
             servers,
             dir,
             daemon: None,
+            sshd_extra,
         }
     }
 
@@ -49,18 +71,60 @@ impl Lab {
         self.dir.path().join(name)
     }
 
-    /// Writes the proxy configuration with `rules`, and the proxy user's authorized keys.
+    /// Adds [`PROXY_ALT_A`] and [`PROXY_ALT_B`] to the proxy's client-facing interface.
+    fn add_proxy_addresses(&self) {
+        for a in [PROXY_ALT_A, PROXY_ALT_B] {
+            self.topo
+                .proxy
+                .add_addr(lab::PROXY_CLIENT_IF, &format!("{a}/24"));
+        }
+    }
+
+    /// Makes every server accept server 0's client key for root (a `<hosts>` rule has one
+    /// keyfile for all its servers).
+    fn trust_key_everywhere(&self) {
+        let public = self.servers[0].client_key.with_extension("pub");
+        for s in &self.servers[1..] {
+            std::fs::copy(&public, s.dir.path().join("authorized_keys")).unwrap();
+        }
+    }
+
+    /// Kills server `i`'s sshd (by PID): the server stops answering SSH.
+    fn kill_sshd(&mut self, i: usize) {
+        let pid = self.servers[i].process.pid().to_string();
+        self.topo.servers[i].exec(&["kill", "-KILL", &pid]);
+        let process = &mut self.servers[i].process;
+        let gone = lab::wait_until(Duration::from_secs(10), || process.try_wait().is_some());
+        assert!(gone, "sshd of server {i} did not die");
+    }
+
+    /// Starts a fresh sshd on server `i` (new keys; server 0's client key trusted).
+    fn restart_sshd(&mut self, i: usize) {
+        self.servers[i] = start_sshd(&self.topo, i, &self.sshd_extra);
+        self.trust_key_everywhere();
+    }
+
+    /// Writes the proxy configuration with `rules` (`extra` goes into `<rproxy>`), and the proxy
+    /// user's authorized keys.
     fn configure(&self, rules: &str, extra: &str) -> PathBuf {
+        self.configure_full(rules, extra, "")
+    }
+
+    /// Like [`Lab::configure`], with `server_extra` put into `<server>` (e.g.
+    /// `<forwarding_type>`). May be called again to rewrite the configuration.
+    fn configure_full(&self, rules: &str, extra: &str, server_extra: &str) -> PathBuf {
         let etc = self.path("etc");
-        let out = std::process::Command::new(FASP_PROXY)
-            .args(["create-config", "--dir", etc.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !etc.join("ssh_host_ed25519_key").exists() {
+            let out = std::process::Command::new(FASP_PROXY)
+                .args(["create-config", "--dir", etc.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         std::fs::copy(
             self.servers[0].client_key.with_extension("pub"),
             etc.join("root.keys"),
@@ -73,30 +137,36 @@ impl Lab {
                 "<CONF><server><rproxy>\n<enabled>true</enabled>\n<log_level>1</log_level>\n\
                  <log_directory>{log}</log_directory>\n<ssh_bind_address>0.0.0.0</ssh_bind_address>\n\
                  <ssh_host_key>{key}</ssh_host_key>\n<authorized_keys_file>{etc}/%u.keys</authorized_keys_file>\n\
-                 {extra}\n<rules>\n{rules}\n</rules>\n</rproxy></server></CONF>\n",
+                 {extra}\n<rules>\n{rules}\n</rules>\n</rproxy>\n{server_extra}\n</server></CONF>\n",
                 log = self.path("log").display(),
                 key = etc.join("ssh_host_ed25519_key").display(),
                 etc = etc.display(),
             ),
         )
         .unwrap();
-        // The client trusts the proxy's host key.
+        // The client trusts the proxy's host key under every name it dials.
         let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
-        std::fs::write(
-            self.path("proxy_known_hosts"),
-            format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V4),
-        )
-        .unwrap();
+        let known: String = [
+            lab::PROXY_CLIENT_V4.to_string(),
+            PROXY_ALT_A.into(),
+            PROXY_ALT_B.into(),
+            PROXY_NAME.into(),
+        ]
+        .iter()
+        .map(|name| format!("[{name}]:33001 {host_pub}"))
+        .collect();
+        std::fs::write(self.path("proxy_known_hosts"), known).unwrap();
         conf
     }
 
     fn start(&mut self, conf: &Path) {
+        let from = self.log().len();
         let daemon =
             self.topo
                 .proxy
                 .spawn(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
         let up = lab::wait_until(Duration::from_secs(10), || {
-            self.log().contains("listening on")
+            self.log_since(from).contains("listening on")
         });
         assert!(
             up,
@@ -107,39 +177,228 @@ impl Lab {
         self.daemon = Some(daemon);
     }
 
+    /// SIGTERM to the daemon; waits until it has stopped.
+    fn stop(&mut self) {
+        let mut daemon = self.daemon.take().expect("a running daemon");
+        let pid = daemon.pid().to_string();
+        self.topo.proxy.exec(&["kill", "-TERM", &pid]);
+        let stopped = lab::wait_until(Duration::from_secs(20), || daemon.try_wait().is_some());
+        assert!(stopped, "the daemon did not stop:\n{}", self.log());
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.path("log").join("fasp-proxy.log")).unwrap_or_default()
     }
 
-    fn ascp_args(&self) -> Vec<String> {
+    /// The log from byte `from` on (see `self.log().len()`).
+    fn log_since(&self, from: usize) -> String {
+        self.log().get(from..).unwrap_or_default().to_string()
+    }
+
+    /// The ascp command line up to the options, logging in to the proxy with `key`.
+    fn ascp_args_with_key(&self, key: &Path) -> Vec<String> {
         vec![
             ASCP.into(),
             "-P".into(),
             "33001".into(),
             "-i".into(),
-            self.servers[0].client_key.display().to_string(),
+            key.display().to_string(),
             "--known-hosts".into(),
             self.path("proxy_known_hosts").display().to_string(),
         ]
     }
 
+    fn ascp_args(&self) -> Vec<String> {
+        self.ascp_args_with_key(&self.servers[0].client_key)
+    }
+
     fn ascp(&self, extra: &[&str]) -> Output {
-        let mut args: Vec<String> = vec!["timeout".into(), "120".into()];
+        let mut args: Vec<String> = vec!["timeout".into(), "60".into()];
         args.extend(self.ascp_args());
         args.extend(extra.iter().map(|s| s.to_string()));
+        self.client_exec(&args)
+    }
+
+    /// ascp with the client's /etc/hosts replaced (in a private mount namespace of that one
+    /// command) by one mapping [`PROXY_NAME`] to [`PROXY_ALT_B`].
+    fn ascp_resolving_name(&self, extra: &[&str]) -> Output {
+        let hosts = self.path("client_hosts");
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1 localhost\n{PROXY_ALT_B} {PROXY_NAME}\n"),
+        )
+        .unwrap();
+        let mut args: Vec<String> = [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+            hosts.to_str().unwrap(),
+            "timeout",
+            "60",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(self.ascp_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.client_exec(&args)
+    }
+
+    fn client_exec(&self, args: &[String]) -> Output {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.topo.client.try_exec(&refs)
     }
 
-    fn nft_sessions(&self) -> String {
-        self.topo
-            .proxy
-            .try_exec(&["nft", "list", "map", "ip", "fasp_proxy", "sessions"])
-            .stdout
-            .iter()
-            .map(|&b| b as char)
-            .collect()
+    /// OpenSSH `ssh` to the proxy (port 33001) with server 0's client key.
+    fn ssh_args(&self, destination: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-p",
+            "33001",
+            "-i",
+            self.servers[0].client_key.to_str().unwrap(),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!(
+                "UserKnownHostsFile={}",
+                self.path("proxy_known_hosts").display()
+            ),
+            "-o",
+            "ConnectTimeout=10",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(destination.into());
+        args
     }
+
+    /// Runs `ssh [extra] destination [command]` (bounded) in the client namespace.
+    fn ssh(&self, extra: &[&str], command: Option<&str>) -> Output {
+        let mut args: Vec<String> = vec!["timeout".into(), "30".into()];
+        args.extend(self.ssh_args(&format!("root@{}", lab::PROXY_CLIENT_V4), extra));
+        args.extend(command.map(String::from));
+        self.client_exec(&args)
+    }
+
+    fn nft_sessions(&self) -> String {
+        text(
+            &self
+                .topo
+                .proxy
+                .try_exec(&["nft", "list", "map", "ip", "fasp_proxy", "sessions"])
+                .stdout,
+        )
+    }
+
+    fn iptables_nat(&self) -> String {
+        text(
+            &self
+                .topo
+                .proxy
+                .try_exec(&["iptables", "-t", "nat", "-L", "-n"])
+                .stdout,
+        )
+    }
+
+    /// UDP flows in the proxy's conntrack table whose original source port is `port`.
+    fn conntrack_from_port(&self, port: u16) -> String {
+        let port = port.to_string();
+        text(
+            &self
+                .topo
+                .proxy
+                .try_exec(&["conntrack", "-L", "-p", "udp", "--orig-port-src", &port])
+                .stdout,
+        )
+    }
+
+    /// Panics if the proxy holds a kernel entry for the client (nft map).
+    fn assert_no_entry(&self, what: &str) {
+        let map = self.nft_sessions();
+        assert!(
+            !map.contains(&lab::CLIENT_V4.to_string()),
+            "{what}: a kernel entry exists:\n{map}"
+        );
+    }
+
+    /// How many times server `i`'s sshd accepted a login.
+    fn logins(&self, i: usize) -> usize {
+        self.servers[i]
+            .process
+            .log()
+            .matches("Accepted publickey for ")
+            .count()
+    }
+}
+
+fn start_sshd(topo: &Topology, i: usize, extra: &str) -> Sshd {
+    Sshd::start_configured(
+        &topo.servers[i],
+        SocketAddr::new(lab::server_v4(i).into(), 22),
+        &[],
+        extra,
+    )
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The UUID of the last session whose log line contains `needle`.
+fn session_id(log: &str, needle: &str) -> String {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{log}"));
+    // `... fasp-proxy[PID]: LOG [UUID] message`
+    let at = line.find("]: ").expect("a log line") + 3;
+    let start = at + line[at..].find('[').expect("a session id") + 1;
+    let end = start + line[start..].find(']').expect("a session id");
+    let id = &line[start..end];
+    assert!(
+        uuid::Uuid::parse_str(id).is_ok(),
+        "not a session id: {line}"
+    );
+    id.to_string()
+}
+
+/// Standard output and error of a command, and its status, in one string for messages.
+fn describe(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Asserts the command failed and its stderr says `needle`.
+fn refused(out: &Output, needle: &str) -> String {
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(needle),
+        "expected a failure saying {needle:?}, got {}",
+        describe(out)
+    );
+    err
+}
+
+fn ssh_keygen(path: &Path) {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fasp-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen: {}", describe(&out));
 }
 
 fn content(len: usize, seed: u8) -> Vec<u8> {
@@ -181,7 +440,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     let mut args = lab.ascp_args();
     args.extend(["-q", "-l", "40m", src.to_str().unwrap(), remote.as_str()].map(String::from));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let running = lab.topo.client.spawn(&refs);
+    let mut running = lab.topo.client.spawn(&refs);
     let seen = lab::wait_until(Duration::from_secs(15), || {
         lab.nft_sessions().contains("192.0.2.2 . ")
     });
@@ -193,10 +452,13 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     );
     let map = lab.nft_sessions();
     assert!(map.contains(": 198.51.100.2 . 33001"), "{map}");
-    let done = lab::wait_until(Duration::from_secs(60), || dst.join("payload.bin").exists());
+    // The element carries the session's UUID, the one its log lines show.
+    let id = session_id(&lab.log(), "Setup UDP forwarding");
+    assert!(map.contains(&id), "no element for session {id}:\n{map}");
+    let status = wait_exit(&mut running, Duration::from_secs(60));
     assert!(
-        done,
-        "the upload did not finish:\n{}\n{}",
+        status.success(),
+        "the upload failed ({status}):\n{}\n{}",
         running.log(),
         lab.log()
     );
@@ -240,11 +502,8 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     }
 
     // SIGTERM: the daemon ends cleanly and leaves nothing.
-    let daemon = lab.daemon.take().unwrap();
-    let pid = daemon.pid().to_string();
-    lab.topo.proxy.exec(&["kill", "-TERM", &pid]);
-    let stopped = lab::wait_until(Duration::from_secs(15), || lab.log().contains("stopped"));
-    assert!(stopped, "the daemon did not stop:\n{}", lab.log());
+    lab.stop();
+    assert!(lab.log().contains("stopped"), "{}", lab.log());
     assert!(!lab.nft_sessions().contains("192.0.2.2"));
 }
 
@@ -274,4 +533,690 @@ fn the_daemon_refuses_to_start_on_a_bad_configuration() {
         !tables.contains("fasp_proxy"),
         "a refused start changed the kernel: {tables}"
     );
+}
+
+/// Waits (bounded) for a spawned process to end; panics with its output if it does not.
+fn wait_exit(process: &mut NsProcess, timeout: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    lab::wait_until(timeout, || {
+        status = process.try_wait();
+        status.is_some()
+    });
+    status.unwrap_or_else(|| panic!("still running after {timeout:?}:\n{}", process.log()))
+}
+
+/// A default rule to server 0 with its key.
+fn default_rule(lab: &Lab) -> String {
+    format!(
+        "<rule><host>{}:22</host><keyfile>{}</keyfile></rule>",
+        lab::server_v4(0),
+        lab.servers[0].client_key.display()
+    )
+}
+
+/// Uploads `src` as `user@host:dst` (fast, small files) and checks it arrived.
+fn upload(lab: &Lab, src: &Path, user_host: &str, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    let remote = format!("{user_host}:{}", dst.display());
+    ok(&lab.ascp(&["-q", "-l", "200m", src.to_str().unwrap(), &remote]));
+    let name = src.file_name().unwrap();
+    assert_eq!(
+        std::fs::read(src).unwrap(),
+        std::fs::read(dst.join(name)).unwrap()
+    );
+}
+
+#[test]
+fn address_prefix_name_and_default_rules_each_route_to_their_own_server() {
+    let mut lab = Lab::new(3);
+    lab.add_proxy_addresses();
+    let key = |i: usize| lab.servers[i].client_key.display().to_string();
+    let rules = format!(
+        "<rule host_ip=\"192.0.2.8/29\"><host>{}:22</host><keyfile>{}</keyfile></rule>\n\
+         <rule host_domain=\"{PROXY_NAME}\"><host>{}:22</host><keyfile>{}</keyfile></rule>\n\
+         <rule><host>{}:22</host><keyfile>{}</keyfile></rule>",
+        lab::server_v4(0),
+        key(0),
+        lab::server_v4(1),
+        key(1),
+        lab::server_v4(2),
+        key(2)
+    );
+    let conf = lab.configure(&rules, "");
+    lab.start(&conf);
+    let src = lab.path("small.bin");
+    std::fs::write(&src, content(100_000, 1)).unwrap();
+
+    // (host typed by the client, resolved through the private hosts file, expected server)
+    let proxy = lab::PROXY_CLIENT_V4.to_string();
+    let cases = [
+        (PROXY_ALT_A, false, 0),    // inside 192.0.2.8/29: the host_ip rule
+        (PROXY_NAME, true, 1),      // the name: the host_domain rule
+        (proxy.as_str(), false, 2), // neither: the default rule
+        (PROXY_ALT_B, false, 2),    // the address the name resolves to, typed: still the default
+    ];
+    for (n, (host, named, server)) in cases.into_iter().enumerate() {
+        let dst = lab.path(&format!("in{n}"));
+        std::fs::create_dir(&dst).unwrap();
+        let before: Vec<usize> = (0..3).map(|i| lab.logins(i)).collect();
+        let from = lab.log().len();
+        let remote = format!("root@{host}:{}", dst.display());
+        let args = ["-q", "-l", "200m", src.to_str().unwrap(), remote.as_str()];
+        let out = if named {
+            lab.ascp_resolving_name(&args)
+        } else {
+            lab.ascp(&args)
+        };
+        ok(&out);
+        assert_eq!(
+            std::fs::read(&src).unwrap(),
+            std::fs::read(dst.join("small.bin")).unwrap()
+        );
+        let log = lab.log_since(from);
+        let expected = format!(
+            "Established SSH connection with server {}:22",
+            lab::server_v4(server)
+        );
+        assert!(
+            log.contains(&expected) && log.matches("Established SSH connection").count() == 1,
+            "dialling {host}: expected {expected:?}:\n{log}"
+        );
+        let after: Vec<usize> = (0..3).map(|i| lab.logins(i)).collect();
+        for i in 0..3 {
+            assert_eq!(
+                after[i] - before[i],
+                usize::from(i == server),
+                "dialling {host}: logins on server {i} ({before:?} -> {after:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
+    let mut lab = Lab::new(3);
+    lab.trust_key_everywhere();
+    let rule = format!(
+        "<rule><hosts><host>{}:22</host><host>{}:22</host><host>{}:22</host></hosts>\
+         <keyfile>{}</keyfile></rule>",
+        lab::server_v4(0),
+        lab::server_v4(1),
+        lab::server_v4(2),
+        lab.servers[0].client_key.display()
+    );
+    let dead = format!("internal server {}:22", lab::server_v4(1));
+    lab.kill_sshd(1);
+    let src = lab.path("small.bin");
+    std::fs::write(&src, content(50_000, 2)).unwrap();
+    let remote = format!("root@{}", lab::PROXY_CLIENT_V4);
+
+    // Life 1, default hold time (120 s): round robin a, b→c, c, a, b→c.
+    let conf = lab.configure(&rule, "");
+    lab.start(&conf);
+    for n in 0..5 {
+        upload(&lab, &src, &remote, &lab.path(&format!("l1_{n}")));
+    }
+    let log = lab.log();
+    assert_eq!(
+        log.matches(&format!("{dead} marked faulty")).count(),
+        1,
+        "marked once:\n{log}"
+    );
+    // Session 5 started at the dead server too, but did not try it: one attempt in all.
+    assert_eq!(
+        log.matches(&format!("{dead}: ")).count(),
+        1,
+        "tried once, then skipped:\n{log}"
+    );
+    assert_eq!((lab.logins(0), lab.logins(2)), (2, 3), "{log}");
+    assert!(!log.contains("no longer marked faulty"), "{log}");
+    lab.stop();
+
+    // Life 2, hold time 2 s: the mark clears and the server is used again once it is back.
+    let conf = lab.configure(&rule, "<faulty_host_hold_time>2</faulty_host_hold_time>");
+    let from = lab.log().len();
+    lab.start(&conf);
+    upload(&lab, &src, &remote, &lab.path("l2_0")); // a
+    upload(&lab, &src, &remote, &lab.path("l2_1")); // b fails, marked → c
+    let log = lab.log_since(from);
+    assert_eq!(
+        log.matches(&format!("{dead} marked faulty")).count(),
+        1,
+        "{log}"
+    );
+    lab.restart_sshd(1);
+    std::thread::sleep(Duration::from_millis(2500)); // the hold time passes
+    upload(&lab, &src, &remote, &lab.path("l2_2")); // c; the mark is cleared first
+    let log = lab.log_since(from);
+    assert_eq!(
+        log.matches(&format!("{dead} no longer marked faulty"))
+            .count(),
+        1,
+        "{log}"
+    );
+    upload(&lab, &src, &remote, &lab.path("l2_3")); // a
+    upload(&lab, &src, &remote, &lab.path("l2_4")); // b again
+    let log = lab.log_since(from);
+    assert!(
+        log.contains(&format!(
+            "Established SSH connection with server {}:22",
+            lab::server_v4(1)
+        )),
+        "{log}"
+    );
+    assert_eq!(lab.logins(1), 1, "{}", lab.servers[1].process.log());
+    assert_eq!(
+        log.matches("marked faulty").count(),
+        2,
+        "marked + cleared only:\n{log}"
+    );
+}
+
+#[test]
+fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and_goes_after() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure_full(
+        &default_rule(&lab),
+        "",
+        "<forwarding_type>iptables</forwarding_type>",
+    );
+    lab.start(&conf);
+    let src = lab.path("payload.bin");
+    std::fs::write(&src, content(10_000_000, 3)).unwrap();
+    let dst = lab.path("server_in");
+    std::fs::create_dir(&dst).unwrap();
+    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    // 10 MB at 20 Mbit/s: about 4 s.
+    let mut args = lab.ascp_args();
+    args.extend(["-q", "-l", "20m", src.to_str().unwrap(), remote.as_str()].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut running = lab.topo.client.spawn(&refs);
+    let seen = lab::wait_until(Duration::from_secs(15), || {
+        lab.log().contains("Setup UDP forwarding")
+    });
+    assert!(seen, "no session:\n{}\n{}", running.log(), lab.log());
+    let id = session_id(&lab.log(), "Setup UDP forwarding");
+    let nat = lab.iptables_nat();
+    let dnat: Vec<&str> = nat
+        .lines()
+        .filter(|l| l.starts_with("DNAT") && l.contains(&id))
+        .collect();
+    assert_eq!(dnat.len(), 1, "one DNAT line for {id}:\n{nat}");
+    assert!(
+        dnat[0].contains("192.0.2.2") && dnat[0].contains("to:198.51.100.2:33001"),
+        "{}",
+        dnat[0]
+    );
+    assert!(
+        !lab.nft_sessions().contains("192.0.2.2"),
+        "the nftables map is not used"
+    );
+    let status = wait_exit(&mut running, Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", running.log());
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(dst.join("payload.bin")).unwrap()
+    );
+    let gone = lab::wait_until(Duration::from_secs(10), || {
+        !lab.iptables_nat().contains(&id)
+    });
+    assert!(gone, "a rule outlived its session:\n{}", lab.iptables_nat());
+    assert!(
+        !lab.iptables_nat().contains("192.0.2.2"),
+        "{}",
+        lab.iptables_nat()
+    );
+}
+
+#[test]
+fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_left() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure(&default_rule(&lab), "");
+    lab.start(&conf);
+    let src = lab.path("payload.bin");
+    std::fs::write(&src, content(20_000_000, 4)).unwrap();
+    let dst = lab.path("server_in");
+    std::fs::create_dir(&dst).unwrap();
+    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    // 20 MB at 10 Mbit/s: 16 s, cut short.
+    let mut args = lab.ascp_args();
+    args.extend(
+        [
+            "-q",
+            "-l",
+            "10m",
+            "--client-udp-port",
+            "40123",
+            src.to_str().unwrap(),
+            remote.as_str(),
+        ]
+        .map(String::from),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let client = lab.topo.client.spawn(&refs);
+    let flowing = lab::wait_until(Duration::from_secs(20), || {
+        lab.nft_sessions().contains("192.0.2.2 . 40123")
+            && lab.conntrack_from_port(40123).contains("src=192.0.2.2")
+    });
+    assert!(
+        flowing,
+        "no entry or flow:\n{}\n{}\n{}\n{}",
+        lab.nft_sessions(),
+        lab.conntrack_from_port(40123),
+        client.log(),
+        lab.log()
+    );
+
+    // kill -9: nothing is cleaned up by the daemon itself.
+    let mut daemon = lab.daemon.take().unwrap();
+    let pid = daemon.pid().to_string();
+    lab.topo.proxy.exec(&["kill", "-KILL", &pid]);
+    wait_exit(&mut daemon, Duration::from_secs(10));
+    drop(client); // the client goes too, so nothing makes new flows
+    assert!(
+        lab.nft_sessions().contains("192.0.2.2 . 40123"),
+        "the entry should outlive a killed daemon:\n{}",
+        lab.nft_sessions()
+    );
+
+    // The restart reconciles: the previous life's entry and its flow are gone.
+    let from = lab.log().len();
+    lab.start(&conf);
+    let log = lab.log_since(from);
+    assert!(log.contains("left by a previous run"), "{log}");
+    lab.assert_no_entry("after the restart");
+    let flows = lab.conntrack_from_port(40123);
+    assert!(
+        !flows.contains("src=192.0.2.2"),
+        "a flow of the previous life is left:\n{flows}"
+    );
+}
+
+#[test]
+fn refusals_say_why_and_leave_no_kernel_entry() {
+    let mut lab = Lab::new(1);
+    lab.add_proxy_addresses();
+    // Only 192.0.2.1 has a rule; one session at a time.
+    let rule = format!(
+        "<rule host_ip=\"{}\"><host>{}:22</host><keyfile>{}</keyfile></rule>",
+        lab::PROXY_CLIENT_V4,
+        lab::server_v4(0),
+        lab.servers[0].client_key.display()
+    );
+    let conf = lab.configure(&rule, "<max_sessions>1</max_sessions>");
+    lab.start(&conf);
+    let src = lab.path("small.bin");
+    std::fs::write(&src, content(10_000, 6)).unwrap();
+    let dst = lab.path("in");
+    std::fs::create_dir(&dst).unwrap();
+    let to = |user_host: &str| format!("{user_host}:{}", dst.display());
+    let proxy = lab::PROXY_CLIENT_V4.to_string();
+    let small = src.to_str().unwrap();
+
+    // Unknown user.
+    let out = lab.ascp(&["-q", small, &to(&format!("nosuchuser@{proxy}"))]);
+    refused(&out, "authentication failed");
+    lab.assert_no_entry("unknown user");
+
+    // Wrong key.
+    let wrong = lab.path("wrong_key");
+    ssh_keygen(&wrong);
+    let mut args = vec!["timeout".to_string(), "60".into()];
+    args.extend(lab.ascp_args_with_key(&wrong));
+    args.extend(["-q", small, &to(&format!("root@{proxy}"))].map(String::from));
+    refused(&lab.client_exec(&args), "authentication failed");
+    lab.assert_no_entry("wrong key");
+
+    // A shell, with real OpenSSH.
+    let out = lab.ssh(&["-T"], None);
+    refused(&out, "interactive shells are not available");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    lab.assert_no_entry("shell");
+
+    // A command other than the transfer.
+    let out = lab.ssh(&[], Some("id"));
+    refused(&out, "command not allowed: id");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    lab.assert_no_entry("command");
+
+    // Port forwarding: `ssh -W` and `ssh -L`.
+    let target = format!("{}:22", lab::server_v4(0));
+    let out = lab.ssh(&["-W", &target], None);
+    refused(&out, "administratively prohibited");
+    let mut args = lab.ssh_args(
+        &format!("root@{proxy}"),
+        &["-N", "-L", &format!("127.0.0.1:10022:{target}")],
+    );
+    args.insert(0, "timeout".into());
+    args.insert(1, "30".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let forwarding = lab.topo.client.spawn(&refs);
+    let local: SocketAddr = "127.0.0.1:10022".parse().unwrap();
+    let mut conn = None;
+    lab::wait_until(Duration::from_secs(10), || {
+        conn = lab.topo.client.run_in(|| {
+            std::net::TcpStream::connect_timeout(&local, Duration::from_millis(200)).ok()
+        });
+        conn.is_some()
+    });
+    let mut conn = conn.unwrap_or_else(|| panic!("ssh -L did not listen:\n{}", forwarding.log()));
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = std::io::Read::read(&mut conn, &mut buf);
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the forwarded connection got data: {read:?}"
+    );
+    assert!(
+        forwarding.wait_for_log("administratively prohibited", Duration::from_secs(10)),
+        "{}",
+        forwarding.log()
+    );
+    assert!(
+        lab.log()
+            .contains(&format!("port forwarding to {target} refused")),
+        "{}",
+        lab.log()
+    );
+    drop(forwarding);
+    lab.assert_no_entry("port forwarding");
+
+    // No rule for the address dialled.
+    let out = lab.ascp(&["-q", small, &to(&format!("root@{PROXY_ALT_A}"))]);
+    refused(&out, "no rule matches this connection");
+    lab.assert_no_entry("no rule");
+    assert!(lab.log().contains("no rule matches"), "{}", lab.log());
+
+    // Over the session cap: one long transfer runs, a second is refused.
+    let big = lab.path("big.bin");
+    std::fs::write(&big, content(20_000_000, 7)).unwrap();
+    let remote = to(&format!("root@{proxy}"));
+    let mut args = lab.ascp_args();
+    args.extend(["-q", "-l", "10m", big.to_str().unwrap(), remote.as_str()].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let long = lab.topo.client.spawn(&refs);
+    let running = lab::wait_until(Duration::from_secs(20), || {
+        lab.nft_sessions().contains("192.0.2.2 . ")
+    });
+    assert!(running, "the first transfer did not start:\n{}", long.log());
+    let out = lab.ascp(&["-q", small, &remote]);
+    refused(&out, "too many sessions");
+    let map = lab.nft_sessions();
+    assert_eq!(
+        map.matches("192.0.2.2 . ").count(),
+        1,
+        "one entry only:\n{map}"
+    );
+    // The client goes away mid-transfer: its session ends and its entry goes.
+    drop(long);
+    let gone = lab::wait_until(Duration::from_secs(20), || {
+        !lab.nft_sessions().contains("192.0.2.2")
+    });
+    assert!(
+        gone,
+        "the entry outlived its disconnected client:\n{}\n{}",
+        lab.nft_sessions(),
+        lab.log()
+    );
+}
+
+#[test]
+fn a_client_outside_the_allow_list_is_closed_before_ssh() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure(
+        &default_rule(&lab),
+        "<allowed_clients><cidr>203.0.113.0/24</cidr></allowed_clients>",
+    );
+    lab.start(&conf);
+    let src = lab.path("small.bin");
+    std::fs::write(&src, content(10_000, 8)).unwrap();
+    let remote = format!("root@{}:/tmp", lab::PROXY_CLIENT_V4);
+    let out = lab.ascp(&["-q", src.to_str().unwrap(), &remote]);
+    refused(&out, "cannot connect to 192.0.2.1:33001");
+    let out = lab.ssh(&[], Some("ascp --server"));
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("closed") || text(&out.stderr).contains("reset"),
+        "{}",
+        describe(&out)
+    );
+    let log = lab.log();
+    assert_eq!(
+        log.matches("Refused connection from 192.0.2.2").count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("not in allowed clients"), "{log}");
+    assert!(!log.contains("accepted publickey"), "{log}");
+    lab.assert_no_entry("allow-list");
+}
+
+/// Runs `args` in the client namespace with `input` on stdin.
+fn client_exec_stdin(lab: &Lab, args: &[String], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.topo.client.name()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    out
+}
+
+#[test]
+fn openssh_ssh_logs_in_and_runs_the_transfer_command() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure(&default_rule(&lab), "");
+    lab.start(&conf);
+    let mut args: Vec<String> = vec!["timeout".into(), "30".into()];
+    args.extend(lab.ssh_args(&format!("root@{}", lab::PROXY_CLIENT_V4), &[]));
+    args.push("ascp --server".into());
+
+    // Not a protocol frame: the proxy ends the session with a message and status 1.
+    let out = client_exec_stdin(&lab, &args, b"hello, this is not a frame\n");
+    refused(&out, "bad session request");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+
+    // A real session request, for a file the server does not have: it goes through the proxy
+    // to `ascp --server` on the internal server, whose refusal comes back as a frame.
+    let missing = "/nonexistent/fasp-proxy-test.bin";
+    let init = SessionInit {
+        min_version: VERSION,
+        max_version: VERSION,
+        session_id: uuid::Uuid::new_v4(),
+        requested_host: lab::PROXY_CLIENT_V4.to_string(),
+        requested_port: 33001,
+        client_udp_port: 40000,
+        server_udp_port: 0,
+        direction: Direction::Download,
+        recursive: false,
+        encrypt: true,
+        resume: ResumeLevel::None,
+        overwrite: Overwrite::Diff,
+        target_rate: 10_000_000,
+        min_rate: 0,
+        datagram_size: 1400,
+        sources: vec![missing.into()],
+        destination: String::new(),
+    };
+    let mut frame = Vec::new();
+    Frame::SessionInit(init).encode(&mut frame).unwrap();
+    let from = lab.log().len();
+    let out = client_exec_stdin(&lab, &args, &frame);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    match Frame::decode(&out.stdout) {
+        Ok(Frame::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
+            assert!(e.message.contains(missing), "{e:?}");
+        }
+        other => panic!(
+            "expected the server's error frame, got {other:?}\n{}",
+            describe(&out)
+        ),
+    }
+    assert!(text(&out.stderr).contains("refused"), "{}", describe(&out));
+    let log = lab.log_since(from);
+    assert!(
+        log.contains("Received connection request from 192.0.2.2 (user root)")
+            && log.contains("Established SSH connection with server 198.51.100.2:22"),
+        "{log}"
+    );
+    lab.assert_no_entry("refused download");
+}
+
+/// The uid of local account `name`, creating it (a system account with /bin/sh, no home, no
+/// password but not locked, so sshd without PAM lets it log in with a key) if it is missing.
+fn ensure_user(name: &str) -> u32 {
+    let lookup = || {
+        nix::unistd::User::from_name(name)
+            .unwrap()
+            .map(|u| u.uid.as_raw())
+    };
+    if let Some(uid) = lookup() {
+        check_login_possible(name);
+        return uid;
+    }
+    let out = std::process::Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/bin/sh",
+            "--password",
+            "*",
+            name,
+        ])
+        .output()
+        .unwrap();
+    lookup().unwrap_or_else(|| panic!("useradd {name}: {}", describe(&out)))
+}
+
+/// Panics with the fix if an existing account cannot run sshd's `ForceCommand`: a shell such
+/// as nologin, or a locked password (`!`; sshd without PAM refuses keys for locked accounts).
+fn check_login_possible(name: &str) {
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    let shell = user.shell.display().to_string();
+    assert!(
+        !shell.ends_with("nologin") && !shell.ends_with("false"),
+        "account {name} has shell {shell}; sshd runs ForceCommand through it: \
+         usermod --shell /bin/sh {name}"
+    );
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let locked = shadow.lines().any(|l| {
+        let mut fields = l.split(':');
+        fields.next() == Some(name) && fields.next().is_some_and(|p| p.starts_with('!'))
+    });
+    assert!(
+        !locked,
+        "account {name} is locked; sshd (UsePAM no) refuses its keys: usermod --password '*' {name}"
+    );
+}
+
+#[test]
+fn squash_and_individual_accounts_own_what_they_upload() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let squash_uid = ensure_user("faspsquash");
+    let user_uid = ensure_user("faspuser");
+    // Keys and the drop directory where those accounts can reach them.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sshd_extra = format!(
+        "Match User faspsquash,faspuser\n    AuthorizedKeysFile {}/%u.keys\n",
+        shared.path().display()
+    );
+    let mut lab = Lab::with_sshd_config(1, &sshd_extra);
+    lab.add_proxy_addresses();
+    // The proxy's keys towards the internal server: one for the squash account, one per user.
+    let squash_key = lab.path("squash_key");
+    ssh_keygen(&squash_key);
+    let user_keys = lab.path("user_keys");
+    std::fs::create_dir(&user_keys).unwrap();
+    ssh_keygen(&user_keys.join("faspuser"));
+    for (account, key) in [
+        ("faspsquash", squash_key.clone()),
+        ("faspuser", user_keys.join("faspuser")),
+    ] {
+        let keys = shared.path().join(format!("{account}.keys"));
+        std::fs::copy(key.with_extension("pub"), &keys).unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let drop_dir = shared.path().join("drop");
+    std::fs::create_dir(&drop_dir).unwrap();
+    std::fs::set_permissions(&drop_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let outgoing = shared.path().join("outgoing.bin");
+    std::fs::write(&outgoing, content(200_000, 9)).unwrap();
+    std::fs::set_permissions(&outgoing, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let rules = format!(
+        "<rule host_ip=\"{PROXY_ALT_A}\"><host>{server}:22</host><squash_user>faspsquash</squash_user>\
+         <keyfile>{squash}</keyfile></rule>\n\
+         <rule host_ip=\"{PROXY_ALT_B}\"><host>{server}:22</host><keyfile>{users}/$(user)</keyfile></rule>",
+        server = lab::server_v4(0),
+        squash = squash_key.display(),
+        users = user_keys.display(),
+    );
+    let conf = lab.configure(&rules, "");
+    // The proxy user faspuser logs in to the proxy with the same client key as root.
+    std::fs::copy(
+        lab.servers[0].client_key.with_extension("pub"),
+        lab.path("etc").join("faspuser.keys"),
+    )
+    .unwrap();
+    lab.start(&conf);
+
+    for (proxy_user, dial, owner, account, name) in [
+        (
+            "root",
+            PROXY_ALT_A,
+            squash_uid,
+            "faspsquash",
+            "squashed.bin",
+        ),
+        ("faspuser", PROXY_ALT_B, user_uid, "faspuser", "own.bin"),
+    ] {
+        let src = lab.path(name);
+        std::fs::write(&src, content(100_000, owner as u8)).unwrap();
+        let remote = format!("{proxy_user}@{dial}:{}", drop_dir.display());
+        let out = lab.ascp(&["-q", "-l", "200m", src.to_str().unwrap(), &remote]);
+        assert!(
+            out.status.success(),
+            "upload as {proxy_user} via {dial}: {}\n--- sshd ---\n{}\n--- proxy ---\n{}",
+            describe(&out),
+            lab.servers[0].process.log(),
+            lab.log()
+        );
+        let arrived = drop_dir.join(name);
+        assert_eq!(
+            std::fs::read(&src).unwrap(),
+            std::fs::read(&arrived).unwrap()
+        );
+        let uid = std::fs::metadata(&arrived).unwrap().uid();
+        assert_eq!(uid, owner, "{name} should belong to {account}");
+        assert!(
+            lab.servers[0]
+                .process
+                .log()
+                .contains(&format!("Accepted publickey for {account} ")),
+            "{}",
+            lab.servers[0].process.log()
+        );
+        // And a download through the same rule.
+        let back = lab.path(&format!("back_{name}"));
+        let source = format!("{proxy_user}@{dial}:{}", outgoing.display());
+        ok(&lab.ascp(&["-q", "-l", "200m", &source, back.to_str().unwrap()]));
+        assert_eq!(
+            std::fs::read(&outgoing).unwrap(),
+            std::fs::read(&back).unwrap()
+        );
+    }
 }

@@ -191,6 +191,9 @@ fn session(
         destination,
     };
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    // Kept to end the channel once the transfer is over (the engine's reader thread may still
+    // hold a handle on the socket).
+    let closer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = stream;
     write_frame(&mut writer, &Frame::SessionInit(init))
         .map_err(|e| format!("the server closed the connection: {e}"))?;
@@ -259,7 +262,9 @@ fn session(
             &mut show,
         ),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string());
+    let _ = closer.shutdown(std::net::Shutdown::Both);
+    let report = report?;
     line.finish();
     if !args.quiet {
         let mut out = std::io::stdout().lock();

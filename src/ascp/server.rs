@@ -64,7 +64,7 @@ fn serve() -> Result<bool, String> {
             return Err(refuse(
                 &mut stdout,
                 ErrorCode::Protocol,
-                format!("expected SessionInit, got {}", frame_name(&other)),
+                format!("expected SessionInit, got {}", other.name()),
             ))
         }
         Ok(None) => return Err("the client closed the connection before starting a session".into()),
@@ -146,20 +146,6 @@ fn serve() -> Result<bool, String> {
 }
 
 static HANDSHAKE_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn frame_name(f: &Frame) -> &'static str {
-    match f {
-        Frame::SessionInit(_) => "SessionInit",
-        Frame::SessionAccept(_) => "SessionAccept",
-        Frame::FileStart(_) => "FileStart",
-        Frame::FileHave(_) => "FileHave",
-        Frame::FileDone(_) => "FileDone",
-        Frame::FileResult(_) => "FileResult",
-        Frame::SessionDone(_) => "SessionDone",
-        Frame::Error(_) => "Error",
-        Frame::Keepalive => "Keepalive",
-    }
-}
 
 /// Sources must exist before any UDP port is opened, so a typo fails fast and cleanly.
 fn check_paths(init: &SessionInit) -> Result<(), (ErrorCode, String)> {

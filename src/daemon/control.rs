@@ -34,11 +34,28 @@ pub async fn serve_shared(
             accepted = listener.accept() => {
                 let Ok((mut stream, _)) = accepted else { continue };
                 let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
-                let answer = if root { table(&shared.registry) } else { "error: only root may list sessions\n".to_string() };
+                let answer = if root {
+                    refresh_counters(&shared).await;
+                    table(&shared.registry)
+                } else {
+                    "error: only root may list sessions\n".to_string()
+                };
                 let _ = stream.write_all(answer.as_bytes()).await;
                 let _ = stream.shutdown().await;
             }
             _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Reads the kernel counters of every live session now, so the table is current.
+async fn refresh_counters(shared: &Shared) {
+    for s in shared.registry.snapshot() {
+        let Some(entry) = s.entry else { continue };
+        if let Some(Ok(Some((packets, bytes)))) =
+            shared.dataplane(move |f| f.counters(&entry)).await
+        {
+            shared.registry.set_counters(s.id, packets, bytes);
         }
     }
 }

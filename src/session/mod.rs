@@ -94,7 +94,34 @@ pub struct Sessions(pub Arc<Shared>);
 impl ExecHandler for Sessions {
     fn exec(&self, request: ExecRequest) {
         let shared = Arc::clone(&self.0);
-        tokio::spawn(async move { run(shared, request).await });
+        // The session counts from here, synchronously: `admit` alone is checked on each
+        // connection's own task, so two clients could both pass it before either was added.
+        let id = Uuid::new_v4();
+        let peer = SocketAddr::new(policy::canonical(request.peer.ip()), request.peer.port());
+        let info = SessionInfo {
+            id,
+            user: request.user.clone(),
+            client: peer,
+            rule: String::new(),
+            backend: None,
+            entry: None,
+            started: SystemTime::now(),
+            last_activity: Instant::now(),
+            forwarded: None,
+            cancel: Arc::new(tokio::sync::Notify::new()),
+        };
+        let max = shared.config.server.rproxy.max_sessions as usize;
+        if !shared.registry.add_within(info, max) {
+            info!(
+                "{peer}: {}: session refused: too many sessions",
+                request.user
+            );
+            request
+                .finish
+                .finish(1, "fasp-proxy: too many sessions, try again later\n");
+            return;
+        }
+        tokio::spawn(async move { run(shared, id, request).await });
     }
 
     fn admit(&self) -> bool {
@@ -110,26 +137,14 @@ enum End {
     Error(String),
 }
 
-async fn run(shared: Arc<Shared>, req: ExecRequest) {
-    let id = Uuid::new_v4();
+/// Runs session `id` (already in the registry) to its end.
+async fn run(shared: Arc<Shared>, id: Uuid, req: ExecRequest) {
     let peer = SocketAddr::new(policy::canonical(req.peer.ip()), req.peer.port());
     info!(
         "[{id}] Received connection request from {} (user {})",
         peer.ip(),
         req.user
     );
-    shared.registry.add(SessionInfo {
-        id,
-        user: req.user.clone(),
-        client: peer,
-        rule: String::new(),
-        backend: None,
-        entry: None,
-        started: SystemTime::now(),
-        last_activity: Instant::now(),
-        forwarded: None,
-        cancel: Arc::new(tokio::sync::Notify::new()),
-    });
     let ExecRequest {
         io,
         finish,
@@ -514,7 +529,11 @@ async fn bridge(
             },
             r = backend_read.read(&mut down), if down_open => match r {
                 Ok(0) | Err(_) => {
+                    // The server side has ended: nothing the client still sends can matter.
+                    // End now, so the client gets the exit status at once instead of waiting
+                    // for it to close its side first.
                     down_open = false;
+                    up_open = false;
                     let _ = client_write.shutdown().await;
                 }
                 Ok(n) => {

@@ -64,6 +64,17 @@ impl Registry {
         g.sessions.len()
     }
 
+    /// Adds a session if fewer than `max` are live (checked and added under one lock, so
+    /// concurrent callers never exceed `max`); returns whether it was added.
+    pub fn add_within(&self, info: SessionInfo, max: usize) -> bool {
+        let mut g = self.lock();
+        if g.sessions.len() >= max {
+            return false;
+        }
+        g.sessions.insert(info.id, info);
+        true
+    }
+
     /// How many sessions are live.
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
@@ -173,6 +184,41 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            id: Uuid::new_v4(),
+            user: "u".into(),
+            client: "192.0.2.2:40000".parse().unwrap(),
+            rule: String::new(),
+            backend: None,
+            entry: None,
+            started: SystemTime::now(),
+            last_activity: Instant::now(),
+            forwarded: None,
+            cancel: std::sync::Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    #[test]
+    fn the_session_cap_holds_under_concurrent_adds() {
+        let r = std::sync::Arc::new(Registry::new());
+        let added: usize = (0..16)
+            .map(|_| {
+                let r = std::sync::Arc::clone(&r);
+                std::thread::spawn(move || usize::from(r.add_within(info(), 3)))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(added, 3);
+        assert_eq!(r.len(), 3);
+        let first = r.snapshot()[0].id;
+        r.remove(first);
+        assert!(r.add_within(info(), 3));
+        assert!(!r.add_within(info(), 3));
+    }
 
     #[test]
     fn ports_never_give_two_sessions_one_key() {

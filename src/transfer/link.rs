@@ -61,6 +61,7 @@ impl Link {
     pub fn new(sock: UdpSocket, opts: &Options) -> Link {
         let gso = offload::gso_supported(&sock);
         let gro = offload::enable_gro(&sock);
+        offload::enable_drop_count(&sock);
         Link {
             sock,
             token: opts.token,
@@ -338,6 +339,11 @@ impl Link {
     /// True when the last receive call filled every buffer (more may be waiting).
     pub fn more_queued(&self) -> bool {
         self.recv.was_full()
+    }
+
+    /// Datagrams the kernel dropped so far because this socket's receive buffer was full.
+    pub fn socket_drops(&self) -> u32 {
+        self.recv.drops()
     }
 
     /// Messages the last receive call got from the kernel.

@@ -15,9 +15,10 @@ pub const MAX_SEGMENTS: usize = 64;
 pub const MAX_BYTES: usize = 65_000;
 /// Size of a receive buffer that can hold a whole coalesced (GRO) batch.
 pub const GRO_BUFFER: usize = 65_536;
-/// Bytes reserved per message for one control message carrying a `u16`/`c_int` (cmsghdr plus
-/// an aligned int); 32 is enough on every Linux ABI.
-pub const CMSG_SPACE: usize = 32;
+/// Bytes reserved per message for control messages: one carrying a `u16`/`c_int` takes at most
+/// 32 bytes on every Linux ABI (cmsghdr plus an aligned int); received messages may carry two
+/// (`UDP_GRO` and `SO_RXQ_OVFL`).
+pub const CMSG_SPACE: usize = 64;
 
 /// A control-message buffer, aligned for `cmsghdr`.
 #[derive(Clone, Copy)]
@@ -80,6 +81,36 @@ pub fn attach_segment_size(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, segment: u
     }
 }
 
+/// Asks the kernel to report, with every received message, how many datagrams it has dropped
+/// on this socket so far (`SO_RXQ_OVFL`: the receive buffer was full); true if it accepted.
+pub fn enable_drop_count(sock: &UdpSocket) -> bool {
+    set_int(sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// The socket's cumulative drop count from a received message's control messages
+/// (`SO_RXQ_OVFL`), if present.
+#[allow(clippy::unnecessary_cast)] // msg_controllen is usize on glibc, u32 on musl
+pub fn received_drop_count(hdr: &libc::msghdr) -> Option<u32> {
+    if hdr.msg_control.is_null()
+        || (hdr.msg_controllen as usize) < std::mem::size_of::<libc::cmsghdr>()
+    {
+        return None;
+    }
+    // SAFETY: as in `received_segment_size`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
+                return Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<u32>(),
+                ));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
 /// Points `hdr` at `buf` to receive control messages.
 pub fn attach_receive_buffer(hdr: &mut libc::msghdr, buf: &mut CmsgBuf) {
     hdr.msg_control = buf.0.as_mut_ptr().cast();
@@ -139,5 +170,67 @@ mod tests {
         let mut buf = [0u8; 4000];
         let sizes: Vec<usize> = (0..3).map(|_| rx.recv(&mut buf).unwrap()).collect();
         assert_eq!(sizes, vec![1000, 1000, 500]);
+    }
+
+    #[test]
+    fn overflow_drops_are_counted() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        assert!(enable_drop_count(&rx));
+        let small = 4096 as libc::c_int;
+        // SAFETY: setsockopt with a live c_int.
+        unsafe {
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        for _ in 0..200 {
+            let _ = tx.send(&[7u8; 1000]);
+        }
+        // Each datagram carries the count as it was when it was queued: the later ones see
+        // the drops.
+        let mut buf = [0u8; 2000];
+        let mut drops = 0;
+        loop {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: all-zero msghdr is valid; it points at a live iovec and control buffer.
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_iov = &mut iov;
+            hdr.msg_iovlen = 1;
+            let mut cm = CmsgBuf::default();
+            attach_receive_buffer(&mut hdr, &mut cm);
+            // SAFETY: as above.
+            let n = unsafe { libc::recvmsg(rx.as_raw_fd(), &mut hdr, libc::MSG_DONTWAIT) };
+            if n < 0 {
+                break;
+            }
+            assert_eq!(n, 1000);
+            drops = drops.max(received_drop_count(&hdr).unwrap_or(0));
+        }
+        // One more after the overflow carries the count.
+        tx.send(&[7u8; 1000]).unwrap();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: as above.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        let mut cm = CmsgBuf::default();
+        attach_receive_buffer(&mut hdr, &mut cm);
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(rx.as_raw_fd(), &mut hdr, 0) };
+        assert_eq!(n, 1000);
+        drops = drops.max(received_drop_count(&hdr).unwrap_or(0));
+        assert!(drops > 0, "no drops reported");
     }
 }

@@ -16,8 +16,13 @@ pub const FLOOR_RATE: u64 = 1_000_000;
 pub const LOSS_TOLERATED: f64 = 0.08;
 /// Loss fraction above which `min_rate` no longer binds.
 pub const LOSS_HEAVY: f64 = 0.30;
-/// Longest burst the bucket allows, as time at the current rate.
-const BURST: Duration = Duration::from_millis(1);
+/// Longest burst the bucket allows, as time at the current rate: a sending thread that wakes
+/// up late (a loaded machine oversleeps by a millisecond or more) catches up to this much,
+/// so the average rate holds.
+const BURST: Duration = Duration::from_millis(4);
+/// Most sent per turn of the sending loop, as time at the current rate (a late turn is
+/// caught up in several such batches, back to back).
+const BATCH: Duration = Duration::from_millis(1);
 
 /// A token bucket measured in bytes on the wire.
 #[derive(Debug)]
@@ -67,9 +72,10 @@ impl TokenBucket {
         n.min(max)
     }
 
-    /// Largest batch that makes sense at this rate: about one burst's worth, at least 1.
+    /// Largest batch that makes sense at this rate: about 1 ms worth, at least 1.
     pub fn batch_size(&self, wire: usize, max: usize) -> usize {
-        ((self.capacity / wire.max(1) as f64) as usize).clamp(1, max.max(1))
+        let batch = (self.rate_bytes * BATCH.as_secs_f64()).max(self.min_capacity);
+        ((batch / wire.max(1) as f64) as usize).clamp(1, max.max(1))
     }
 
     /// Takes `bytes` out of the bucket.
@@ -89,9 +95,49 @@ impl TokenBucket {
     }
 }
 
-/// Loss-driven rate control: additive increase towards the target while loss stays under
-/// [`LOSS_TOLERATED`], multiplicative decrease above it — down to the rate the receiver actually
-/// took, when known — never under `min_rate` unless loss is heavy ([`LOSS_HEAVY`]).
+/// Queueing delay (beyond the path's own) at which the sender is taken to be over the
+/// bottleneck: the queue in front of it (a shaper, a router, the receiver's socket buffer) grows.
+pub const QUEUE_HIGH: Duration = Duration::from_millis(6);
+/// Weight of the newest report in the smoothed loss fraction.
+const LOSS_SMOOTHING: f64 = 0.25;
+/// Reports that may not cut again after a cut (they still count what was sent before it).
+const HOLD_AFTER_CUT: u32 = 3;
+/// A cut goes to this fraction of the delivered rate, so the queue built up drains...
+const DRAIN: f64 = 0.95;
+/// ...less the queueing delay beyond [`QUEUE_HIGH`] over this time: a long queue drains in
+/// about this long.
+const DRAIN_TIME: Duration = Duration::from_millis(100);
+/// Delivered-rate samples the ceiling is the maximum of (20 ms apart: about 160 ms).
+const DELIVERED_SAMPLES: usize = 8;
+/// Reports without a congestion signal after which the ceiling learnt at the last one is
+/// forgotten (about 2 s), so the rate may grow fast again.
+const CEILING_MEMORY: u32 = 100;
+
+/// What one receiver report tells the controller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Feedback {
+    /// Data datagrams received since the previous report.
+    pub received: u32,
+    /// Data datagrams known lost since the previous report.
+    pub lost: u32,
+    /// The rate, on the wire, at which the receiver took data since the previous report
+    /// (bits/s), when known.
+    pub delivered: Option<u64>,
+    /// Bytes (on the wire) queued on the path beyond its minimum, when known: what was sent
+    /// minus what was received or reported lost, less the lowest that difference has been.
+    pub queued: Option<u64>,
+}
+
+/// Rate control between `min_rate` and `target_rate` (see "Rate control" in docs/protocol.md):
+///
+/// - congestion is a growing queue (more than [`QUEUE_HIGH`] of queueing delay and not
+///   shrinking), loss over [`LOSS_TOLERATED`] on average over the last few reports, or loss
+///   over [`LOSS_HEAVY`] in one report; then the rate goes to [`DRAIN`] × the rate the
+///   receiver took (the best of the last few reports), which becomes the *ceiling*;
+/// - loss under [`LOSS_TOLERATED`] with no queue growing is random loss: ignored;
+/// - otherwise the rate grows: fast (target/16, or a quarter without target) up to 0.9 × the
+///   ceiling, then by 0.5 % per report, probing for more, until the next congestion signal;
+/// - never under `min_rate` unless loss is heavy ([`LOSS_HEAVY`]).
 #[derive(Debug, Clone)]
 pub struct RateController {
     target: u64,
@@ -99,9 +145,18 @@ pub struct RateController {
     current: u64,
     /// No target was given: grow in proportion to the current rate, not to the cap.
     unlimited: bool,
-    /// The last report cut the rate: the next one still counts datagrams sent before the cut,
-    /// so it may not cut again.
-    just_cut: bool,
+    /// Reports left during which no further cut happens.
+    hold: u32,
+    /// The delivered rate at the last congestion signal, and reports since.
+    ceiling: Option<(u64, u32)>,
+    delivered: [u64; DELIVERED_SAMPLES],
+    next_sample: usize,
+    last_queued: u64,
+    /// Loss fraction, smoothed over a few reports: a single burst (one coalesced train of
+    /// datagrams dropped at once) is not congestion.
+    loss_avg: f64,
+    /// Cuts so far (for traces and tests).
+    pub cuts: u32,
 }
 
 impl RateController {
@@ -121,7 +176,13 @@ impl RateController {
             min,
             current,
             unlimited,
-            just_cut: false,
+            hold: 0,
+            ceiling: None,
+            delivered: [0; DELIVERED_SAMPLES],
+            next_sample: 0,
+            last_queued: 0,
+            loss_avg: 0.0,
+            cuts: 0,
         }
     }
 
@@ -130,42 +191,133 @@ impl RateController {
         self.current
     }
 
-    /// Feeds one receiver report (datagrams received and known lost since the previous one,
-    /// and the rate, on the wire, at which the receiver took them if known); returns the new
-    /// rate.
+    /// The best delivered rate of the last few reports (0 when none is known).
+    pub fn delivered_max(&self) -> u64 {
+        self.delivered.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Feeds one receiver report without a queue estimate; see [`RateController::on_feedback`].
     pub fn on_status(&mut self, received: u32, lost: u32, delivered: Option<u64>) -> u64 {
-        let total = u64::from(received) + u64::from(lost);
-        if total < 16 {
+        self.on_feedback(Feedback {
+            received,
+            lost,
+            delivered,
+            queued: None,
+        })
+    }
+
+    /// Feeds one receiver report; returns the new rate.
+    pub fn on_feedback(&mut self, fb: Feedback) -> u64 {
+        if let Some(d) = fb.delivered {
+            self.delivered[self.next_sample] = d;
+            self.next_sample = (self.next_sample + 1) % DELIVERED_SAMPLES;
+        }
+        let best = self.delivered_max();
+        // Queue growth: more than QUEUE_HIGH of delay at the delivered rate, and not draining.
+        let queued = fb.queued.unwrap_or(0);
+        let growing = queued >= self.last_queued;
+        self.last_queued = queued;
+        let delay_rate = if best > 0 { best } else { self.current };
+        let queue_delay = queued as f64 * 8.0 / delay_rate.max(1) as f64;
+        let high = QUEUE_HIGH.as_secs_f64();
+        let queue_high =
+            fb.queued.is_some() && queue_delay > high && (growing || queue_delay > 3.0 * high);
+
+        let total = u64::from(fb.received) + u64::from(fb.lost);
+        let loss = if total >= 16 {
+            fb.lost as f64 / total as f64
+        } else {
+            0.0
+        };
+        if total < 16 && !queue_high {
             return self.current; // too few samples to judge
         }
-        let loss = lost as f64 / total as f64;
-        if loss > LOSS_TOLERATED && std::mem::take(&mut self.just_cut) {
-            return self.current;
+        if total >= 16 {
+            self.loss_avg += (loss - self.loss_avg) * LOSS_SMOOTHING;
         }
-        if loss > LOSS_TOLERATED {
-            self.just_cut = true;
-            let factor = (1.0 - loss).max(0.5);
+        // Heavy loss acts at once; moderate loss only when it persists.
+        let lossy = loss > LOSS_HEAVY || self.loss_avg > LOSS_TOLERATED;
+        if lossy || queue_high {
+            if self.hold > 0 {
+                self.hold -= 1;
+                return self.current;
+            }
+            self.hold = HOLD_AFTER_CUT;
+            self.cuts += 1;
             let floor = if loss > LOSS_HEAVY {
                 FLOOR_RATE.min(self.min.max(1))
             } else {
                 self.min
             };
-            let mut next = (self.current as f64 * factor) as u64;
-            if let Some(d) = delivered {
-                // The path (or the receiver) took `d`: sending faster only loses more.
-                next = next.min(d);
+            let mut next = if lossy {
+                (self.current as f64 * (1.0 - loss).max(0.5)) as u64
+            } else {
+                self.current
+            };
+            if best > 0 {
+                // The path (or the receiver) took `best`: sending faster only queues or loses.
+                // Go under it, the more so the longer the queue is.
+                let excess = if queue_high { queue_delay - high } else { 0.0 };
+                let factor = (DRAIN - excess / DRAIN_TIME.as_secs_f64()).max(0.5);
+                next = next.min((best.min(self.current) as f64 * factor) as u64);
+                self.ceiling = Some((best, 0));
             }
             self.current = next.max(floor).max(FLOOR_RATE.min(self.target));
-        } else {
-            self.just_cut = false;
-            let step = if self.unlimited {
-                (self.current / 4).max(FLOOR_RATE * 10)
-            } else {
-                self.target / 16
-            };
-            self.current = (self.current + step).min(self.target);
+            return self.current;
         }
+        self.hold = self.hold.saturating_sub(1);
+        if let Some((c, age)) = self.ceiling {
+            self.ceiling = (age < CEILING_MEMORY).then_some((c, age + 1));
+        }
+        let fast = if self.unlimited {
+            (self.current / 4).max(FLOOR_RATE * 10)
+        } else {
+            self.target / 16
+        };
+        let probe = (self.current / 200).max(FLOOR_RATE / 10);
+        let step = match self.ceiling {
+            Some((c, _)) if self.current as f64 >= c as f64 * 0.9 => probe,
+            Some((c, _)) => fast
+                .min(((c as f64 * 0.9) as u64).saturating_sub(self.current))
+                .max(probe),
+            None => fast,
+        };
+        self.current = (self.current + step).min(self.target);
         self.current
+    }
+}
+
+/// The sender's estimate of what is queued on the path: data sent minus data the receiver
+/// reported received or lost, less the lowest that has been over the last few seconds (the
+/// path's own share, and any counting drift).
+#[derive(Debug, Clone, Default)]
+pub struct QueueEstimate {
+    lost_bytes: u64,
+    /// Lowest backlog in the current and the previous window.
+    low: [Option<u64>; 2],
+    reports: u32,
+}
+
+/// Reports per window of the [`QueueEstimate`] minimum (two windows are kept: 2–4 s).
+const QUEUE_WINDOW: u32 = 100;
+
+impl QueueEstimate {
+    /// One report: `sent` file bytes sent so far (retransmissions included), the receiver's
+    /// cumulative `received` file bytes, and `lost` datagrams of about `datagram` bytes each
+    /// since the previous report. Returns the queued file bytes beyond the path's minimum.
+    pub fn on_status(&mut self, sent: u64, received: u64, lost: u32, datagram: usize) -> u64 {
+        self.lost_bytes += u64::from(lost) * datagram as u64;
+        let backlog = sent
+            .saturating_sub(received)
+            .saturating_sub(self.lost_bytes);
+        self.reports += 1;
+        if self.reports >= QUEUE_WINDOW {
+            self.reports = 0;
+            self.low = [None, self.low[0]];
+        }
+        self.low[0] = Some(self.low[0].map_or(backlog, |l| l.min(backlog)));
+        let base = self.low.iter().flatten().copied().min().unwrap_or(0);
+        backlog - base.min(backlog)
     }
 }
 
@@ -213,7 +365,7 @@ mod tests {
         // 2% random loss does not slow it down.
         assert_eq!(c.on_status(980, 20, None), 1_000_000_000);
         // 20% loss halves-ish it, repeatedly, but not below min_rate.
-        for _ in 0..40 {
+        for _ in 0..80 {
             c.on_status(800, 200, None);
         }
         assert_eq!(c.rate(), 100_000_000);
@@ -230,10 +382,12 @@ mod tests {
         assert_eq!(c.rate(), 1_000_000_000);
         // Too few samples: no change.
         assert_eq!(c.on_status(1, 10, None), 1_000_000_000);
-        // Loss with a known delivered rate: straight down to it, then no second cut for the
-        // report that still counts datagrams sent before the first.
-        assert_eq!(c.on_status(800, 200, Some(300_000_000)), 300_000_000);
-        assert_eq!(c.on_status(800, 200, Some(100_000_000)), 300_000_000);
+        // Moderate loss in one report (a burst) is not enough...
+        assert_eq!(c.on_status(800, 200, Some(300_000_000)), 1_000_000_000);
+        // ...but persisting, with a known delivered rate, it goes just under that rate; the
+        // next reports still count datagrams sent before the cut: no second cut.
+        assert_eq!(c.on_status(800, 200, Some(300_000_000)), 285_000_000);
+        assert_eq!(c.on_status(800, 200, Some(100_000_000)), 285_000_000);
     }
 
     #[test]
@@ -241,14 +395,66 @@ mod tests {
         let mut c = RateController::new(0, 0);
         assert_eq!(c.rate(), UNLIMITED_START);
         assert_eq!(c.on_status(1000, 0, None), UNLIMITED_START * 5 / 4);
-        assert_eq!(c.on_status(500, 500, Some(1_000_000_000)), 1_000_000_000);
+        assert_eq!(c.on_status(500, 500, Some(1_000_000_000)), 950_000_000);
+    }
+
+    /// Through a bottleneck the rate settles just under what the path delivers and stays
+    /// there; random loss of a few per cent with no queue growing changes nothing.
+    #[test]
+    fn queue_growth_converges_under_the_bottleneck() {
+        let cap = 495_000_000u64; // what the path delivers, wire bits/s
+        let mut c = RateController::new(500_000_000, 0);
+        let mut queued = 0f64; // bytes
+        let mut low = u64::MAX;
+        let mut sum = 0u64;
+        for i in 0..2000 {
+            let rate = c.rate();
+            queued = (queued + (rate as f64 - cap as f64) / 8.0 * 0.02).max(0.0);
+            let delivered = if queued > 0.0 { cap } else { rate };
+            // 1 % random loss throughout.
+            c.on_feedback(Feedback {
+                received: 840,
+                lost: 9,
+                delivered: Some(delivered),
+                queued: Some(queued as u64),
+            });
+            if i >= 500 {
+                low = low.min(c.rate());
+                sum += c.rate().min(cap);
+            }
+        }
+        let mean = sum as f64 / 1500.0;
+        assert!(low as f64 >= 0.9 * cap as f64, "fell to {low}");
+        assert!(mean >= 0.95 * cap as f64, "mean {mean}");
+        assert!(queued < 1_000_000.0, "queue {queued}");
+
+        // Random loss alone, no queue: stays at the target.
+        let mut c = RateController::new(500_000_000, 0);
+        for _ in 0..200 {
+            c.on_feedback(Feedback {
+                received: 800,
+                lost: 40,
+                delivered: Some(480_000_000),
+                queued: Some(10_000),
+            });
+        }
+        assert_eq!(c.rate(), 500_000_000);
+        assert_eq!(c.cuts, 0);
+    }
+
+    #[test]
+    fn queue_estimate_subtracts_the_base_and_losses() {
+        let mut q = QueueEstimate::default();
+        assert_eq!(q.on_status(100_000, 90_000, 0, 1000), 0); // 10 000 in flight: the base
+        assert_eq!(q.on_status(200_000, 170_000, 5, 1000), 15_000);
+        assert_eq!(q.on_status(300_000, 285_000, 0, 1000), 0);
     }
 
     #[test]
     fn bucket_paces() {
-        let mut b = TokenBucket::new(80_000_000, 1500); // 10 MB/s, 10 KB burst
-        assert_eq!(b.allowance(1000, 64), 10);
-        b.consume(10_000);
+        let mut b = TokenBucket::new(80_000_000, 1500); // 10 MB/s, 40 KB burst
+        assert_eq!(b.allowance(1000, 64), 40);
+        b.consume(40_000);
         assert_eq!(b.allowance(1000, 64), 0);
         let t = b.time_until(1000);
         assert!(t <= Duration::from_micros(110), "{t:?}");

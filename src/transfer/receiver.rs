@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::chunks::{chunk_size_for, hash_file, hash_range, hash_range_with};
+use super::chunks::{chunk_size_for, hash_file, hash_range};
 use super::control::Channel;
 use super::files::{partial_path, set_attributes, Destination};
 use super::link::Link;
@@ -19,7 +19,7 @@ use super::ranges::RangeSet;
 use super::report::{eta, FileReport, Outcome, Progress, Report, Throttle};
 use super::sender::error_frame;
 use super::udp;
-use super::writer::RunWriter;
+use super::writer::WriteQueue;
 use super::{Control, Options, Overwrite, ResumeLevel, TransferError, IDLE_TIMEOUT};
 use crate::protocol::datagram::{encode_nacks, Status};
 use crate::protocol::{
@@ -31,15 +31,22 @@ use crate::protocol::{
 const STATUS_INTERVAL: Duration = Duration::from_millis(20);
 /// How often holes are looked for.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
-/// A hole is asked for again only after this long.
+/// A hole is asked for again only after this long, until the round trip of a NACK (NACK sent
+/// to the first re-sent byte back) has been measured...
 const NACK_RETRY: Duration = Duration::from_millis(250);
+/// ...then after twice that round trip plus this margin, within [`NACK_RETRY_MIN`] and
+/// [`NACK_RETRY`]: a lost NACK or re-sent datagram near the end of a file costs a few round
+/// trips, not a quarter of a second.
+const NACK_RETRY_MARGIN: Duration = Duration::from_millis(20);
+/// The shortest wait before asking for a hole again.
+const NACK_RETRY_MIN: Duration = Duration::from_millis(40);
 /// Most NACK datagrams per round.
 const NACK_DATAGRAMS: usize = 16;
 /// Keepalive frames while busy (hashing or verifying a huge file).
 const KEEPALIVE: Duration = Duration::from_secs(1);
-/// Most bytes hashed back from the file per loop turn while data flows (the received prefix
-/// is hashed from the page cache in big reads: much faster than datagram by datagram).
-const CATCH_UP: u64 = 1024 * 1024;
+/// The received prefix is handed to the writing thread for hashing (read back from the page
+/// cache in big reads: much faster than datagram by datagram) each time it grew this much.
+const CATCH_UP: u64 = 4 * 1024 * 1024;
 
 /// Receives files from the peer into `destination` (see the module docs of
 /// [`crate::transfer`] for the exchange). If `destination` is an existing directory the files
@@ -73,7 +80,11 @@ pub fn receive(
         prev_max_seq: 0,
         interval_received: 0,
         received_bytes: 0,
-        scratch: Vec::new(),
+        gap_lost: 0,
+        reported_lost: 0,
+        nack_rtt: None,
+        writes: WriteQueue::start()
+            .map_err(|e| TransferError::io("starting the writing thread", e))?,
     };
     let result = r.run(progress);
     r.report.link = r.link.stats;
@@ -110,7 +121,9 @@ struct FileRx {
     mode: u32,
     mtime: i64,
     base: Base,
-    file: Option<File>,
+    file: Option<Arc<File>>,
+    /// The writing thread knows this file (see [`WriteQueue::begin`]).
+    begun: bool,
     /// Bytes known to be right (received, or pre-existing and not being rewritten).
     have: RangeSet,
     /// Bytes received in this session (kept only when resuming, for the fallback).
@@ -123,8 +136,10 @@ struct FileRx {
     rewriting: Vec<bool>,
     base_checksum: Option<[u8; CHECKSUM_LEN]>,
     done: Option<[u8; CHECKSUM_LEN]>,
-    /// Incremental checksum over the contiguous prefix (fresh files only).
-    verifier: Option<(blake3::Hasher, u64)>,
+    /// The writing thread hashes the contiguous prefix as it grows (fresh files only)...
+    verify: bool,
+    /// ...and has been told it may hash up to here.
+    hash_requested: u64,
     nack_times: BTreeMap<u64, Instant>,
     nack_now: bool,
     fallback_used: bool,
@@ -146,7 +161,7 @@ fn code_of(e: &io::Error) -> ErrorCode {
 
 impl FileRx {
     /// Opens (creating or copying as needed) the partial file for writing.
-    fn writable(&mut self) -> io::Result<&File> {
+    fn writable(&mut self) -> io::Result<&Arc<File>> {
         if self.file.is_none() {
             if self.base == Base::Final {
                 fs::copy(&self.final_path, &self.partial)?;
@@ -161,7 +176,7 @@ impl FileRx {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&self.partial)?;
             f.set_len(self.size)?;
-            self.file = Some(f);
+            self.file = Some(Arc::new(f));
         }
         match &self.file {
             Some(f) => Ok(f),
@@ -169,15 +184,15 @@ impl FileRx {
         }
     }
 
-    /// Records one datagram's data; returns the file to write it to, or `None` when there is
-    /// nothing to write (out of range, duplicate, or zeros into a fresh sparse file).
-    fn accept(&mut self, offset: u64, data: &[u8]) -> io::Result<Option<RawFd>> {
+    /// Records one datagram's data; true when it is to be written (false: out of range,
+    /// duplicate, or zeros into a fresh sparse file). The file is then open.
+    fn accept(&mut self, offset: u64, data: &[u8]) -> io::Result<bool> {
         let len = data.len() as u64;
         let Some(end) = offset.checked_add(len) else {
-            return Ok(None);
+            return Ok(false);
         };
         if len == 0 || end > self.size {
-            return Ok(None); // not ours to write: ignore
+            return Ok(false); // not ours to write: ignore
         }
         self.received += len;
         self.highest_end = self.highest_end.max(end);
@@ -196,15 +211,15 @@ impl FileRx {
             }
         }
         if self.have.contains_range(offset, end) {
-            return Ok(None); // duplicate
+            return Ok(false); // duplicate
         }
         let skip_write = self.base == Base::Fresh && data.iter().all(|&b| b == 0);
-        let fd = self.writable()?.as_raw_fd();
+        self.writable()?;
         self.have.insert(offset, end);
         if self.reported_end > 0 {
             self.fresh.insert(offset, end);
         }
-        Ok((!skip_write).then_some(fd))
+        Ok(!skip_write)
     }
 
     fn complete(&self) -> bool {
@@ -230,8 +245,14 @@ struct Receiver {
     prev_max_seq: u64,
     interval_received: u32,
     received_bytes: u64,
-    /// Read buffer for hashing the received prefix back.
-    scratch: Vec<u8>,
+    /// Data datagrams known lost from `seq` gaps, cumulative.
+    gap_lost: u64,
+    /// Lost datagrams reported in Status so far.
+    reported_lost: u64,
+    /// Smoothed time from a NACK to the first byte it asked for.
+    nack_rtt: Option<Duration>,
+    /// Writes (and hashes back) received data off the receiving loop.
+    writes: WriteQueue,
 }
 
 impl Receiver {
@@ -358,9 +379,10 @@ impl Receiver {
             let mut failure: Option<io::Error> = None;
             let mut count = 0u32;
             let mut bytes = 0u64;
+            let mut rtt_sample: Option<Duration> = None;
             {
                 let cur = &mut self.current;
-                let mut writer = RunWriter::new();
+                let writes = &mut self.writes;
                 for inc in self.link.incoming() {
                     if inc.header.kind != DatagramKind::Data {
                         continue;
@@ -372,19 +394,38 @@ impl Receiver {
                     if c.id != inc.header.file_id || failure.is_some() {
                         continue;
                     }
-                    let written =
-                        c.accept(inc.header.offset, inc.payload)
-                            .and_then(|fd| match fd {
-                                Some(fd) => writer.push(fd, inc.header.offset, inc.payload),
-                                None => Ok(()),
-                            });
+                    if !c.nack_times.is_empty()
+                        && !c
+                            .have
+                            .contains_range(inc.header.offset, inc.header.offset + 1)
+                    {
+                        if let Some(t) = c.nack_times.get(&inc.header.offset) {
+                            rtt_sample = Some(t.elapsed());
+                        }
+                    }
+                    let written = c.accept(inc.header.offset, inc.payload).and_then(|write| {
+                        let Some(f) = c.file.as_ref().filter(|_| write) else {
+                            return Ok(());
+                        };
+                        if !c.begun {
+                            c.begun = true;
+                            writes.begin(f, c.verify)?;
+                        }
+                        writes.push(f, inc.header.offset, inc.payload)
+                    });
                     if let Err(e) = written {
                         failure = Some(e);
                     }
                 }
-                if let Err(e) = writer.flush() {
+                if let Err(e) = writes.flush() {
                     failure.get_or_insert(e);
                 }
+            }
+            if let Some(r) = rtt_sample {
+                self.nack_rtt = Some(match self.nack_rtt {
+                    Some(s) => (s * 7 + r) / 8,
+                    None => r,
+                });
             }
             self.interval_received = self.interval_received.saturating_add(count);
             self.received_bytes += bytes;
@@ -405,7 +446,13 @@ impl Receiver {
 
     fn send_status(&mut self) -> Result<(), TransferError> {
         let expected = self.max_seq.saturating_sub(self.prev_max_seq);
-        let lost = expected.saturating_sub(u64::from(self.interval_received));
+        self.gap_lost += expected.saturating_sub(u64::from(self.interval_received));
+        // Datagrams our own socket dropped (its buffer was full) show up as `seq` gaps only
+        // once later ones arrive; the kernel's count is known at once. Both count the same
+        // drops, so the larger of the two cumulative counts is reported.
+        let total = self.gap_lost.max(u64::from(self.link.socket_drops()));
+        let lost = total.saturating_sub(self.reported_lost);
+        self.reported_lost = total;
         let st = Status {
             received_bytes: self.received_bytes,
             received_datagrams: self.interval_received,
@@ -434,11 +481,14 @@ impl Receiver {
         };
         let gaps = c.have.gaps(0, limit);
         let now = Instant::now();
+        let retry = self.nack_rtt.map_or(NACK_RETRY, |r| {
+            (r * 2 + NACK_RETRY_MARGIN).clamp(NACK_RETRY_MIN, NACK_RETRY)
+        });
         let mut ranges = Vec::new();
         for g in &gaps {
             if c.nack_times
                 .get(&g.start)
-                .is_some_and(|t| now.duration_since(*t) < NACK_RETRY)
+                .is_some_and(|t| now.duration_since(*t) < retry)
             {
                 continue;
             }
@@ -475,26 +525,33 @@ impl Receiver {
         }
     }
 
-    /// Hashes the received prefix back from disk a little at a time, so the final check has
-    /// little left to read.
+    /// Lets the writing thread hash the received prefix back as it grows, so the final check
+    /// has little left to read; reports a write that failed in the background.
     fn catch_up(&mut self) -> Result<(), TransferError> {
         let Some(c) = self.current.as_mut() else {
             return Ok(());
         };
-        let prefix = c.have.contiguous_prefix();
-        let (Some((h, upto)), Some(f)) = (c.verifier.as_mut(), c.file.as_ref()) else {
-            return Ok(());
-        };
-        if prefix > *upto {
-            let to = prefix.min(*upto + CATCH_UP);
-            if self.scratch.is_empty() {
-                self.scratch = vec![0u8; CATCH_UP as usize];
+        if self.writes.failed() {
+            let e = match self.writes.finish() {
+                Ok(done) => done.error,
+                Err(e) => Some(e),
             }
-            if let Err(e) = hash_range_with(f, h, *upto, to, &mut self.scratch, &mut || {}) {
-                let msg = format!("reading back {}: {e}", c.partial.display());
+            .unwrap_or_else(|| io::Error::other("a write failed"));
+            c.begun = false;
+            let msg = format!("writing {} (into {}): {e}", c.path, c.partial.display());
+            return self.fail(code_of(&e), msg);
+        }
+        if !c.verify || !c.begun {
+            return Ok(());
+        }
+        let prefix = c.have.contiguous_prefix();
+        if prefix >= c.hash_requested + CATCH_UP || (prefix == c.size && prefix > c.hash_requested)
+        {
+            c.hash_requested = prefix;
+            if let Err(e) = self.writes.hash_to(prefix) {
+                let msg = format!("writing {}: {e}", c.partial.display());
                 return self.fail(code_of(&e), msg);
             }
-            *upto = to;
         }
         Ok(())
     }
@@ -512,11 +569,29 @@ impl Receiver {
         if c.file.is_none() && c.base == Base::Final && c.base_checksum == Some(expected) {
             return self.succeed(c); // identical at the destination: kept as it is
         }
+        // Everything queued reaches the file (and the prefix hashed so far comes back).
+        let verifier = if std::mem::take(&mut c.begun) {
+            let done = self.writes.finish().and_then(|d| match d.error {
+                Some(e) => Err(e),
+                None => Ok(d.hashed),
+            });
+            match done {
+                Ok(h) => h,
+                Err(e) => {
+                    let msg = format!("writing {} (into {}): {e}", c.path, c.partial.display());
+                    self.current = Some(c);
+                    return self.fail(code_of(&e), msg);
+                }
+            }
+        } else {
+            None
+        };
+        let verifier = verifier.or_else(|| c.verify.then(|| (blake3::Hasher::new(), 0)));
         let got = {
             let ch = &mut self.ch;
             let last = &mut self.last_keepalive;
             let mut tick = || Self::keepalive(ch, last);
-            let (verifier, size) = (c.verifier.take(), c.size);
+            let size = c.size;
             let file = match c.writable() {
                 Ok(f) => f,
                 Err(e) => {
@@ -553,6 +628,7 @@ impl Receiver {
             c.fallback_used = true;
             c.have = c.fresh.clone();
             c.reported_end = 0;
+            c.hash_requested = 0;
             c.nack_times.clear();
             c.nack_now = true;
             self.current = Some(c);
@@ -603,6 +679,11 @@ impl Receiver {
         let Some(c) = self.current.take() else {
             return Ok(());
         };
+        if c.begun {
+            // Whatever is still queued for the file is written (or not): the partial file
+            // stays for a later `-k`; the next file starts clean.
+            let _ = self.writes.finish();
+        }
         self.report_failure(c.id, c.path, c.size, c.received, code, message)
     }
 
@@ -835,7 +916,7 @@ impl Receiver {
         };
         let mut have = RangeSet::new();
         have.insert(0, reported_end);
-        let verifier = (base == Base::Fresh).then(|| (blake3::Hasher::new(), 0));
+        let verify = base == Base::Fresh;
         let rx = FileRx {
             id: fs.file_id,
             path: fs.path.clone(),
@@ -845,7 +926,7 @@ impl Receiver {
             mode: fs.mode,
             mtime: fs.mtime,
             base,
-            file,
+            file: file.map(Arc::new),
             have,
             fresh: RangeSet::new(),
             received: 0,
@@ -855,7 +936,9 @@ impl Receiver {
             rewriting: vec![false; chunks.len()],
             base_checksum,
             done: None,
-            verifier,
+            verify,
+            hash_requested: 0,
+            begun: false,
             nack_times: BTreeMap::new(),
             nack_now: false,
             fallback_used: false,

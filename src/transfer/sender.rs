@@ -16,7 +16,9 @@ use super::chunks::{chunk_count, hash_file};
 use super::control::Channel;
 use super::files::{self, Entry, WalkItem};
 use super::link::Link;
-use super::pacing::{DeliveryRate, RateController, TokenBucket, IP_UDP_OVERHEAD};
+use super::pacing::{
+    DeliveryRate, Feedback, QueueEstimate, RateController, TokenBucket, IP_UDP_OVERHEAD,
+};
 use super::ranges::RangeSet;
 use super::report::{eta, FileReport, Outcome, Progress, Report, Throttle};
 use super::udp;
@@ -66,6 +68,10 @@ pub fn send(
         bucket: TokenBucket::new(rate.rate(), wire),
         rate,
         delivery: DeliveryRate::new(wire as f64 / opts.datagram_size as f64),
+        wire_per_byte: wire as f64 / opts.datagram_size as f64,
+        queue: QueueEstimate::default(),
+        sent_bytes: 0,
+        trace: Trace::from_env(),
         ch,
         link,
         opts: opts.clone(),
@@ -76,6 +82,7 @@ pub fn send(
     let result = s.run(&items, progress);
     s.report.link = s.link.stats;
     s.report.elapsed = started.elapsed();
+    s.trace.summary(&s.report, s.rate.cuts);
     match result {
         Ok(()) => Ok(s.report),
         Err(e) => {
@@ -122,6 +129,11 @@ struct Sender {
     rate: RateController,
     bucket: TokenBucket,
     delivery: DeliveryRate,
+    wire_per_byte: f64,
+    queue: QueueEstimate,
+    /// File bytes handed to the socket so far, all files, retransmissions included.
+    sent_bytes: u64,
+    trace: Trace,
     report: Report,
     last_activity: Instant,
     last_keepalive: Instant,
@@ -313,11 +325,20 @@ impl Sender {
                     DatagramKind::Status => {
                         if let Ok(st) = Status::decode(inc.payload) {
                             let delivered = self.delivery.on_status(st.received_bytes);
-                            let r = self.rate.on_status(
-                                st.received_datagrams,
+                            let queued = self.queue.on_status(
+                                self.sent_bytes,
+                                st.received_bytes,
                                 st.lost_datagrams,
-                                delivered,
+                                self.opts.datagram_size,
                             );
+                            let fb = Feedback {
+                                received: st.received_datagrams,
+                                lost: st.lost_datagrams,
+                                delivered,
+                                queued: Some((queued as f64 * self.wire_per_byte) as u64),
+                            };
+                            let r = self.rate.on_feedback(fb);
+                            self.trace.status(&fb, r);
                             self.bucket.set_rate(r);
                         }
                     }
@@ -447,6 +468,7 @@ impl Sender {
                     self.bucket.consume(len + count * overhead);
                     self.link.stats.retransmitted_bytes += len as u64;
                     sent += len as u64;
+                    self.sent_bytes += len as u64;
                 }
                 // Then new data, straight from the segment buffer (sealed in place).
                 while budget > 0 {
@@ -474,6 +496,7 @@ impl Sender {
                     seg_pos += len;
                     first_pass += len as u64;
                     sent += len as u64;
+                    self.sent_bytes += len as u64;
                 }
             } else if !done_sent {
                 let sum = match (checksum, hasher.take()) {
@@ -504,6 +527,62 @@ impl Sender {
                     finished: false,
                 });
             }
+        }
+    }
+}
+
+/// Optional trace of the rate control, for tuning: with `FASP_TRANSFER_TRACE=FILE` in the
+/// environment the sender appends one line per receiver report (time, datagrams received and
+/// lost, delivered rate, queued bytes, new rate) and a summary to FILE.
+struct Trace {
+    out: Option<std::io::BufWriter<File>>,
+    start: Instant,
+}
+
+impl Trace {
+    fn from_env() -> Trace {
+        let out = std::env::var_os("FASP_TRANSFER_TRACE").and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+                .map(std::io::BufWriter::new)
+        });
+        Trace {
+            out,
+            start: Instant::now(),
+        }
+    }
+
+    fn status(&mut self, fb: &Feedback, rate: u64) {
+        use std::io::Write;
+        if let Some(out) = self.out.as_mut() {
+            let _ = writeln!(
+                out,
+                "{:.3} recv {} lost {} delivered {:.1} queued {} rate {:.1}",
+                self.start.elapsed().as_secs_f64(),
+                fb.received,
+                fb.lost,
+                fb.delivered.unwrap_or(0) as f64 / 1e6,
+                fb.queued.unwrap_or(0),
+                rate as f64 / 1e6
+            );
+        }
+    }
+
+    fn summary(&mut self, report: &Report, cuts: u32) {
+        use std::io::Write;
+        if let Some(out) = self.out.as_mut() {
+            let _ = writeln!(
+                out,
+                "summary elapsed {:.3} s, sent {} B, retransmitted {} B, cuts {cuts}, {:?}",
+                report.elapsed.as_secs_f64(),
+                report.bytes_transferred,
+                report.link.retransmitted_bytes,
+                report.link
+            );
+            let _ = out.flush();
         }
     }
 }

@@ -16,8 +16,11 @@ use crate::protocol::{Datagram, DatagramHeader, DatagramKind, MAX_DATAGRAM};
 pub const BATCH: usize = 64;
 /// Receive buffers when the kernel coalesces datagrams (each holds up to 64 KiB).
 const GRO_SLOTS: usize = 32;
-/// Socket buffer size asked for (the kernel may cap it unless we run as root).
-const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
+/// Receive buffer size asked for (the kernel caps it unless we may force it, e.g. as root): room
+/// for tens of milliseconds at several Gbit/s while the receiving thread is busy elsewhere.
+const RECEIVE_BUFFER: usize = 32 * 1024 * 1024;
+/// Send buffer size asked for.
+const SEND_BUFFER: usize = 16 * 1024 * 1024;
 /// How often `Hello` is repeated until answered.
 const HELLO_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -133,11 +136,11 @@ pub(crate) fn prepare(sock: &UdpSocket, peer: SocketAddr) -> Result<(), Transfer
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| TransferError::io("setting the UDP socket's read timeout", e))?;
     let fd = sock.as_raw_fd();
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    for (force, plain, size) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RECEIVE_BUFFER),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SEND_BUFFER),
     ] {
-        let size = SOCKET_BUFFER as libc::c_int;
+        let size = size as libc::c_int;
         // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
         let rc = unsafe {
             libc::setsockopt(
@@ -213,6 +216,8 @@ pub(crate) struct RecvBatch {
     cmsgs: Vec<CmsgBuf>,
     gro: bool,
     count: usize,
+    /// The socket's cumulative drop count (`SO_RXQ_OVFL`), as last reported.
+    drops: u32,
 }
 
 impl RecvBatch {
@@ -232,6 +237,7 @@ impl RecvBatch {
             cmsgs: vec![CmsgBuf::default(); slots],
             gro,
             count: 0,
+            drops: 0,
         }
     }
 
@@ -252,9 +258,7 @@ impl RecvBatch {
             iovs[i].iov_len = self.slot;
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
-            if self.gro {
-                offload::attach_receive_buffer(&mut hdrs[i].msg_hdr, &mut self.cmsgs[i]);
-            }
+            offload::attach_receive_buffer(&mut hdrs[i].msg_hdr, &mut self.cmsgs[i]);
         }
         // SAFETY: `slots` headers, each with one iovec over its own live slot of `buf` and,
         // with GRO, a live control buffer.
@@ -283,6 +287,9 @@ impl RecvBatch {
                 (h.msg_len as usize).min(self.slot)
             };
             self.lens[i] = len;
+            if let Some(d) = offload::received_drop_count(&h.msg_hdr) {
+                self.drops = d;
+            }
             self.segments[i] = if self.gro {
                 offload::received_segment_size(&h.msg_hdr).unwrap_or(len)
             } else {
@@ -307,6 +314,12 @@ impl RecvBatch {
     /// All receive buffers, mutable (payloads are decrypted in place).
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.buf
+    }
+
+    /// Datagrams the kernel dropped on this socket so far because its buffer was full (0 when
+    /// it does not say).
+    pub(crate) fn drops(&self) -> u32 {
+        self.drops
     }
 
     /// How many messages the last [`RecvBatch::recv`] returned.
