@@ -6,13 +6,16 @@
 //! iperf3's received UDP rate with `-l` = the engine's whole UDP payload (header + data + tag),
 //! then for clear and AES-256-GCM the engine's goodput (median of `TRANSFER_BENCH_RUNS` runs),
 //! the ratio engine/iperf3 and CPU seconds per GiB of the sending and receiving threads
-//! (getrusage RUSAGE_THREAD). Then criterion times the transfers (skipped with
+//! (getrusage RUSAGE_THREAD; the receiver's writing thread is not in "receiver", only in the
+//! "whole process" figure, RUSAGE_SELF, which also counts both sides' kernel work done in
+//! their own context), and the share of the file sent twice. Then criterion times the transfers (skipped with
 //! `TRANSFER_BENCH_REPORT_ONLY=1`).
 //!
 //! `cargo bench --bench transfer`; environment: `TRANSFER_BENCH_DATAGRAMS` (comma-separated
 //! payload sizes, default `1400,8192`), `TRANSFER_BENCH_MIB` (file size, default 256),
-//! `TRANSFER_BENCH_RUNS` (default 3), `TRANSFER_BENCH_IPERF_SECS` (default 2) and
-//! `TRANSFER_BENCH_IPERF_RUNS` (default 3; the best run counts).
+//! `TRANSFER_BENCH_RUNS` (default 3), `TRANSFER_BENCH_RATE` (the sender's `-l` in bits/s,
+//! default 0: no limit; to see the CPU cost per GiB at a paced rate), `TRANSFER_BENCH_IPERF_SECS` (default 2) and
+//! `TRANSFER_BENCH_IPERF_RUNS` (default 3; the best run counts; 0 skips iperf3).
 
 use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
@@ -30,6 +33,15 @@ fn thread_cpu() -> Duration {
     // SAFETY: getrusage fills the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// User + system CPU of the whole process (sender, receiver and the receiver's writing thread).
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
@@ -53,7 +65,7 @@ fn opts(role: Role, key: Option<[u8; 32]>, datagram_size: usize) -> Options {
         role,
         token: 77,
         key,
-        target_rate: 0,
+        target_rate: env_usize("TRANSFER_BENCH_RATE", 0) as u64,
         min_rate: 0,
         datagram_size,
         resume: ResumeLevel::None,
@@ -68,6 +80,8 @@ struct Run {
     elapsed: Duration,
     send_cpu: Duration,
     recv_cpu: Duration,
+    /// The whole process (both sides and the receiver's writing thread).
+    total_cpu: Duration,
     /// File bytes the sender sent again.
     resent: u64,
 }
@@ -100,6 +114,7 @@ fn run(src: &Path, dst: &Path, key: Option<[u8; 32]>, ds: usize) -> Run {
     });
     transfer::udp_connect(&client_sock, server_addr, 77, Duration::from_secs(5)).unwrap();
     let start = Instant::now();
+    let total0 = process_cpu();
     let cpu0 = thread_cpu();
     let ctl = Control {
         reader: Box::new(a.try_clone().unwrap()),
@@ -121,6 +136,7 @@ fn run(src: &Path, dst: &Path, key: Option<[u8; 32]>, ds: usize) -> Run {
     let recv_cpu = server.join().unwrap();
     Run {
         elapsed: start.elapsed(),
+        total_cpu: process_cpu() - total0,
         send_cpu,
         recv_cpu,
         resent,
@@ -187,7 +203,7 @@ fn bench(c: &mut Criterion) {
     let mib = env_usize("TRANSFER_BENCH_MIB", 256);
     let runs = env_usize("TRANSFER_BENCH_RUNS", 3).max(1);
     let iperf_secs = env_usize("TRANSFER_BENCH_IPERF_SECS", 2).max(1);
-    let iperf_runs = env_usize("TRANSFER_BENCH_IPERF_RUNS", 3).max(1);
+    let iperf_runs = env_usize("TRANSFER_BENCH_IPERF_RUNS", 3);
     let report_only = std::env::var_os("TRANSFER_BENCH_REPORT_ONLY").is_some();
     let size = mib * 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
@@ -222,15 +238,17 @@ fn bench(c: &mut Criterion) {
             let goodput = size as f64 * 8.0 / r.elapsed.as_secs_f64();
             let versus = match iperf {
                 Some(i) => format!("iperf3 -u {:.0} Mbit/s, ratio {:.2}", i / 1e6, goodput / i),
-                None => "iperf3 not available".into(),
+                None => "iperf3 not available or not run".into(),
             };
             eprintln!(
                 "{ds} B {name}: {mib} MiB in {:.3} s = {:.0} Mbit/s goodput ({versus}); \
-                 CPU per GiB: sender {:.2} s, receiver {:.2} s; resent {:.1} %",
+                 CPU per GiB: sender {:.2} s, receiver {:.2} s, whole process {:.2} s; \
+                 resent {:.1} %",
                 r.elapsed.as_secs_f64(),
                 goodput / 1e6,
                 r.send_cpu.as_secs_f64() / gib,
                 r.recv_cpu.as_secs_f64() / gib,
+                r.total_cpu.as_secs_f64() / gib,
                 r.resent as f64 * 100.0 / size as f64
             );
             if !report_only {

@@ -660,7 +660,7 @@ ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
 		echo "goodput, Mbit/s = file bytes * 8 / time from start (runs in the order ${ORDER[*]:0:4}):"
 		echo "  'exit' = until the ascp process exited (what a user waits for);"
 		echo "  'done' = until ascp printed 'Completed:' (every file confirmed, before the SSH session is closed)"
-		printf '  %-24s %-5s %-19s %-19s %8s %8s %6s\n' what until "direct runs" "proxied runs" direct proxied ratio
+		printf '  %-24s %-5s %-27s %-27s %8s %8s %6s\n' what until "direct runs" "proxied runs" direct proxied ratio
 		for kind in single conc; do
 			for mode in $BENCH_MODES; do
 				name="-T"
@@ -670,7 +670,7 @@ ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
 					sfx=""
 					[[ $until == done ]] && sfx=.done
 					d=$(mean "$(g "$kind.$mode.direct$sfx")") p=$(mean "$(g "$kind.$mode.proxied$sfx")")
-					printf '  %-24s %-5s %-19s %-19s %8s %8s %6s\n' "$what" "$until" "$(g "$kind.$mode.direct$sfx" | xargs | tr ' ' /)" "$(g "$kind.$mode.proxied$sfx" | xargs | tr ' ' /)" "$d" "$p" "$(ratio "$p" "$d")"
+					printf '  %-24s %-5s %-27s %-27s %8s %8s %6s\n' "$what" "$until" "$(g "$kind.$mode.direct$sfx" | xargs | tr ' ' /)" "$(g "$kind.$mode.proxied$sfx" | xargs | tr ' ' /)" "$d" "$p" "$(ratio "$p" "$d")"
 					what=""
 				done
 			done

@@ -1220,3 +1220,88 @@ fn squash_and_individual_accounts_own_what_they_upload() {
         );
     }
 }
+
+#[test]
+fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure(&default_rule(&lab), "");
+    lab.start(&conf);
+    let src = lab.path("payload.bin");
+    std::fs::write(&src, content(20_000_000, 6)).unwrap();
+    let dst = lab.path("server_in");
+    std::fs::create_dir(&dst).unwrap();
+    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    // 20 MB at 10 Mbit/s: 16 s; listed, then cut by the daemon's shutdown.
+    let mut args = lab.ascp_args();
+    args.extend(
+        [
+            "-q",
+            "-l",
+            "10m",
+            "--client-udp-port",
+            "40124",
+            src.to_str().unwrap(),
+            remote.as_str(),
+        ]
+        .map(String::from),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut client = lab.topo.client.spawn(&refs);
+    let flowing = lab::wait_until(Duration::from_secs(20), || {
+        lab.nft_sessions().contains("192.0.2.2 . 40124")
+    });
+    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.log());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let table = lab.topo.proxy.exec(&[FASP_PROXY, "sessions"]);
+    let id = session_id(&lab.log(), "Setup UDP forwarding");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("session {id} not listed:\n{table}"));
+    for field in [
+        "root",
+        "192.0.2.2:",
+        "rule 1 (default rule)",
+        "198.51.100.2:22",
+        "40124->33001:33001",
+    ] {
+        assert!(row.contains(field), "{field:?} missing from {row:?}");
+    }
+    let counters: Vec<&str> = row.split_whitespace().rev().take(2).collect();
+    assert!(
+        counters
+            .iter()
+            .all(|c| c.parse::<u64>().is_ok_and(|n| n > 0)),
+        "no kernel counters in {row:?}"
+    );
+    assert!(table.contains("1 live session"), "{table}");
+
+    // SIGTERM mid-transfer: the session is closed, its entry removed, the daemon exits 0, and
+    // the client ends with an error instead of hanging.
+    let mut daemon = lab.daemon.take().unwrap();
+    let pid = daemon.pid().to_string();
+    lab.topo.proxy.exec(&["kill", "-TERM", &pid]);
+    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "the daemon exited with {status}:\n{}",
+        lab.log()
+    );
+    lab.assert_no_entry("after SIGTERM");
+    assert!(
+        lab.log().contains("the proxy is shutting down"),
+        "{}",
+        lab.log()
+    );
+    let client_status = wait_exit(&mut client, Duration::from_secs(60));
+    assert!(
+        !client_status.success(),
+        "the cut transfer reported success:\n{}",
+        client.log()
+    );
+    assert!(
+        !dst.join("payload.bin").exists(),
+        "a cut file was claimed complete"
+    );
+}

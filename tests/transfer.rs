@@ -268,6 +268,35 @@ fn two_percent_loss_completes_intact() {
     assert!(c.link.retransmitted_bytes > 0, "{:?}", c.link);
 }
 
+/// Random loss of a few per cent is not congestion: the sender keeps its `-l` pace (it neither
+/// slows down nor, catching up, goes faster than asked) and simply re-sends the holes.
+#[test]
+fn random_loss_keeps_the_pace() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let content = data(8 * 1024 * 1024, 3);
+    let f = file_with(src.path(), "paced.bin", &content);
+    let mut s = Setup::new();
+    s.loss = 2;
+    s.send.target_rate = 100_000_000;
+    let start = std::time::Instant::now();
+    let (c, r) = upload(&s, &[f], dst.path());
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_intact(&c, &r);
+    assert_eq!(fs::read(dst.path().join("paced.bin")).unwrap(), content);
+    // Wire bytes per file byte: 1400 B of data + 32 B header + 16 B tag + 28 B IP/UDP.
+    let ideal = content.len() as f64 * 8.0 * (1476.0 / 1400.0) / 100e6;
+    assert!(
+        elapsed >= 0.9 * ideal,
+        "{elapsed:.3} s: faster than -l ({ideal:.3} s)"
+    );
+    // Generous: the machine running the tests may be busy.
+    assert!(
+        elapsed <= 4.0 * ideal,
+        "{elapsed:.3} s: slowed down ({ideal:.3} s)"
+    );
+}
+
 #[test]
 fn wrong_key_fails_cleanly() {
     let src = tempfile::tempdir().unwrap();

@@ -184,12 +184,23 @@ async fn serve(config: Arc<Config>, config_path: &Path) -> Result<(), String> {
 async fn upkeep(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = session::ENTRY_LIFETIME / 3;
     let idle = shared.config.server.rproxy.session_idle_timeout;
+    let mut live_before = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period.min(Duration::from_secs(5))) => {}
             _ = stop.changed() => return,
         }
-        for s in shared.registry.snapshot() {
+        let sessions = shared.registry.snapshot();
+        if sessions.len() < live_before {
+            // Sessions ended: hand the memory they used back to the system, so a burst of
+            // sessions does not leave the daemon's resident size at its peak.
+            // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        live_before = sessions.len();
+        for s in sessions {
             let Some(entry) = s.entry.clone() else {
                 continue;
             };

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Size of one read from the local socket (one or a few SSH packets).
-pub(crate) const CHUNK: usize = 32 * 1024;
+pub(crate) const CHUNK: usize = 16 * 1024;
 
 /// How [`outbound`] stopped.
 #[derive(Debug)]

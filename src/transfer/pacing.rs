@@ -215,7 +215,7 @@ impl RateController {
         let best = self.delivered_max();
         // Queue growth: more than QUEUE_HIGH of delay at the delivered rate, and not draining.
         let queued = fb.queued.unwrap_or(0);
-        let growing = queued >= self.last_queued;
+        let growing = queued > self.last_queued;
         self.last_queued = queued;
         let delay_rate = if best > 0 { best } else { self.current };
         let queue_delay = queued as f64 * 8.0 / delay_rate.max(1) as f64;

@@ -437,7 +437,8 @@ impl Receiver {
                 self.fail(code_of(&e), format!("writing {path} (into {partial}): {e}"))?;
             }
             wait = Duration::ZERO;
-            if !self.link.more_queued() {
+            // A Status due goes out on time, even while the socket stays full.
+            if !self.link.more_queued() || self.last_status.elapsed() >= STATUS_INTERVAL {
                 break;
             }
         }
