@@ -1305,3 +1305,59 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
         "a cut file was claimed complete"
     );
 }
+
+#[test]
+fn an_idle_session_is_ended_and_its_entry_removed() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure(
+        &default_rule(&lab),
+        "<session_idle_timeout>2</session_idle_timeout>",
+    );
+    lab.start(&conf);
+    let dst = lab.path("idle_in");
+    std::fs::create_dir(&dst).unwrap();
+    // A valid upload request, then silence: no UDP, no frames, stdin kept open.
+    let init = SessionInit {
+        min_version: VERSION,
+        max_version: VERSION,
+        session_id: uuid::Uuid::new_v4(),
+        requested_host: lab::PROXY_CLIENT_V4.to_string(),
+        requested_port: 33001,
+        client_udp_port: 40125,
+        server_udp_port: 0,
+        direction: Direction::Upload,
+        recursive: false,
+        encrypt: true,
+        resume: ResumeLevel::None,
+        overwrite: Overwrite::Diff,
+        target_rate: 10_000_000,
+        min_rate: 0,
+        datagram_size: 1400,
+        sources: vec![],
+        destination: dst.display().to_string(),
+    };
+    let mut frame = Vec::new();
+    Frame::SessionInit(init).encode(&mut frame).unwrap();
+    let frame_file = lab.path("init.frame");
+    std::fs::write(&frame_file, &frame).unwrap();
+    let ssh: Vec<String> = lab.ssh_args(&format!("root@{}", lab::PROXY_CLIENT_V4), &[]);
+    let pipeline = format!(
+        "(cat {}; sleep 60) | timeout 60 {} 'ascp --server'",
+        frame_file.display(),
+        ssh.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let client = lab.topo.client.spawn(&["sh", "-c", &pipeline]);
+    let installed = lab::wait_until(Duration::from_secs(15), || {
+        lab.nft_sessions().contains("192.0.2.2 . 40125")
+    });
+    assert!(installed, "no entry:\n{}\n{}", client.log(), lab.log());
+    // Idle for 2 s; the daemon checks every 5 s: ended well before the server's own 30 s limit.
+    let ended = lab::wait_until(Duration::from_secs(15), || {
+        lab.log().contains("idle timeout")
+    });
+    assert!(ended, "the idle session was not ended:\n{}", lab.log());
+    lab.assert_no_entry("after the idle timeout");
+}
