@@ -109,6 +109,8 @@ const DRAIN: f64 = 0.95;
 const DRAIN_TIME: Duration = Duration::from_millis(100);
 /// Delivered-rate samples the ceiling is the maximum of (20 ms apart: about 160 ms).
 const DELIVERED_SAMPLES: usize = 8;
+/// Delivered-rate samples averaged when the queue is long and growing.
+const RECENT_SAMPLES: usize = 3;
 /// Reports without a congestion signal after which the ceiling learnt at the last one is
 /// forgotten (about 2 s), so the rate may grow fast again.
 const CEILING_MEMORY: u32 = 100;
@@ -196,6 +198,19 @@ impl RateController {
         self.delivered.iter().copied().max().unwrap_or(0)
     }
 
+    /// The mean delivered rate of the last [`RECENT_SAMPLES`] reports that had one.
+    fn delivered_recent(&self) -> u64 {
+        let n = DELIVERED_SAMPLES;
+        let recent: Vec<u64> = (1..=RECENT_SAMPLES)
+            .map(|k| self.delivered[(self.next_sample + n - k) % n])
+            .filter(|&d| d > 0)
+            .collect();
+        if recent.is_empty() {
+            return self.delivered_max();
+        }
+        recent.iter().sum::<u64>() / recent.len() as u64
+    }
+
     /// Feeds one receiver report without a queue estimate; see [`RateController::on_feedback`].
     pub fn on_status(&mut self, received: u32, lost: u32, delivered: Option<u64>) -> u64 {
         self.on_feedback(Feedback {
@@ -237,8 +252,17 @@ impl RateController {
         }
         // Heavy loss acts at once; moderate loss only when it persists.
         let lossy = loss > LOSS_HEAVY || self.loss_avg > LOSS_TOLERATED;
+        // A long queue still growing (the receiver stalls: its CPU is taken, its disk is slow)
+        // is judged by the last few reports, not the best one, and may cut even right after a
+        // cut.
+        let severe = queue_high && growing && queue_delay > 3.0 * high;
+        let basis = if severe {
+            self.delivered_recent()
+        } else {
+            best
+        };
         if lossy || queue_high {
-            if self.hold > 0 {
+            if self.hold > 0 && !(severe && basis < self.current) {
                 self.hold -= 1;
                 return self.current;
             }
@@ -259,7 +283,7 @@ impl RateController {
                 // Go under it, the more so the longer the queue is.
                 let excess = if queue_high { queue_delay - high } else { 0.0 };
                 let factor = (DRAIN - excess / DRAIN_TIME.as_secs_f64()).max(0.5);
-                next = next.min((best.min(self.current) as f64 * factor) as u64);
+                next = next.min((basis.min(self.current) as f64 * factor) as u64);
                 self.ceiling = Some((best, 0));
             }
             self.current = next.max(floor).max(FLOOR_RATE.min(self.target));

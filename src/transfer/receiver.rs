@@ -42,6 +42,10 @@ const NACK_RETRY_MARGIN: Duration = Duration::from_millis(20);
 const NACK_RETRY_MIN: Duration = Duration::from_millis(40);
 /// Most NACK datagrams per round.
 const NACK_DATAGRAMS: usize = 16;
+/// When a receive returned fewer messages than this...
+const COALESCE_BELOW: usize = 8;
+/// ...the receiving loop sleeps this long before the next.
+const COALESCE: Duration = Duration::from_micros(500);
 /// Keepalive frames while busy (hashing or verifying a huge file).
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// The received prefix is handed to the writing thread for hashing (read back from the page
@@ -304,6 +308,13 @@ impl Receiver {
 
             let wait = if self.current.is_some() { 2 } else { 5 };
             self.pump(Duration::from_millis(wait))?;
+            // Data trickling in (a paced sender): let some gather before the next receive, so
+            // one wake-up and one `recvmmsg` take many datagrams. The socket buffer holds far
+            // more than this at any rate.
+            let got = self.link.last_batch();
+            if self.current.is_some() && got > 0 && got < COALESCE_BELOW {
+                std::thread::sleep(COALESCE);
+            }
 
             if self.last_status.elapsed() >= STATUS_INTERVAL {
                 self.send_status()?;
@@ -417,7 +428,7 @@ impl Receiver {
                         failure = Some(e);
                     }
                 }
-                if let Err(e) = writes.flush() {
+                if let Err(e) = writes.flush_if_due() {
                     failure.get_or_insert(e);
                 }
             }

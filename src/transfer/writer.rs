@@ -9,6 +9,7 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use super::chunks::hash_range_with;
 
@@ -111,6 +112,10 @@ impl Default for RunWriter<'_> {
 
 /// Bytes the receiving loop gathers into one block for the writing thread (adjacent payloads).
 pub const BLOCK: usize = 1024 * 1024;
+/// A block is handed over once it holds this much...
+const HANDOFF_BYTES: usize = 256 * 1024;
+/// ...or is this old (see [`WriteQueue::flush_if_due`]).
+const HANDOFF_AGE: Duration = Duration::from_millis(10);
 /// Blocks (and other jobs) that may wait for the writing thread before the receiving loop
 /// itself waits: with [`BLOCK`], at most 8 MiB of file data. Small on purpose: a writer that
 /// falls behind should show as a growing socket queue (which the sender's rate control sees
@@ -152,6 +157,8 @@ pub struct WriteQueue {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The block being gathered: file, offset, bytes.
     open: Option<(Arc<File>, u64, Vec<u8>)>,
+    /// When the block being gathered got its first bytes.
+    opened: Instant,
 }
 
 impl WriteQueue {
@@ -170,6 +177,7 @@ impl WriteQueue {
             failed,
             thread: Some(thread),
             open: None,
+            opened: Instant::now(),
         })
     }
 
@@ -203,6 +211,20 @@ impl WriteQueue {
         buf.clear();
         buf.extend_from_slice(data);
         self.open = Some((file.clone(), offset, buf));
+        self.opened = Instant::now();
+        Ok(())
+    }
+
+    /// Hands the block being gathered to the writing thread if it is big or old enough
+    /// ([`HANDOFF_BYTES`], [`HANDOFF_AGE`]): one wake-up of the writing thread per few
+    /// hundred KiB, not per turn of the receiving loop.
+    pub fn flush_if_due(&mut self) -> io::Result<()> {
+        let due = self.open.as_ref().is_some_and(|(_, _, buf)| {
+            buf.len() >= HANDOFF_BYTES || self.opened.elapsed() >= HANDOFF_AGE
+        });
+        if due {
+            self.flush()?;
+        }
         Ok(())
     }
 
