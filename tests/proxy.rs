@@ -1361,3 +1361,80 @@ fn an_idle_session_is_ended_and_its_entry_removed() {
     assert!(ended, "the idle session was not ended:\n{}", lab.log());
     lab.assert_no_entry("after the idle timeout");
 }
+
+#[test]
+fn ipv6_clients_and_servers_work_through_the_proxy() {
+    let mut lab = Lab::with_sshd_config(1, &format!("ListenAddress [{}]:22", lab::server_v6(0)));
+    let rule = format!(
+        "<rule><host>[{}]:22</host><keyfile>{}</keyfile></rule>",
+        lab::server_v6(0),
+        lab.servers[0].client_key.display()
+    );
+    let conf = lab.configure(&rule, "");
+    // Listen on every IPv6 and IPv4 address.
+    let config_text = std::fs::read_to_string(&conf).unwrap().replace(
+        "<ssh_bind_address>0.0.0.0</ssh_bind_address>",
+        "<ssh_bind_address>::</ssh_bind_address>",
+    );
+    std::fs::write(&conf, config_text).unwrap();
+    let host_pub =
+        std::fs::read_to_string(lab.path("etc").join("ssh_host_ed25519_key.pub")).unwrap();
+    let known = lab.path("proxy_known_hosts");
+    let mut hosts = std::fs::read_to_string(&known).unwrap();
+    hosts.push_str(&format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V6));
+    std::fs::write(&known, hosts).unwrap();
+    lab.start(&conf);
+
+    let src = lab.path("v6.bin");
+    std::fs::write(&src, content(12_000_000, 8)).unwrap();
+    let dst = lab.path("v6_in");
+    std::fs::create_dir(&dst).unwrap();
+    let remote = format!("root@[{}]:{}", lab::PROXY_CLIENT_V6, dst.display());
+    let mut args = lab.ascp_args();
+    args.extend(["-q", "-l", "30m", src.to_str().unwrap(), remote.as_str()].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut client = lab.topo.client.spawn(&refs);
+    let ip6_map = || -> String {
+        text(
+            &lab.topo
+                .proxy
+                .try_exec(&["nft", "list", "map", "ip6", "fasp_proxy", "sessions"])
+                .stdout,
+        )
+    };
+    let seen = lab::wait_until(Duration::from_secs(20), || {
+        ip6_map().contains("2001:db8:1::2 . ")
+    });
+    assert!(
+        seen,
+        "no ip6 entry during the transfer:\n{}\n{}\n{}",
+        ip6_map(),
+        client.log(),
+        lab.log()
+    );
+    assert!(ip6_map().contains(": 2001:db8:2::2 . "), "{}", ip6_map());
+    let status = wait_exit(&mut client, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "ascp over IPv6 failed:\n{}\n{}",
+        client.log(),
+        lab.log()
+    );
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(dst.join("v6.bin")).unwrap()
+    );
+    let gone = lab::wait_until(Duration::from_secs(10), || {
+        !ip6_map().contains("2001:db8:1::2")
+    });
+    assert!(gone, "an IPv6 entry outlived its session:\n{}", ip6_map());
+    let log = lab.log();
+    assert!(
+        log.contains("Received connection request from 2001:db8:1::2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Setup UDP forwarding between 2001:db8:1::2:"),
+        "{log}"
+    );
+}

@@ -180,8 +180,22 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     Ok((value * factor).round() as u64)
 }
 
-/// Splits `[user@]host:path`; `None` when the argument is a local path.
+/// Splits `[user@]host:path` (an IPv6 host in brackets: `user@[2001:db8::1]:path`); `None`
+/// when the argument is a local path.
 pub fn split_remote(arg: &str) -> Option<(Option<&str>, &str, &str)> {
+    // `[user@][v6]:path`
+    let (user_part, rest) = match arg.split_once('@') {
+        Some((u, r)) if r.starts_with('[') && !u.contains('/') => (Some(u), r),
+        _ => (None, arg),
+    };
+    if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) = inner.split_once(']')?;
+        let path = after.strip_prefix(':')?;
+        if host.is_empty() || host.contains('/') {
+            return None;
+        }
+        return Some((user_part, host, path));
+    }
     // A local path that contains ':' after a '/' (./a:b) is not remote.
     let colon = arg.find(':')?;
     if arg[..colon].contains('/') {
@@ -342,6 +356,15 @@ mod tests {
         assert_eq!(split_remote("./a:b"), None);
         assert_eq!(split_remote("file"), None);
         assert_eq!(split_remote(":x"), None);
+        assert_eq!(
+            split_remote("xfer@[2001:db8::1]:/in"),
+            Some((Some("xfer"), "2001:db8::1", "/in"))
+        );
+        assert_eq!(
+            split_remote("[2001:db8::1]:/in"),
+            Some((None, "2001:db8::1", "/in"))
+        );
+        assert_eq!(split_remote("[2001:db8::1]/in"), None);
     }
 
     #[test]
