@@ -52,6 +52,7 @@
 #   BENCH_SKIP_BUILD     1: use target/release/{ascp,fasp-proxy} as they are    (0)
 #   BENCH_TMPDIR         where the temp dir goes (needs ~2 x BENCH_MIB free)    (${TMPDIR:-/tmp})
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/lab.sh"
 
 BENCH_MIB=${BENCH_MIB:-512}
 BENCH_CONC=${BENCH_CONC:-50}
@@ -88,8 +89,6 @@ ASCP="$ROOT/target/release/ascp"
 FP="$ROOT/target/release/fasp-proxy"
 
 WORK=""
-PIDS=()
-CREATED_NS=()
 DPID="" # the daemon itself (child of its `timeout`)
 T_START=$SECONDS
 
@@ -100,32 +99,18 @@ die() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Cleanup: the daemon (SIGTERM first, so it removes its entries), our PIDs, anything left inside
-# our namespaces, the namespaces, the temp dir.
+# Cleanup (scripts/lib/lab.sh): the daemon (SIGTERM first, so it removes its entries), our PIDs,
+# anything left inside our namespaces, the namespaces, the temp dir.
 # ---------------------------------------------------------------------------------------------
-kill_child() { # kill_child PID [SIG]: only while PID is still our child (never a recycled PID)
-	local pid=$1 sig=${2:-KILL} stat ppid
-	[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 0
-	stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0
-	stat=${stat##*) }
-	read -r _ ppid _ <<<"$stat"
-	[[ $ppid == "$$" ]] && kill "-$sig" "$pid" 2>/dev/null
-	return 0
-}
 in_our_ns() { # in_our_ns PID: the process lives in one of our namespaces
 	local pid=$1 ns
-	for ns in "${CREATED_NS[@]}"; do
+	for ns in "${LAB_NS[@]}"; do
 		[[ $(ip netns identify "$pid" 2>/dev/null) == "$ns" ]] && return 0
 	done
 	return 1
 }
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
-	set +e
-	exec 3>&2 2>/dev/null
-	local pid ns p i
-	# The daemon first, gracefully: it closes its sessions and removes its kernel entries.
+stop_daemon() { # the daemon first, gracefully: it closes its sessions and removes its kernel entries
+	local i
 	if [[ -n $DPID ]] && in_our_ns "$DPID"; then
 		kill -TERM "$DPID"
 		for i in $(seq 60); do
@@ -133,28 +118,10 @@ cleanup() {
 			sleep 0.2
 		done
 	fi
-	for pid in "${PIDS[@]}"; do kill_child "$pid"; done
-	for ns in "${CREATED_NS[@]}"; do
-		for p in $(ip netns pids "$ns" 2>/dev/null); do
-			[[ $p =~ ^[0-9]+$ ]] && ((p > 1)) && ((p != $$)) && kill -KILL "$p" 2>/dev/null
-		done
-	done
-	wait 2>/dev/null
-	for ns in "${CREATED_NS[@]}"; do
-		for i in 1 2 3 4 5; do
-			ip netns del "$ns" 2>/dev/null
-			[[ -e /run/netns/$ns ]] || break
-			sleep 0.2
-		done
-		[[ -e /run/netns/$ns ]] && echo "bench: WARNING: could not delete namespace $ns" >&3
-	done
-	if [[ -n $WORK && -d $WORK && $WORK == "$BENCH_TMPDIR"/fpx-bench.* ]]; then
-		rm -rf -- "$WORK"
-	fi
-	echo "bench: cleaned up after $((SECONDS - T_START)) s" >&3
-	exit "$rc"
 }
-trap cleanup EXIT
+cleaned_up() { echo "bench: cleaned up after $((SECONDS - T_START)) s" >&3; }
+LAB_NAME=bench LAB_LOG=log LAB_CLEANUP_FIRST=stop_daemon LAB_CLEANUP_LAST=cleaned_up
+trap lab_cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM HUP
 
@@ -173,15 +140,7 @@ done
 ((BENCH_IDLE_INFLIGHT < 64)) || log "note: BENCH_IDLE_INFLIGHT >= 64, the proxy's unauthenticated-connection cap; expect refusals"
 section() { [[ " $BENCH_SECTIONS " == *" $1 "* ]]; }
 
-missing=()
-for p in "${REQUIRED_PACKAGES[@]}"; do
-	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	log "installing missing packages: ${missing[*]}"
-	timeout 600 apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+lab_require_packages "${REQUIRED_PACKAGES[@]}"
 
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
 	# Others may be editing src/: a failed build is retried a few times.
@@ -199,15 +158,10 @@ if [[ $BENCH_SKIP_BUILD != 1 ]]; then
 fi
 [[ -x $ASCP && -x $FP ]] || die "$ASCP or $FP not found (build them or unset BENCH_SKIP_BUILD)"
 
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-	if [[ $ns =~ ^fpx-([0-9]+)-(client|proxy|server)$ ]] && [[ ! -e /proc/${BASH_REMATCH[1]} ]]; then
-		log "deleting stale namespace $ns"
-		ip netns del "$ns" 2>/dev/null || true
-	fi
-done
+lab_sweep_stale "$PREFIX" 'client|proxy|server'
 
-WORK=$(mktemp -d "$BENCH_TMPDIR/fpx-bench.XXXXXXXX")
-chmod 755 "$WORK"
+lab_workdir "$BENCH_TMPDIR" fpx-bench
+WORK=$LAB_WORK
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -227,50 +181,15 @@ LOAD_START=$(loadavg)
 # ---------------------------------------------------------------------------------------------
 # Topology
 # ---------------------------------------------------------------------------------------------
-run_bg() { # run in the background and wait, so a trapped INT/TERM is handled at once
-	local rc=0 p
-	"$@" &
-	p=$!
-	PIDS+=("$p")
-	wait "$p" || rc=$?
-	return "$rc"
-}
-nsx() { # nsx NS CMD...: run in namespace NS, bounded
-	local ns=$1
-	shift
-	timeout 60 ip netns exec "$ns" "$@"
-}
-wait_listen() { # wait_listen NS PORT: until a TCP socket listens on PORT in NS (at most 10 s)
-	local _
-	for _ in $(seq 100); do
-		[[ -n $(timeout 5 ip netns exec "$1" ss -Hltn "sport = :$2" 2>/dev/null) ]] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-add_ns() {
-	CREATED_NS+=("$1")
-	ip netns add "$1"
-	ip -n "$1" link set lo up
-}
-
 log "creating namespaces $NS_C, $NS_P, $NS_S"
-add_ns "$NS_C"
-add_ns "$NS_P"
-add_ns "$NS_S"
-ip -n "$NS_C" link add c0 type veth peer name pc netns "$NS_P"
-ip -n "$NS_P" link add ps type veth peer name s0 netns "$NS_S"
-ip -n "$NS_C" addr add "$CLIENT_IP/24" dev c0
-ip -n "$NS_P" addr add "$PROXY_C_IP/24" dev pc
-ip -n "$NS_P" addr add "$PROXY_S_IP/24" dev ps
-ip -n "$NS_S" addr add "$SERVER_IP/24" dev s0
-ip -n "$NS_C" link set c0 up
-ip -n "$NS_P" link set pc up
-ip -n "$NS_P" link set ps up
-ip -n "$NS_S" link set s0 up
-ip -n "$NS_C" route add default via "$PROXY_C_IP"
-ip -n "$NS_S" route add default via "$PROXY_S_IP"
-nsx "$NS_P" sysctl -q -w net.ipv4.ip_forward=1
+lab_add_ns "$NS_C"
+lab_add_ns "$NS_P"
+lab_add_ns "$NS_S"
+lab_veth "$NS_C" c0 "$CLIENT_IP/24" "$NS_P" pc "$PROXY_C_IP/24"
+lab_veth "$NS_P" ps "$PROXY_S_IP/24" "$NS_S" s0 "$SERVER_IP/24"
+lab_default_route "$NS_C" "$PROXY_C_IP"
+lab_default_route "$NS_S" "$PROXY_S_IP"
+lab_forwarding "$NS_P"
 ip -n "$NS_C" route get "$SERVER_IP" >/dev/null || die "no route client -> server"
 
 # ---------------------------------------------------------------------------------------------
@@ -278,32 +197,14 @@ ip -n "$NS_C" route get "$SERVER_IP" >/dev/null || die "no route client -> serve
 # ---------------------------------------------------------------------------------------------
 SSH_DIR="$WORK/ssh"
 mkdir -m 700 "$SSH_DIR"
-ssh-keygen -q -t ed25519 -N '' -C fasp-bench -f "$SSH_DIR/ssh_host_ed25519_key"
-ssh-keygen -q -t ed25519 -N '' -C fasp-bench -f "$SSH_DIR/id_ed25519"
+lab_keygen "$SSH_DIR/ssh_host_ed25519_key" fasp-bench
+lab_keygen "$SSH_DIR/id_ed25519" fasp-bench
 KEY="$SSH_DIR/id_ed25519"
 cp "$KEY.pub" "$SSH_DIR/authorized_keys"
-cat >"$SSH_DIR/sshd_config" <<EOF
-ListenAddress $SERVER_IP:22
-HostKey $SSH_DIR/ssh_host_ed25519_key
-PidFile none
-AuthorizedKeysFile $SSH_DIR/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-LogLevel INFO
-MaxStartups 200
-MaxSessions 100
-ForceCommand $ASCP --server
-EOF
-mkdir -p /run/sshd # privilege separation directory (the package creates it at boot)
-ip netns exec "$NS_S" timeout "$DAEMON_LIMIT" /usr/sbin/sshd -D -e -f "$SSH_DIR/sshd_config" 2>"$WORK/sshd.log" &
-PIDS+=($!)
-wait_listen "$NS_S" 22 || {
-	cat "$WORK/sshd.log" >&2
+lab_sshd_config "$SSH_DIR/sshd_config" "$SERVER_IP" "$SSH_DIR/ssh_host_ed25519_key" "$SSH_DIR/authorized_keys" \
+	"LogLevel INFO" "MaxStartups 200" "ForceCommand $ASCP --server"
+lab_start_sshd "$NS_S" "$SERVER_IP" "$SSH_DIR/sshd_config" "$WORK/sshd.log" timeout "$DAEMON_LIMIT" ||
 	die "sshd did not start"
-}
 
 # ---------------------------------------------------------------------------------------------
 # The proxy: create-config, one default rule to the server, `fasp-proxy run` in the proxy ns
@@ -340,7 +241,7 @@ KH="$SSH_DIR/known_hosts"
 
 ip netns exec "$NS_P" timeout "$DAEMON_LIMIT" "$FP" --config "$CONF" run >"$WORK/daemon.out" 2>&1 &
 DTPID=$!
-PIDS+=("$DTPID")
+lab_register_pid "$DTPID"
 for _ in $(seq 100); do
 	grep -q "listening on" "$DLOG" 2>/dev/null && break
 	kill -0 "$DTPID" 2>/dev/null || break
@@ -408,7 +309,7 @@ timed_result() {
 }
 for path in direct proxied; do
 	mkdir -p "$DST/check"
-	if ! run_bg ascp_cmd "$path" enc "$TINY" "$DST/check" >"$WORK/check-$path.log" 2>&1 </dev/null || ! cmp -s "$TINY" "$DST/check/tiny.bin"; then
+	if ! lab_run_bg ascp_cmd "$path" enc "$TINY" "$DST/check" >"$WORK/check-$path.log" 2>&1 </dev/null || ! cmp -s "$TINY" "$DST/check/tiny.bin"; then
 		cat "$WORK/check-$path.log" >&2
 		tail -n 20 "$DLOG" >&2 || true
 		die "a $path transfer of a 1-byte file failed"
@@ -436,7 +337,7 @@ single_run() { # single_run PATH MODE -> appends Mbit/s to RES[single.MODE.PATH(
 	rm -rf "$DST/single"
 	mkdir -p "$DST/single"
 	t0=$(now_us)
-	run_bg ascp_timed "$path" "$mode" "$SRC" "$DST/single" "$out" || true
+	lab_run_bg ascp_timed "$path" "$mode" "$SRC" "$DST/single" "$out" || true
 	read -r done wall rc <<<"$(timed_result "$out" "$t0")"
 	cmp -s "$SRC" "$DST/single/src.bin" || st=FAIL
 	((rc == 0)) || st="FAIL(rc=$rc)"
@@ -463,15 +364,15 @@ conc_run() { # conc_run PATH MODE -> appends aggregate Mbit/s to RES[conc.MODE.P
 		sleep 0.2
 	done) >"$WORK/rss-conc-$mode-$path.txt" 2>/dev/null &
 	local sampler=$!
-	PIDS+=("$sampler")
+	lab_register_pid "$sampler"
 	t0=$(now_us)
 	for ((i = 0; i < BENCH_CONC; i++)); do
 		ascp_timed "$path" "$mode" "$SRC_SMALL" "$DST/conc/$i" "$WORK/conc-$mode-$path-$i" &
 		pids+=($!)
-		PIDS+=($!)
+		lab_register_pid $!
 	done
 	for p in "${pids[@]}"; do wait "$p" || true; done
-	kill_child "$sampler"
+	lab_kill_child "$sampler"
 	wait "$sampler" 2>/dev/null || true
 	for ((i = 0; i < BENCH_CONC; i++)); do
 		out="$WORK/conc-$mode-$path-$i"
@@ -536,7 +437,7 @@ if section setup; then
 			rm -f "$DST/setup/tiny.bin"
 			out="$WORK/setup-$path-$i"
 			t0=$(now_us)
-			run_bg ascp_timed "$path" enc "$TINY" "$DST/setup" "$out" || true
+			lab_run_bg ascp_timed "$path" enc "$TINY" "$DST/setup" "$out" || true
 			read -r done wall rc <<<"$(timed_result "$out" "$t0")"
 			if ((rc == 0)) && [[ $done != - ]] && cmp -s "$TINY" "$DST/setup/tiny.bin"; then
 				RES[setup.$path]+="$done "
@@ -594,7 +495,7 @@ idle_wave() { # idle_wave W: opens BENCH_IDLE idle sessions, samples, closes the
 			for ((k = 0; k < room; k++)); do
 				timeout -k 5 90 ip netns exec "$NS_C" "${IDLE_SSH[@]}" <"$WORK/idle.fifo" >/dev/null 2>>"$WORK/idle-ssh.err" 7>&- &
 				pids+=($!)
-				PIDS+=($!)
+				lab_register_pid $!
 				launched=$((launched + 1))
 			done
 		elif [[ -z $t_launch_end ]]; then
@@ -617,7 +518,7 @@ idle_wave() { # idle_wave W: opens BENCH_IDLE idle sessions, samples, closes the
 	RES[idle.$w.refused]=$(($(grep -c "already authenticating" "$DLOG" 2>/dev/null || true) - refused0))
 	log "  wave $w: peak $peak live sessions at ${peak_t} s (launched $launched ssh), daemon RSS $(mib "$peak_rss") MiB (rest $(mib "${RES[idle.$w.rest]}") MiB), $peak_fd fds"
 	# End them (by PID), then see whether the daemon gives the memory back.
-	for p in "${pids[@]}"; do kill_child "$p" TERM; done
+	for p in "${pids[@]}"; do lab_kill_child "$p" TERM; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	exec 7>&-
 	for _ in $(seq 100); do [[ $(sessions_count) == 0 ]] && break; sleep 0.2; done

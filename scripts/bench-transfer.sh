@@ -38,6 +38,7 @@
 #   BENCH_SKIP_BUILD   1: use target/release/ascp as it is                  (0)
 #   BENCH_TMPDIR       where the temp dir (test file, copies, keys) lives   (${TMPDIR:-/tmp})
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/lab.sh"
 
 BENCH_MIB=${BENCH_MIB:-1024}
 BENCH_SHAPE_MBIT=${BENCH_SHAPE_MBIT:-500}
@@ -78,8 +79,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ASCP="$ROOT/target/release/ascp"
 
 WORK=""
-PIDS=()
-CREATED_NS=()
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -88,46 +87,11 @@ die() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Cleanup: our PIDs, anything left inside our namespaces, the namespaces, the temp dir.
+# Cleanup (scripts/lib/lab.sh): our PIDs, anything left inside our namespaces, the namespaces,
+# the temp dir.
 # ---------------------------------------------------------------------------------------------
-# Kills PID only while it is still our child (so a recycled PID is never signalled).
-kill_child() {
-	local pid=$1 stat ppid
-	[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 0
-	stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0
-	stat=${stat##*) } # after "pid (comm) "
-	read -r _ ppid _ <<<"$stat"
-	[[ $ppid == "$$" ]] && kill -KILL "$pid" 2>/dev/null
-	return 0
-}
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
-	set +e
-	exec 3>&2 2>/dev/null # no "Killed" job notices for the processes we end
-	local pid ns p
-	for pid in "${PIDS[@]}"; do kill_child "$pid"; done
-	for ns in "${CREATED_NS[@]}"; do
-		for p in $(ip netns pids "$ns" 2>/dev/null); do
-			[[ $p =~ ^[0-9]+$ ]] && ((p > 1)) && ((p != $$)) && kill -KILL "$p" 2>/dev/null
-		done
-	done
-	wait 2>/dev/null
-	for ns in "${CREATED_NS[@]}"; do
-		local i
-		for i in 1 2 3 4 5; do
-			ip netns del "$ns" 2>/dev/null
-			[[ -e /run/netns/$ns ]] || break
-			sleep 0.2
-		done
-		[[ -e /run/netns/$ns ]] && echo "bench: WARNING: could not delete namespace $ns" >&3
-	done
-	if [[ -n $WORK && -d $WORK && $WORK == "$BENCH_TMPDIR"/fpb-bench.* ]]; then
-		rm -rf -- "$WORK"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
+LAB_NAME=bench LAB_LOG=log
+trap lab_cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM HUP
 
@@ -143,15 +107,7 @@ trap 'log "terminated"; exit 143' TERM HUP
 [[ $BENCH_SCP_D_TIMEOUT =~ ^[0-9]+$ ]] || die "BENCH_SCP_D_TIMEOUT must be an integer"
 for s in $BENCH_SCENARIOS; do [[ $s == [abcd] ]] || die "BENCH_SCENARIOS: unknown scenario '$s' (a, b, c, d)"; done
 
-missing=()
-for p in "${REQUIRED_PACKAGES[@]}"; do
-	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	log "installing missing packages: ${missing[*]}"
-	timeout 600 apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+lab_require_packages "${REQUIRED_PACKAGES[@]}"
 
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
 	log "building ascp (release)"
@@ -160,67 +116,27 @@ fi
 [[ -x $ASCP ]] || die "$ASCP not found (build it or unset BENCH_SKIP_BUILD)"
 
 # Stale namespaces of earlier crashed runs: exactly fpb-<pid>-{client,router,server}, PID gone.
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-	if [[ $ns =~ ^fpb-([0-9]+)-(client|router|server)$ ]] && [[ ! -e /proc/${BASH_REMATCH[1]} ]]; then
-		log "deleting stale namespace $ns"
-		ip netns del "$ns" 2>/dev/null || true
-	fi
-done
+lab_sweep_stale "$PREFIX" 'client|router|server'
 
-WORK=$(mktemp -d "$BENCH_TMPDIR/fpb-bench.XXXXXXXX")
-chmod 755 "$WORK"
+lab_workdir "$BENCH_TMPDIR" fpb-bench
+WORK=$LAB_WORK
 
 # ---------------------------------------------------------------------------------------------
 # Topology
 # ---------------------------------------------------------------------------------------------
-# Runs "$@" in the background and waits for it: a trapped INT/TERM interrupts `wait` at once
-# (a foreground command would delay the trap until it ends). Everything it starts lives in one
-# of our namespaces, so the cleanup finds it with `ip netns pids`.
-run_bg() {
-	local rc=0 p
-	"$@" &
-	p=$!
-	PIDS+=("$p")
-	wait "$p" || rc=$?
-	return "$rc"
-}
-nsx() { # nsx NS CMD...: run in namespace NS, bounded
-	local ns=$1
-	shift
-	timeout 60 ip netns exec "$ns" "$@"
-}
-wait_listen() { # wait_listen NS PORT: until a TCP socket listens on PORT in NS (at most 10 s)
-	local _
-	for _ in $(seq 100); do
-		[[ -n $(ip netns exec "$1" ss -Hltn "sport = :$2" 2>/dev/null) ]] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-add_ns() {
-	CREATED_NS+=("$1") # recorded first, so a half-made namespace is still deleted
-	ip netns add "$1"
-	ip -n "$1" link set lo up
-}
-
+# The measured commands run through lab_run_bg (scripts/lib/lab.sh): a trapped INT/TERM is
+# handled at once, and everything they start lives in one of our namespaces, so the cleanup
+# finds it with `ip netns pids`.
 log "creating namespaces $NS_C, $NS_R, $NS_S"
-add_ns "$NS_C"
-add_ns "$NS_R"
-add_ns "$NS_S"
+lab_add_ns "$NS_C"
+lab_add_ns "$NS_R"
+lab_add_ns "$NS_S"
 # veth pairs are created inside the namespaces: nothing appears in the machine's own namespace.
-ip -n "$NS_C" link add c0 type veth peer name rc netns "$NS_R"
-ip -n "$NS_R" link add rs type veth peer name s0 netns "$NS_S"
-ip -n "$NS_C" addr add "$CLIENT_IP/24" dev c0
-ip -n "$NS_R" addr add "$ROUTER_C_IP/24" dev rc
-ip -n "$NS_R" addr add "$ROUTER_S_IP/24" dev rs
-ip -n "$NS_S" addr add "$SERVER_IP/24" dev s0
-ip -n "$NS_C" link set c0 up
-ip -n "$NS_R" link set rc up
-ip -n "$NS_R" link set rs up
-ip -n "$NS_S" link set s0 up
-ip -n "$NS_C" route add default via "$ROUTER_C_IP"
-ip -n "$NS_S" route add default via "$ROUTER_S_IP"
-nsx "$NS_R" sysctl -q -w net.ipv4.ip_forward=1
+lab_veth "$NS_C" c0 "$CLIENT_IP/24" "$NS_R" rc "$ROUTER_C_IP/24"
+lab_veth "$NS_R" rs "$ROUTER_S_IP/24" "$NS_S" s0 "$SERVER_IP/24"
+lab_default_route "$NS_C" "$ROUTER_C_IP"
+lab_default_route "$NS_S" "$ROUTER_S_IP"
+lab_forwarding "$NS_R"
 ip -n "$NS_C" route get "$SERVER_IP" >/dev/null || die "no route client -> server"
 
 # ---------------------------------------------------------------------------------------------
@@ -228,32 +144,13 @@ ip -n "$NS_C" route get "$SERVER_IP" >/dev/null || die "no route client -> serve
 # ---------------------------------------------------------------------------------------------
 SSH_DIR="$WORK/ssh"
 mkdir -m 700 "$SSH_DIR"
-ssh-keygen -q -t ed25519 -N '' -C fasp-bench -f "$SSH_DIR/ssh_host_ed25519_key"
-ssh-keygen -q -t ed25519 -N '' -C fasp-bench -f "$SSH_DIR/id_ed25519"
+lab_keygen "$SSH_DIR/ssh_host_ed25519_key" fasp-bench
+lab_keygen "$SSH_DIR/id_ed25519" fasp-bench
 cp "$SSH_DIR/id_ed25519.pub" "$SSH_DIR/authorized_keys"
 echo "$SERVER_IP $(cat "$SSH_DIR/ssh_host_ed25519_key.pub")" >"$SSH_DIR/known_hosts"
-cat >"$SSH_DIR/sshd_config" <<EOF
-ListenAddress $SERVER_IP:22
-HostKey $SSH_DIR/ssh_host_ed25519_key
-PidFile none
-AuthorizedKeysFile $SSH_DIR/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-LogLevel VERBOSE
-MaxStartups 100
-MaxSessions 100
-Subsystem sftp /usr/lib/openssh/sftp-server
-EOF
-mkdir -p /run/sshd # privilege separation directory (the package creates it at boot)
-ip netns exec "$NS_S" /usr/sbin/sshd -D -e -f "$SSH_DIR/sshd_config" 2>"$WORK/sshd.log" &
-PIDS+=($!)
-wait_listen "$NS_S" 22 || {
-	cat "$WORK/sshd.log" >&2
-	die "sshd did not start"
-}
+lab_sshd_config "$SSH_DIR/sshd_config" "$SERVER_IP" "$SSH_DIR/ssh_host_ed25519_key" "$SSH_DIR/authorized_keys" \
+	"LogLevel VERBOSE" "MaxStartups 100" "Subsystem sftp /usr/lib/openssh/sftp-server"
+lab_start_sshd "$NS_S" "$SERVER_IP" "$SSH_DIR/sshd_config" "$WORK/sshd.log" || die "sshd did not start"
 
 # The server side is started by sshd; this wrapper records its CPU time (one file per run).
 cat >"$WORK/ascp-server-timed" <<EOF
@@ -267,7 +164,7 @@ chmod 755 "$WORK/ascp-server-timed"
 
 SSH_OPTS=(-i "$SSH_DIR/id_ed25519" -o "UserKnownHostsFile=$SSH_DIR/known_hosts" -o StrictHostKeyChecking=yes
 	-o BatchMode=yes -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10)
-nsx "$NS_C" ssh "${SSH_OPTS[@]}" "root@$SERVER_IP" true || die "ssh to the lab sshd failed (see $WORK/sshd.log)"
+lab_nsx "$NS_C" ssh "${SSH_OPTS[@]}" "root@$SERVER_IP" true || die "ssh to the lab sshd failed (see $WORK/sshd.log)"
 
 # ---------------------------------------------------------------------------------------------
 # Test file
@@ -345,12 +242,12 @@ run_iperf_once() { # run_iperf_once SCEN BW -> IPERF_MBIT IPERF_SENT IPERF_LOSS
 	IPERF_MBIT=- IPERF_SENT=- IPERF_LOSS=-
 	ip netns exec "$NS_S" iperf3 -s -1 -B "$SERVER_IP" -p "$IPERF_PORT" >"$WORK/iperf-server-$scen.log" 2>&1 &
 	local spid=$!
-	PIDS+=("$spid")
-	wait_listen "$NS_S" "$IPERF_PORT" || log "iperf3 server not listening yet"
+	lab_register_pid "$spid"
+	lab_wait_listen "$NS_S" "$SERVER_IP" "$IPERF_PORT" || log "iperf3 server not listening yet"
 	# One retry (with a fresh one-shot server if the first one has gone).
 	local ok=0 _
 	for _ in 1 2; do
-		if run_bg timeout "$BENCH_TIMEOUT" ip netns exec "$NS_C" iperf3 -c "$SERVER_IP" -p "$IPERF_PORT" -u \
+		if lab_run_bg timeout "$BENCH_TIMEOUT" ip netns exec "$NS_C" iperf3 -c "$SERVER_IP" -p "$IPERF_PORT" -u \
 			-l "$DATAGRAM" -b "$bw" -t "$BENCH_IPERF_SECS" -J >"$out" 2>"$WORK/iperf-$scen.err"; then
 			ok=1
 			break
@@ -359,12 +256,12 @@ run_iperf_once() { # run_iperf_once SCEN BW -> IPERF_MBIT IPERF_SENT IPERF_LOSS
 		if ! kill -0 "$spid" 2>/dev/null; then
 			ip netns exec "$NS_S" iperf3 -s -1 -B "$SERVER_IP" -p "$IPERF_PORT" >>"$WORK/iperf-server-$scen.log" 2>&1 &
 			spid=$!
-			PIDS+=("$spid")
-			wait_listen "$NS_S" "$IPERF_PORT" || true
+			lab_register_pid "$spid"
+			lab_wait_listen "$NS_S" "$SERVER_IP" "$IPERF_PORT" || true
 		fi
 	done
 	{
-		kill_child "$spid"
+		lab_kill_child "$spid"
 		wait "$spid"
 	} 2>/dev/null || true
 	if ((ok == 0)); then
@@ -388,7 +285,7 @@ run_ascp() { # run_ascp SCEN MODE(plain|enc) RATE
 	[[ $mode == plain ]] && enc_flag=(-T)
 	rm -f "$DST_DIR/src.bin" "$WORK/server-$label.time"
 	local rc=0
-	run_bg ip netns exec "$NS_C" /usr/bin/time -o "$WORK/client-$label.time" -f '%e %U %S' \
+	lab_run_bg ip netns exec "$NS_C" /usr/bin/time -o "$WORK/client-$label.time" -f '%e %U %S' \
 		timeout -k 5 "$BENCH_TIMEOUT" "$ASCP" -q -P 22 -i "$SSH_DIR/id_ed25519" \
 		--known-hosts "$SSH_DIR/known_hosts" --remote-ascp "$WORK/ascp-server-timed $label" \
 		--overwrite always -l "$rate" "${enc_flag[@]}" "$SRC" "root@$SERVER_IP:$DST_DIR/" \
@@ -429,7 +326,7 @@ run_scp() { # run_scp SCEN
 	[[ $scen == d ]] && ((tmo > BENCH_SCP_D_TIMEOUT)) && tmo=$BENCH_SCP_D_TIMEOUT
 	rm -f "$DST_DIR/src.bin"
 	local rc=0
-	run_bg ip netns exec "$NS_C" /usr/bin/time -o "$WORK/client-$label.time" -f '%e %U %S' \
+	lab_run_bg ip netns exec "$NS_C" /usr/bin/time -o "$WORK/client-$label.time" -f '%e %U %S' \
 		timeout -k 5 "$tmo" scp -q "${SSH_OPTS[@]}" "$SRC" "root@$SERVER_IP:$DST_DIR/" \
 		>"$WORK/$label.log" 2>&1 || rc=$?
 	local e

@@ -30,6 +30,7 @@
 # Exit status 0 only if every check passed: each file arrived intact, the kernel entry was seen
 # during each proxied transfer, and no entry was left after each session and after shutdown.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/lab.sh"
 
 DEMO_MIB=${DEMO_MIB:-512}
 DEMO_RATE=${DEMO_RATE:-2g}
@@ -55,9 +56,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T0=$(date +%s)
 
 WORK=""
-PIDS=()       # processes we started (all direct children of this shell)
-CREATED_NS=() # namespaces we created
-FAILURES=()   # checks that failed; the exit status is 1 if any
+FAILURES=() # checks that failed; the exit status is 1 if any
 
 # ---------------------------------------------------------------------------------------------
 # Output helpers
@@ -81,76 +80,25 @@ die() {
 indent() { sed 's/^/      /'; }
 # role NS: a short name for the prompt.
 role() { echo "${1##*-}"; }
-# nsx NS CMD...: run CMD inside namespace NS, bounded.
-nsx() {
-	local ns=$1
-	shift
-	timeout 60 ip netns exec "$ns" "$@"
-}
 # show NS CMD...: print the command with its namespace, then its indented output.
 show() {
 	local ns=$1
 	shift
 	printf '   [%s]# %s\n' "$(role "$ns")" "$*"
-	nsx "$ns" "$@" 2>&1 | indent
+	lab_nsx "$ns" "$@" 2>&1 | indent
 }
 
 # ---------------------------------------------------------------------------------------------
-# Cleanup: our processes (TERM first, so a running daemon removes its entries), anything left
-# inside our namespaces, the namespaces, the temp dir.
+# Cleanup (scripts/lib/lab.sh): our processes (TERM first, so a running daemon removes its
+# entries), anything left inside our namespaces, the namespaces, the temp dir.
 # ---------------------------------------------------------------------------------------------
-# Signals PID only while it is still our child (so a recycled PID is never signalled).
-signal_child() {
-	local sig=$1 pid=$2 stat ppid
-	[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) || return 0
-	stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0
-	stat=${stat##*) } # after "pid (comm) "
-	read -r _ ppid _ <<<"$stat"
-	[[ $ppid == "$$" ]] && kill "-$sig" "$pid" 2>/dev/null
-	return 0
+LAB_NAME=demo LAB_LOG=note LAB_TERM_FIRST=1 LAB_CLEANUP_LAST=cleaned_up
+cleaned_up() {
+	if ((${#LAB_NS[@]})); then
+		echo "demo: cleaned up (processes, namespaces ${LAB_NS[*]}, temp dir)" >&3
+	fi
 }
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
-	set +e
-	exec 3>&2 2>/dev/null # no "Terminated" job notices for the processes we end
-	local pid ns p i alive
-	if ((${#PIDS[@]})); then
-		# `timeout` passes TERM on to the command it runs.
-		for pid in "${PIDS[@]}"; do signal_child TERM "$pid"; done
-		for i in $(seq 30); do
-			alive=0
-			for pid in "${PIDS[@]}"; do
-				signal_child 0 "$pid" && [[ -e /proc/$pid ]] && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] && alive=1
-			done
-			((alive)) || break
-			sleep 0.1
-		done
-		for pid in "${PIDS[@]}"; do signal_child KILL "$pid"; done
-	fi
-	for ns in "${CREATED_NS[@]}"; do
-		for p in $(ip netns pids "$ns" 2>/dev/null); do
-			[[ $p =~ ^[0-9]+$ ]] && ((p > 1)) && ((p != $$)) && kill -KILL "$p" 2>/dev/null
-		done
-	done
-	wait 2>/dev/null
-	for ns in "${CREATED_NS[@]}"; do
-		for i in 1 2 3 4 5; do
-			ip netns del "$ns" 2>/dev/null
-			[[ -e /run/netns/$ns ]] || break
-			sleep 0.2
-		done
-		[[ -e /run/netns/$ns ]] && echo "demo: WARNING: could not delete namespace $ns" >&3
-	done
-	if [[ -n $WORK && -d $WORK && $WORK == "$DEMO_TMPDIR"/fpd-demo.* ]]; then
-		rm -rf -- "$WORK"
-	fi
-	if ((${#CREATED_NS[@]})); then
-		echo "demo: cleaned up (processes, namespaces ${CREATED_NS[*]}, temp dir)" >&3
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
+trap lab_cleanup EXIT
 set -E # an unexpected failure names its command before the script ends
 trap 'echo "demo: ERROR: \"$BASH_COMMAND\" failed (line $LINENO)" >&2' ERR
 trap 'echo; echo "demo: interrupted" >&2; exit 130' INT
@@ -164,17 +112,8 @@ section "0. Preflight: root, packages, build"
 [[ $DEMO_TIMEOUT =~ ^[0-9]+$ ]] && ((DEMO_TIMEOUT > 0)) || die "DEMO_TIMEOUT must be a positive integer"
 [[ $DEMO_RATE =~ ^[0-9]+[kKmMgG]?$ ]] || die "DEMO_RATE must look like 500m, 2g or 100k"
 
-missing=()
-for p in "${REQUIRED_PACKAGES[@]}"; do
-	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	note "installing missing packages: ${missing[*]}"
-	timeout 600 apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-	note "packages present: ${REQUIRED_PACKAGES[*]}"
-fi
+lab_require_packages "${REQUIRED_PACKAGES[@]}"
+((${#LAB_MISSING[@]})) || note "packages present: ${REQUIRED_PACKAGES[*]}"
 for tool in ip nft iptables conntrack sshd ssh-keygen unshare cmp; do
 	command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || die "$tool not found after installing packages"
 done
@@ -191,16 +130,11 @@ for b in fasp-proxy ascp; do
 done
 
 # Stale namespaces of earlier crashed runs: exactly fpd-<pid>-<role>, PID gone.
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-	if [[ $ns =~ ^fpd-([0-9]+)-(client|proxy|server1|server2)$ ]] && [[ ! -e /proc/${BASH_REMATCH[1]} ]]; then
-		note "deleting stale namespace $ns (its run $BASH_REMATCH ended without cleaning up)"
-		ip netns del "$ns" 2>/dev/null || true
-	fi
-done
+lab_sweep_stale "$PREFIX" 'client|proxy|server1|server2' 1
 
 mkdir -p "$DEMO_TMPDIR"
-WORK=$(mktemp -d "$DEMO_TMPDIR/fpd-demo.XXXXXXXX")
-chmod 755 "$WORK"
+lab_workdir "$DEMO_TMPDIR" fpd-demo
+WORK=$LAB_WORK
 # A private copy of the binaries just built: sshd's ForceCommand and the daemon run exactly
 # these, whatever happens to target/ meanwhile.
 BIN="$WORK/bin"
@@ -214,22 +148,13 @@ note "temp dir: $WORK"
 # ---------------------------------------------------------------------------------------------
 section "1. Lab: client, proxy, server1, server2 (network namespaces)"
 # ---------------------------------------------------------------------------------------------
-add_ns() {
-	CREATED_NS+=("$1") # recorded first, so a half-made namespace is still deleted
-	ip netns add "$1"
-	ip -n "$1" link set lo up
-}
-add_ns "$NS_C"
-add_ns "$NS_P"
-add_ns "$NS_S1"
-add_ns "$NS_S2"
+lab_add_ns "$NS_C"
+lab_add_ns "$NS_P"
+lab_add_ns "$NS_S1"
+lab_add_ns "$NS_S2"
 # veth pairs are created inside the namespaces: nothing appears in the machine's own namespace.
-ip -n "$NS_C" link add eth0 type veth peer name eth-client netns "$NS_P"
-ip -n "$NS_C" addr add "$CLIENT_IP/24" dev eth0
-ip -n "$NS_C" link set eth0 up
-ip -n "$NS_P" addr add "$PROXY_IP/24" dev eth-client
-ip -n "$NS_P" link set eth-client up
-ip -n "$NS_C" route add default via "$PROXY_IP"
+lab_veth "$NS_C" eth0 "$CLIENT_IP/24" "$NS_P" eth-client "$PROXY_IP/24"
+lab_default_route "$NS_C" "$PROXY_IP"
 ip -n "$NS_P" link add br-servers type bridge
 ip -n "$NS_P" addr add "$PROXY_INNER_IP/24" dev br-servers
 ip -n "$NS_P" link set br-servers up
@@ -238,15 +163,12 @@ for pair in "$NS_S1:$SERVER1_IP" "$NS_S2:$SERVER2_IP"; do
 	i=$((i + 1))
 	ns=${pair%%:*}
 	addr=${pair#*:}
-	ip -n "$ns" link add eth0 type veth peer name "eth-srv$i" netns "$NS_P"
+	lab_veth "$ns" eth0 "$addr/24" "$NS_P" "eth-srv$i" ""
 	ip -n "$NS_P" link set "eth-srv$i" master br-servers
-	ip -n "$NS_P" link set "eth-srv$i" up
-	ip -n "$ns" addr add "$addr/24" dev eth0
-	ip -n "$ns" link set eth0 up
-	ip -n "$ns" route add default via "$PROXY_INNER_IP"
+	lab_default_route "$ns" "$PROXY_INNER_IP"
 done
-nsx "$NS_P" sysctl -q -w net.ipv4.ip_forward=1
-for ns in "${CREATED_NS[@]}"; do
+lab_forwarding "$NS_P"
+for ns in "${LAB_NS[@]}"; do
 	printf '   %-22s %s\n' "$ns" "$(ip -n "$ns" -4 -br addr show | awk '$1 != "lo" {printf "%s %s  ", $1, $3}')"
 done
 note "routes: client and servers default via the proxy; ip_forward=1 in $NS_P only"
@@ -256,60 +178,33 @@ section "2. Internal servers: OpenSSH sshd running ascp --server"
 # ---------------------------------------------------------------------------------------------
 KEYS="$WORK/keys"
 mkdir -m 700 "$KEYS"
-ssh-keygen -q -t ed25519 -N '' -C fasp-demo-client -f "$KEYS/id_ed25519"
+lab_keygen "$KEYS/id_ed25519" fasp-demo-client
 CLIENT_KEY="$KEYS/id_ed25519"
 cp "$CLIENT_KEY.pub" "$KEYS/authorized_keys"
 CLIENT_KNOWN_HOSTS="$WORK/client_known_hosts"
 : >"$CLIENT_KNOWN_HOSTS"
 INBOX="$WORK/inbox" # the upload directory, as every server sees it
 mkdir "$INBOX"
-mkdir -p /run/sshd # sshd's privilege separation directory (the package makes it at boot)
-
-wait_listen() { # wait_listen NS ADDR PORT: until a TCP socket listens there (at most 10 s)
-	local _
-	for _ in $(seq 100); do
-		[[ -n $(ip netns exec "$1" ss -Hltn "src $2 and sport = :$3" 2>/dev/null) ]] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 start_sshd() { # start_sshd NAME NS ADDR
 	local name=$1 ns=$2 addr=$3 dir="$WORK/$1"
 	mkdir -m 700 "$dir"
 	mkdir "$WORK/disk-$name" # what this server stores, seen as $INBOX inside its namespace
-	ssh-keygen -q -t ed25519 -N '' -C "fasp-demo-$name" -f "$dir/ssh_host_ed25519_key"
+	lab_keygen "$dir/ssh_host_ed25519_key" "fasp-demo-$name"
 	echo "$addr $(cat "$dir/ssh_host_ed25519_key.pub")" >>"$CLIENT_KNOWN_HOSTS"
-	cat >"$dir/sshd_config" <<-EOF
-		ListenAddress $addr:22
-		HostKey $dir/ssh_host_ed25519_key
-		PidFile none
-		AuthorizedKeysFile $KEYS/authorized_keys
-		PermitRootLogin prohibit-password
-		PasswordAuthentication no
-		KbdInteractiveAuthentication no
-		UsePAM no
-		StrictModes no
-		LogLevel VERBOSE
-		MaxStartups 100
-		MaxSessions 100
-		ForceCommand $ASCP --server
-	EOF
+	lab_sshd_config "$dir/sshd_config" "$addr" "$dir/ssh_host_ed25519_key" "$KEYS/authorized_keys" \
+		"LogLevel VERBOSE" "MaxStartups 100" "ForceCommand $ASCP --server"
 	# sshd and the ascp it starts see $WORK/disk-NAME on $INBOX, in a mount namespace of their own.
-	timeout "$DAEMON_MAX_SECS" ip netns exec "$ns" unshare -m --propagation private \
-		sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh "$WORK/disk-$name" "$INBOX" \
-		/usr/sbin/sshd -D -e -f "$dir/sshd_config" >"$dir/sshd.log" 2>&1 &
-	PIDS+=($!)
-	wait_listen "$ns" "$addr" 22 || {
-		cat "$dir/sshd.log" >&2
+	lab_start_sshd "$ns" "$addr" "$dir/sshd_config" "$dir/sshd.log" timeout "$DAEMON_MAX_SECS" \
+		unshare -m --propagation private \
+		sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh "$WORK/disk-$name" "$INBOX" ||
 		die "sshd of $name did not start"
-	}
 	note "$name: sshd on $addr:22, ForceCommand $ASCP --server, uploads land in $WORK/disk-$name"
 }
 start_sshd server1 "$NS_S1" "$SERVER1_IP"
 start_sshd server2 "$NS_S2" "$SERVER2_IP"
 for target in "$SERVER1_IP" "$SERVER2_IP"; do
-	nsx "$NS_C" timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/22"' "$target" ||
+	lab_nsx "$NS_C" timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/22"' "$target" ||
 		die "the client cannot reach $target:22 through the proxy namespace"
 done
 ok "the client reaches both servers' sshd, routed by the proxy namespace"
@@ -369,7 +264,7 @@ start_daemon() { # start_daemon CONF LABEL
 	timeout "$DAEMON_MAX_SECS" ip netns exec "$NS_P" "$FASP_PROXY" --config "$conf" run \
 		>"$WORK/daemon-$label.out" 2>&1 &
 	DAEMON_WRAPPER=$!
-	PIDS+=("$DAEMON_WRAPPER")
+	lab_register_pid "$DAEMON_WRAPPER"
 	for _ in $(seq 100); do
 		child=$(cat "/proc/$DAEMON_WRAPPER/task/$DAEMON_WRAPPER/children" 2>/dev/null || true)
 		child=${child%% *}
@@ -414,13 +309,13 @@ stop_daemon() { # SIGTERM to fasp-proxy's own PID, then wait for it to finish
 # nft_session_elements: the session elements of the proxy's DNAT maps (empty if none).
 nft_session_elements() {
 	{
-		nsx "$NS_P" nft list map ip fasp_proxy sessions 2>/dev/null
-		nsx "$NS_P" nft list map ip fasp_proxy sessions_any_port 2>/dev/null
+		lab_nsx "$NS_P" nft list map ip fasp_proxy sessions 2>/dev/null
+		lab_nsx "$NS_P" nft list map ip fasp_proxy sessions_any_port 2>/dev/null
 	} | grep -E "$CLIENT_IP|$SERVER1_IP|$SERVER2_IP" || true
 }
 # ipt_session_rules: the proxy's per-session iptables rules (empty if none).
 ipt_session_rules() {
-	nsx "$NS_P" iptables -t nat -S 2>/dev/null | grep -E '^-A FASP_PROXY' || true
+	lab_nsx "$NS_P" iptables -t nat -S 2>/dev/null | grep -E '^-A FASP_PROXY' || true
 }
 
 # ascp_bg LABEL ARGS...: start ascp in the client namespace, in the background.
@@ -433,7 +328,7 @@ ascp_bg() {
 	ASCP_T0=$(date +%s.%N)
 	timeout "$DEMO_TIMEOUT" ip netns exec "$NS_C" "$ASCP" "$@" >"$WORK/ascp-$label.log" 2>&1 &
 	ASCP_PID=$!
-	PIDS+=("$ASCP_PID")
+	lab_register_pid "$ASCP_PID"
 }
 # ascp_wait LABEL: wait for it; sets ASCP_RC and ASCP_WALL (seconds), prints its last lines.
 ascp_wait() {
@@ -496,7 +391,7 @@ proxied_transfer() {
 		show "$NS_P" "$FASP_PROXY" sessions
 		note "(the daemon reads PACKETS/BYTES from the kernel every 5 s: '-' until its first reading)"
 		printf '   [proxy]# conntrack -L -p udp -d %s   (the data flow, DNAT to the server)\n' "$PROXY_IP"
-		nsx "$NS_P" conntrack -L -p udp -d "$PROXY_IP" 2>/dev/null | indent || true
+		lab_nsx "$NS_P" conntrack -L -p udp -d "$PROXY_IP" 2>/dev/null | indent || true
 	else
 		fail "$label: no kernel entry seen while the transfer ran"
 	fi
@@ -543,7 +438,7 @@ section "6. Round robin: the next session goes to the other server"
 SMALL="$WORK/small.bin"
 head -c $((4 * 1024 * 1024)) /dev/urandom >"$SMALL"
 printf '   [client]$ ascp ... -l %s small.bin root@%s:%s\n' "$DEMO_RATE" "$PROXY_IP" "$INBOX"
-if nsx "$NS_C" timeout "$DEMO_TIMEOUT" "$ASCP" -P 33001 -i "$CLIENT_KEY" --known-hosts "$CLIENT_KNOWN_HOSTS" \
+if lab_nsx "$NS_C" timeout "$DEMO_TIMEOUT" "$ASCP" -P 33001 -i "$CLIENT_KEY" --known-hosts "$CLIENT_KNOWN_HOSTS" \
 	-l "$DEMO_RATE" -q "$SMALL" "root@$PROXY_IP:$INBOX" 2>&1 | indent; then
 	NEXT_BACKEND=$(backend_of_last_session)
 	if [[ -n $NEXT_BACKEND && $NEXT_BACKEND != "$PROXIED_BACKEND" ]] &&
@@ -616,15 +511,15 @@ section "9. Shutdown: SIGTERM, nothing left in the kernel"
 stop_daemon
 show "$NS_P" nft list tables
 printf '   [proxy]# iptables -t nat -S | grep FASP\n'
-nsx "$NS_P" iptables -t nat -S 2>&1 | grep FASP | indent || true
+lab_nsx "$NS_P" iptables -t nat -S 2>&1 | grep FASP | indent || true
 if [[ -z $(nft_session_elements) && -z $(ipt_session_rules) ]]; then
 	ok "no session entry is left (the empty tables and chains stay until purge)"
 else
 	fail "session entries left after SIGTERM: $(nft_session_elements) $(ipt_session_rules)"
 fi
 show "$NS_P" "$FASP_PROXY" --config "$CONF_IPT" purge || fail "fasp-proxy purge failed"
-leftover_nft=$(nsx "$NS_P" nft list tables 2>&1 | grep fasp_proxy || true)
-leftover_ipt=$(nsx "$NS_P" iptables -t nat -S 2>&1 | grep FASP || true)
+leftover_nft=$(lab_nsx "$NS_P" nft list tables 2>&1 | grep fasp_proxy || true)
+leftover_ipt=$(lab_nsx "$NS_P" iptables -t nat -S 2>&1 | grep FASP || true)
 if [[ -z $leftover_nft && -z $leftover_ipt ]]; then
 	ok "after purge: no fasp_proxy table (nft list tables), no FASP chain (iptables -t nat -S)"
 else
