@@ -212,6 +212,14 @@ impl Lab {
         self.ascp_args_with_key(&self.servers[0].client_key)
     }
 
+    /// Starts ascp towards the proxy in the background (for transfers observed while they run).
+    fn spawn_ascp(&self, extra: &[&str]) -> NsProcess {
+        let mut args = self.ascp_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.topo.client.spawn(&refs)
+    }
+
     fn ascp(&self, extra: &[&str]) -> Output {
         let mut args: Vec<String> = vec!["timeout".into(), "60".into()];
         args.extend(self.ascp_args());
@@ -437,10 +445,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
 
     // 20 MB at 40 Mbit/s: about 4 s, long enough to see the kernel entry while it runs.
-    let mut args = lab.ascp_args();
-    args.extend(["-q", "-l", "40m", src.to_str().unwrap(), remote.as_str()].map(String::from));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut running = lab.topo.client.spawn(&refs);
+    let mut running = lab.spawn_ascp(&["-q", "-l", "40m", src.to_str().unwrap(), remote.as_str()]);
     let seen = lab::wait_until(Duration::from_secs(15), || {
         lab.nft_sessions().contains("192.0.2.2 . ")
     });
@@ -727,10 +732,7 @@ fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and
     std::fs::create_dir(&dst).unwrap();
     let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
     // 10 MB at 20 Mbit/s: about 4 s.
-    let mut args = lab.ascp_args();
-    args.extend(["-q", "-l", "20m", src.to_str().unwrap(), remote.as_str()].map(String::from));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut running = lab.topo.client.spawn(&refs);
+    let mut running = lab.spawn_ascp(&["-q", "-l", "20m", src.to_str().unwrap(), remote.as_str()]);
     let seen = lab::wait_until(Duration::from_secs(15), || {
         lab.log().contains("Setup UDP forwarding")
     });
@@ -779,21 +781,15 @@ fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_l
     std::fs::create_dir(&dst).unwrap();
     let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
     // 20 MB at 10 Mbit/s: 16 s, cut short.
-    let mut args = lab.ascp_args();
-    args.extend(
-        [
-            "-q",
-            "-l",
-            "10m",
-            "--client-udp-port",
-            "40123",
-            src.to_str().unwrap(),
-            remote.as_str(),
-        ]
-        .map(String::from),
-    );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let client = lab.topo.client.spawn(&refs);
+    let client = lab.spawn_ascp(&[
+        "-q",
+        "-l",
+        "10m",
+        "--client-udp-port",
+        "40123",
+        src.to_str().unwrap(),
+        remote.as_str(),
+    ]);
     let flowing = lab::wait_until(Duration::from_secs(20), || {
         lab.nft_sessions().contains("192.0.2.2 . 40123")
             && lab.conntrack_from_port(40123).contains("src=192.0.2.2")
@@ -932,10 +928,7 @@ fn refusals_say_why_and_leave_no_kernel_entry() {
     let big = lab.path("big.bin");
     std::fs::write(&big, content(20_000_000, 7)).unwrap();
     let remote = to(&format!("root@{proxy}"));
-    let mut args = lab.ascp_args();
-    args.extend(["-q", "-l", "10m", big.to_str().unwrap(), remote.as_str()].map(String::from));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let long = lab.topo.client.spawn(&refs);
+    let long = lab.spawn_ascp(&["-q", "-l", "10m", big.to_str().unwrap(), remote.as_str()]);
     let running = lab::wait_until(Duration::from_secs(20), || {
         lab.nft_sessions().contains("192.0.2.2 . ")
     });
@@ -1232,21 +1225,15 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
     std::fs::create_dir(&dst).unwrap();
     let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
     // 20 MB at 10 Mbit/s: 16 s; listed, then cut by the daemon's shutdown.
-    let mut args = lab.ascp_args();
-    args.extend(
-        [
-            "-q",
-            "-l",
-            "10m",
-            "--client-udp-port",
-            "40124",
-            src.to_str().unwrap(),
-            remote.as_str(),
-        ]
-        .map(String::from),
-    );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut client = lab.topo.client.spawn(&refs);
+    let mut client = lab.spawn_ascp(&[
+        "-q",
+        "-l",
+        "10m",
+        "--client-udp-port",
+        "40124",
+        src.to_str().unwrap(),
+        remote.as_str(),
+    ]);
     let flowing = lab::wait_until(Duration::from_secs(20), || {
         lab.nft_sessions().contains("192.0.2.2 . 40124")
     });
@@ -1390,10 +1377,7 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
     let dst = lab.path("v6_in");
     std::fs::create_dir(&dst).unwrap();
     let remote = format!("root@[{}]:{}", lab::PROXY_CLIENT_V6, dst.display());
-    let mut args = lab.ascp_args();
-    args.extend(["-q", "-l", "30m", src.to_str().unwrap(), remote.as_str()].map(String::from));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut client = lab.topo.client.spawn(&refs);
+    let mut client = lab.spawn_ascp(&["-q", "-l", "30m", src.to_str().unwrap(), remote.as_str()]);
     let ip6_map = || -> String {
         text(
             &lab.topo
