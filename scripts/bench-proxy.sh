@@ -48,6 +48,8 @@
 #   BENCH_IDLE_LAUNCH_SECS  stop opening idle sessions after this long          (24)
 #   BENCH_IDLE_WAVES     how many times the idle sessions are opened and closed (2)
 #   BENCH_TIMEOUT        time limit of every transfer, seconds                  (300)
+#   BENCH_PIN            1: client ascp on CPU 0, server ascp on CPU 1 (taskset), for
+#                        less scheduling noise on small machines; same for both paths    (0)
 #   BENCH_SECTIONS       which parts to run: goodput setup memory               ("goodput setup memory")
 #   BENCH_SKIP_BUILD     1: use target/release/{ascp,fasp-proxy} as they are    (0)
 #   BENCH_TMPDIR         where the temp dir goes (needs ~2 x BENCH_MIB free)    (${TMPDIR:-/tmp})
@@ -67,6 +69,11 @@ BENCH_IDLE_LAUNCH_SECS=${BENCH_IDLE_LAUNCH_SECS:-24}
 BENCH_IDLE_WAVES=${BENCH_IDLE_WAVES:-2}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 BENCH_SECTIONS=${BENCH_SECTIONS:-goodput setup memory}
+BENCH_PIN=${BENCH_PIN:-0}
+CLIENT_PIN=() SERVER_PIN=""
+if [[ $BENCH_PIN == 1 ]]; then
+	CLIENT_PIN=(taskset -c 0) SERVER_PIN="taskset -c 1 "
+fi
 BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 
@@ -202,7 +209,7 @@ lab_keygen "$SSH_DIR/id_ed25519" fasp-bench
 KEY="$SSH_DIR/id_ed25519"
 cp "$KEY.pub" "$SSH_DIR/authorized_keys"
 lab_sshd_config "$SSH_DIR/sshd_config" "$SERVER_IP" "$SSH_DIR/ssh_host_ed25519_key" "$SSH_DIR/authorized_keys" \
-	"LogLevel INFO" "MaxStartups 200" "ForceCommand $ASCP --server"
+	"LogLevel INFO" "MaxStartups 200" "ForceCommand $SERVER_PIN$ASCP --server"
 lab_start_sshd "$NS_S" "$SERVER_IP" "$SSH_DIR/sshd_config" "$WORK/sshd.log" timeout "$DAEMON_LIMIT" ||
 	die "sshd did not start"
 
@@ -282,7 +289,7 @@ ascp_cmd() { # ascp_cmd PATH(direct|proxied) MODE SRC DSTDIR: runs ascp bounded
 	local path=$1 mode=$2 src=$3 dst=$4 host port enc=()
 	if [[ $path == direct ]]; then host=$SERVER_IP port=22; else host=$PROXY_C_IP port=$PROXY_PORT; fi
 	[[ $mode == plain ]] && enc=(-T)
-	timeout -k 5 "$BENCH_TIMEOUT" ip netns exec "$NS_C" "$ASCP" -P "$port" -i "$KEY" \
+	timeout -k 5 "$BENCH_TIMEOUT" ip netns exec "$NS_C" "${CLIENT_PIN[@]}" "$ASCP" -P "$port" -i "$KEY" \
 		--known-hosts "$KH" --overwrite always -l "$BENCH_RATE" "${enc[@]}" "$src" "root@$host:$dst/"
 }
 stamp() { # each stdin line prefixed with the time it arrived (microseconds)
@@ -555,13 +562,14 @@ ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
 	echo "          ${ALL_LOADS%; }"
 	echo "binaries: $("$FP" --version 2>/dev/null), $("$ASCP" --version 2>/dev/null) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain -- src 2>/dev/null) ]] && echo '+dirty'))"
 	echo "tools:    $(ssh -V 2>&1 | awk '{print $1}' | tr -d ,)"
-	echo "command:  BENCH_MIB=$BENCH_MIB BENCH_CONC=$BENCH_CONC BENCH_CONC_MIB=$BENCH_CONC_MIB BENCH_RATE=$BENCH_RATE BENCH_MODES='$BENCH_MODES' BENCH_REPS=$BENCH_REPS BENCH_SETUP_RUNS=$BENCH_SETUP_RUNS BENCH_IDLE=$BENCH_IDLE BENCH_IDLE_INFLIGHT=$BENCH_IDLE_INFLIGHT BENCH_IDLE_WAVES=$BENCH_IDLE_WAVES scripts/bench-proxy.sh"
+	echo "command:  BENCH_MIB=$BENCH_MIB BENCH_CONC=$BENCH_CONC BENCH_CONC_MIB=$BENCH_CONC_MIB BENCH_RATE=$BENCH_RATE BENCH_MODES='$BENCH_MODES' BENCH_REPS=$BENCH_REPS BENCH_SETUP_RUNS=$BENCH_SETUP_RUNS BENCH_IDLE=$BENCH_IDLE BENCH_IDLE_INFLIGHT=$BENCH_IDLE_INFLIGHT BENCH_IDLE_WAVES=$BENCH_IDLE_WAVES BENCH_PIN=$BENCH_PIN scripts/bench-proxy.sh"
 	echo
 	if section goodput; then
 		echo "goodput, Mbit/s = file bytes * 8 / time from start (runs in the order ${ORDER[*]:0:4}):"
 		echo "  'exit' = until the ascp process exited (what a user waits for);"
 		echo "  'done' = until ascp printed 'Completed:' (every file confirmed, before the SSH session is closed)"
-		printf '  %-24s %-5s %-27s %-27s %8s %8s %6s\n' what until "direct runs" "proxied runs" direct proxied ratio
+		echo "  ratio = mean proxied / mean direct; 'med' = median proxied / median direct (robust to one outlier)"
+		printf '  %-24s %-5s %-27s %-27s %8s %8s %6s %5s\n' what until "direct runs" "proxied runs" direct proxied ratio med
 		for kind in single conc; do
 			for mode in $BENCH_MODES; do
 				name="-T"
@@ -571,7 +579,8 @@ ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
 					sfx=""
 					[[ $until == done ]] && sfx=.done
 					d=$(mean "$(g "$kind.$mode.direct$sfx")") p=$(mean "$(g "$kind.$mode.proxied$sfx")")
-					printf '  %-24s %-5s %-27s %-27s %8s %8s %6s\n' "$what" "$until" "$(g "$kind.$mode.direct$sfx" | xargs | tr ' ' /)" "$(g "$kind.$mode.proxied$sfx" | xargs | tr ' ' /)" "$d" "$p" "$(ratio "$p" "$d")"
+					md=$(median "$(g "$kind.$mode.direct$sfx")") mp=$(median "$(g "$kind.$mode.proxied$sfx")")
+					printf '  %-24s %-5s %-27s %-27s %8s %8s %6s %5s\n' "$what" "$until" "$(g "$kind.$mode.direct$sfx" | xargs | tr ' ' /)" "$(g "$kind.$mode.proxied$sfx" | xargs | tr ' ' /)" "$d" "$p" "$(ratio "$p" "$d")" "$(ratio "$mp" "$md")"
 					what=""
 				done
 			done

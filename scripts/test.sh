@@ -7,8 +7,11 @@
 set -euo pipefail
 
 # System packages the tests need. Extend this list when a test needs another tool.
-# (procps provides `sysctl`, which the namespace lab runs inside its namespaces.)
-REQUIRED_PACKAGES=(nftables iptables openssh-server openssh-client conntrack iproute2 procps)
+# (procps provides `sysctl`, which the namespace lab runs inside its namespaces; systemd and
+# systemd-container provide the systemd and systemd-nspawn that tests/systemd.rs boots in a
+# throw-away container to run systemd/fasp-proxy.service for real.)
+REQUIRED_PACKAGES=(nftables iptables openssh-server openssh-client conntrack iproute2 procps
+    systemd systemd-container)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

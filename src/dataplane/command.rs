@@ -1,25 +1,53 @@
 //! Runs the kernel tools (`nft`, `iptables-restore`, …) in the network namespace the data plane
 //! was opened in, whichever thread asks: a forwarder opened inside a test's namespace can never
 //! program the machine's own firewall by accident.
+//!
+//! When the calling thread already is in that namespace (the daemon's normal case) no `setns`
+//! is made at all: under systemd's `RestrictNamespaces=yes` (see `systemd/fasp-proxy.service`)
+//! a seccomp filter refuses `setns(…, CLONE_NEWNET)`, even into the namespace one is in.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use super::error::DataplaneError;
 
+/// The `status` of a [`DataplaneError::Command`] whose program is not installed.
+pub const NOT_FOUND: &str = "not found";
+
+/// Where the calling thread's network namespace is found.
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
 /// The network namespace a forwarder belongs to.
 #[derive(Debug)]
-pub struct Netns(OwnedFd);
+pub struct Netns {
+    fd: OwnedFd,
+    /// (device, inode) of the namespace: two handles name the same namespace iff these match.
+    id: (u64, u64),
+}
 
 impl Netns {
     /// The namespace of the calling thread.
     pub fn current() -> Result<Netns, DataplaneError> {
-        let file = File::open("/proc/thread-self/ns/net")
-            .map_err(|e| DataplaneError::io("opening /proc/thread-self/ns/net", e))?;
-        Ok(Netns(OwnedFd::from(file)))
+        let file = File::open(THREAD_NETNS)
+            .map_err(|e| DataplaneError::io("opening ".to_string() + THREAD_NETNS, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| DataplaneError::io("reading ".to_string() + THREAD_NETNS, e))?;
+        Ok(Netns {
+            fd: OwnedFd::from(file),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Whether the calling thread is in this namespace already.
+    fn is_current(&self) -> bool {
+        std::fs::metadata(THREAD_NETNS)
+            .map(|meta| (meta.dev(), meta.ino()) == self.id)
+            .unwrap_or(false)
     }
 }
 
@@ -40,7 +68,7 @@ pub fn run(
         status,
         stderr,
     };
-    let fd = netns.0.as_raw_fd();
+    let fd = netns.fd.as_raw_fd();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(if stdin.is_some() {
@@ -50,19 +78,26 @@ pub fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setns(2) is async-signal-safe; the closure touches nothing but the fd, which
-    // stays open for the duration of spawn().
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if !netns.is_current() {
+        // SAFETY: setns(2) is async-signal-safe; the closure touches nothing but the fd, which
+        // stays open for the duration of spawn().
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fail("could not start".into(), e.to_string()))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        let status = if e.kind() == std::io::ErrorKind::NotFound {
+            NOT_FOUND
+        } else {
+            "could not start"
+        };
+        fail(status.into(), e.to_string())
+    })?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input.as_bytes())
             .map_err(|e| fail("could not write its input".into(), e.to_string()))?;

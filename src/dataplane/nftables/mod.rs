@@ -74,7 +74,7 @@ impl NftablesForwarder {
 
     fn nft(&self, script: &str) -> Result<(), DataplaneError> {
         command::run(&self.netns, "nft", &["-f", "-"], Some(script)).map_err(|e| match e {
-            DataplaneError::Command { status, stderr, .. } if status == "could not start" => {
+            DataplaneError::Command { status, stderr, .. } if status == command::NOT_FOUND => {
                 DataplaneError::Setup(format!(
                     "cannot run nft ({stderr}); install the nftables package (apt-get install nftables)"
                 ))

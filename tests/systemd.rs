@@ -1,0 +1,644 @@
+//! The shipped unit file `systemd/fasp-proxy.service`, run by a real systemd.
+//!
+//! systemd is not PID 1 on the machines this runs on, so the test boots one in a throw-away
+//! container: `systemd-nspawn --boot` over a read-only view of the machine's own root with a
+//! tmpfs on top (`--volatile=overlay`), inside a private mount namespace (`unshare -m`), joined
+//! to the lab's proxy network namespace (`--network-namespace-path`). The unit file from the
+//! repository, the built `fasp-proxy` (as `/usr/local/bin/fasp-proxy`) and a configuration
+//! directory (as `/etc/fasp-proxy`) are bind-mounted in; nothing of the machine is changed.
+//!
+//! Covered: `Type=notify` (the unit becomes active, so READY=1 arrived), `ExecStartPre`
+//! check-config, the hardening as applied (capability bounding set, no new privileges,
+//! seccomp: the daemon still programs nftables, which caught `setns` being refused under
+//! `RestrictNamespaces=yes`), logging to the journal through syslog, a transfer through the
+//! unit's daemon with the kernel entry visible, `Restart=on-failure` after SIGKILL mid-transfer
+//! with the restart's reconcile dropping the dead daemon's entry, and `systemctl stop` (SIGTERM)
+//! mid-transfer removing the entry and ending cleanly.
+//!
+//! Needs `systemd` and `systemd-nspawn` (Debian: systemd, systemd-container; `scripts/test.sh`
+//! installs them). Leftovers the container would leave are removed: the empty cgroups
+//! `payload`/`supervisor` that nspawn creates next to itself, and `/run/systemd/nspawn` if the
+//! test created it.
+
+mod lab;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use lab::{NsProcess, Sshd, Topology};
+
+const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
+const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
+const UNIT_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/fasp-proxy.service");
+const UNIT: &str = "fasp-proxy.service";
+const NSPAWN_RUN_DIR: &str = "/run/systemd/nspawn";
+
+/// A systemd container sharing the lab's proxy network namespace. Dropping it powers it off
+/// (SIGTERM to nspawn), or kills it, and removes what nspawn leaves behind.
+struct Container {
+    nspawn: Child,
+    /// Host PID of the container's systemd (PID 1 inside).
+    leader: u32,
+    log: PathBuf,
+    created_run_dir: bool,
+}
+
+impl Container {
+    /// Boots systemd into `fasp-lab.target` (basic.target, nothing else) with `binds`
+    /// (`HOST:CONTAINER`, read-write) and `binds_ro`.
+    fn boot(
+        netns: &str,
+        dir: &Path,
+        binds: &[(PathBuf, &str)],
+        binds_ro: &[(PathBuf, &str)],
+    ) -> Container {
+        for tool in ["systemd-nspawn", "/lib/systemd/systemd"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            assert!(
+                found,
+                "{tool} is missing: install systemd and systemd-container (scripts/test.sh does)"
+            );
+        }
+        let created_run_dir = !Path::new(NSPAWN_RUN_DIR).exists();
+        std::fs::create_dir_all(NSPAWN_RUN_DIR).unwrap();
+        let units = dir.join("units");
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(
+            units.join("fasp-lab.target"),
+            "[Unit]\nDescription=fasp-proxy test target\nRequires=basic.target\nAfter=basic.target\n",
+        )
+        .unwrap();
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let tag = format!("FASP_LAB_CONTAINER={netns}");
+        let mut args: Vec<String> = [
+            "-q",
+            "--boot",
+            "--volatile=overlay",
+            "--keep-unit",
+            "--register=no",
+            "--resolv-conf=off",
+            "--timezone=off",
+            "--link-journal=no",
+            "--console=pipe",
+            // nspawn keeps CAP_NET_ADMIN only for --private-network; the unit needs it.
+            "--capability=CAP_NET_ADMIN",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--directory={}", root.display()));
+        args.push(format!("--network-namespace-path=/run/netns/{netns}"));
+        args.push(format!("--setenv={tag}"));
+        args.push(format!(
+            "--bind-ro={}:/etc/systemd/system/fasp-lab.target",
+            units.join("fasp-lab.target").display()
+        ));
+        for (host, inside) in binds {
+            args.push(format!("--bind={}:{inside}", host.display()));
+        }
+        for (host, inside) in binds_ro {
+            args.push(format!("--bind-ro={}:{inside}", host.display()));
+        }
+        args.extend(["--".into(), "--unit=fasp-lab.target".into()]);
+        let log = dir.join("nspawn.log");
+        let out = std::fs::File::create(&log).unwrap();
+        // In a private mount namespace: nspawn's run directory on a tmpfs (on this machine /run
+        // may be a disk directory, which nspawn refuses to clean), and the root bind-mounted
+        // without its submounts (nspawn refuses "/" itself).
+        let nspawn = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs tmpfs {NSPAWN_RUN_DIR} && mount --bind / \"$0\" && exec systemd-nspawn \"$@\""
+            ))
+            .arg(&root)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("cannot start unshare + systemd-nspawn");
+        let mut container = Container {
+            nspawn,
+            leader: 0,
+            log,
+            created_run_dir,
+        };
+        let found = lab::wait_until(Duration::from_secs(30), || {
+            container.leader = find_process_with_env(&tag, "systemd").unwrap_or(0);
+            container.leader != 0
+        });
+        assert!(found, "the container did not start:\n{}", container.log());
+        let running = lab::wait_until(Duration::from_secs(60), || {
+            let state = container.systemctl(&["is-system-running"]);
+            let state = text(&state.stdout);
+            state.contains("running") || state.contains("degraded")
+        });
+        assert!(
+            running,
+            "the container's systemd did not finish booting:\n{}",
+            container.log()
+        );
+        container
+    }
+
+    /// Runs `args` in the container's mount/PID/UTS/IPC namespaces, bounded to 60 s.
+    fn exec(&self, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .args([
+                "60",
+                "nsenter",
+                "-t",
+                &self.leader.to_string(),
+                "-m",
+                "-p",
+                "-u",
+                "-i",
+                "--",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run nsenter")
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["systemctl", "--no-pager"];
+        all.extend_from_slice(args);
+        self.exec(&all)
+    }
+
+    /// `systemctl show -p NAME --value fasp-proxy.service`.
+    fn unit_property(&self, name: &str) -> String {
+        text(
+            &self
+                .systemctl(&["show", "-p", name, "--value", UNIT])
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// The unit's journal (the daemon logs through syslog, which journald receives).
+    fn journal(&self) -> String {
+        text(
+            &self
+                .exec(&["journalctl", "--no-pager", "-o", "cat", "-u", UNIT])
+                .stdout,
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Everything about the unit, for failure messages.
+    fn describe(&self) -> String {
+        format!(
+            "{}\n--- journal ---\n{}",
+            text(&self.systemctl(&["status", UNIT]).stdout),
+            self.journal()
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // SIGTERM to nspawn = an orderly poweroff of the container.
+        if let Ok(pid) = i32::try_from(self.nspawn.id()) {
+            // SAFETY: kill(2) has no memory-safety preconditions; the PID is our child's.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let nspawn = &mut self.nspawn;
+        let stopped = lab::wait_until(Duration::from_secs(30), || {
+            matches!(nspawn.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            eprintln!("systemd test: the container did not power off; killing it");
+            if let Ok(leader) = i32::try_from(self.leader) {
+                if leader > 1 {
+                    // SAFETY: as above; the container's init, started by our nspawn.
+                    unsafe { libc::kill(leader, libc::SIGKILL) };
+                }
+            }
+            let _ = self.nspawn.kill();
+        }
+        let _ = self.nspawn.wait();
+        remove_nspawn_cgroups();
+        if self.created_run_dir {
+            let _ = std::fs::remove_dir_all(NSPAWN_RUN_DIR);
+        }
+    }
+}
+
+/// The PID of a process named `comm` whose environment holds `entry` exactly.
+fn find_process_with_env(entry: &str, comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        if name.trim() != comm {
+            return None;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        env.split(|&b| b == 0)
+            .any(|v| v == entry.as_bytes())
+            .then_some(pid)
+    })
+}
+
+/// nspawn without a host systemd puts itself and the container into new cgroups `supervisor`
+/// and `payload` next to its own (here: the root of each hierarchy); they are empty once it has
+/// exited. Removes them, deepest first. Only these two names are touched, and a cgroup with
+/// processes in it cannot be removed (rmdir fails), so nothing in use is affected.
+fn remove_nspawn_cgroups() {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut roots: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup")];
+    roots.extend(hierarchies.flatten().map(|e| e.path()));
+    for root in roots {
+        for name in ["payload", "supervisor"] {
+            remove_cgroup_tree(&root.join(name));
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The capability mask that `CapabilityBoundingSet=` of the unit file describes.
+fn unit_capability_mask(unit: &str) -> u64 {
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet=");
+    line.split_whitespace()
+        .map(|name| {
+            let bit = match name {
+                "CAP_DAC_READ_SEARCH" => 2,
+                "CAP_NET_BIND_SERVICE" => 10,
+                "CAP_NET_ADMIN" => 12,
+                "CAP_NET_RAW" => 13,
+                other => panic!("add {other} to the test's capability table"),
+            };
+            1u64 << bit
+        })
+        .fold(0, |a, b| a | b)
+}
+
+/// A `/proc/PID/status` field, e.g. `CapBnd`.
+fn status_field(pid: &str, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn nft_sessions(topo: &Topology) -> String {
+    text(
+        &topo
+            .proxy
+            .try_exec(&["nft", "list", "map", "ip", "fasp_proxy", "sessions"])
+            .stdout,
+    )
+}
+
+/// Whether the sessions map holds an element for the lab's client.
+fn has_client_entry(topo: &Topology) -> bool {
+    nft_sessions(topo).contains(&format!("{} . ", lab::CLIENT_V4))
+}
+
+fn wait_exit(process: &mut NsProcess, timeout: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    lab::wait_until(timeout, || {
+        status = process.try_wait();
+        status.is_some()
+    });
+    status.unwrap_or_else(|| panic!("still running after {timeout:?}:\n{}", process.log()))
+}
+
+fn ssh_keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fasp-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen failed");
+}
+
+#[test]
+fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
+    let topo = Topology::new(1);
+    let server = lab::server_v4(0);
+    let sshd = Sshd::start_configured(
+        &topo.servers[0],
+        std::net::SocketAddr::new(server.into(), 22),
+        &[],
+        &format!("ForceCommand {ASCP} --server\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+
+    // /etc/fasp-proxy as create-config makes it, then a configuration that logs to syslog
+    // (the default) and uses only paths inside /etc/fasp-proxy.
+    let etc = dir.path().join("etc");
+    let out = Command::new(FASP_PROXY)
+        .args(["create-config", "--dir", etc.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "create-config: {}", text(&out.stderr));
+    let client_key = dir.path().join("client_key");
+    ssh_keygen(&client_key);
+    std::fs::copy(client_key.with_extension("pub"), etc.join("root.keys")).unwrap();
+    std::fs::copy(&sshd.client_key, etc.join("backend_key")).unwrap();
+    let write_config = |server_extra: &str| {
+        std::fs::write(
+            etc.join("aspera.conf"),
+            format!(
+                "<CONF><server><rproxy>\n<enabled>true</enabled>\n\
+                 <ssh_host_key>/etc/fasp-proxy/ssh_host_ed25519_key</ssh_host_key>\n\
+                 <authorized_keys_file>/etc/fasp-proxy/%u.keys</authorized_keys_file>\n\
+                 <rules><rule><host>{server}:22</host><keyfile>/etc/fasp-proxy/backend_key</keyfile></rule></rules>\n\
+                 </rproxy>{server_extra}</server></CONF>\n"
+            ),
+        )
+        .unwrap()
+    };
+    write_config("");
+    let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
+    let known_hosts = dir.path().join("proxy_known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V4),
+    )
+    .unwrap();
+
+    let container = Container::boot(
+        topo.proxy.name(),
+        dir.path(),
+        &[(etc.clone(), "/etc/fasp-proxy")],
+        &[
+            (PathBuf::from(FASP_PROXY), "/usr/local/bin/fasp-proxy"),
+            (
+                PathBuf::from(UNIT_FILE),
+                "/etc/systemd/system/fasp-proxy.service",
+            ),
+        ],
+    );
+
+    // Type=notify: `systemctl start` returns once READY=1 arrived (or fails).
+    let started = container.systemctl(&["start", UNIT]);
+    assert!(
+        started.status.success(),
+        "systemctl start failed: {}\n{}",
+        text(&started.stderr),
+        container.describe()
+    );
+    assert_eq!(
+        container.unit_property("ActiveState"),
+        "active",
+        "{}",
+        container.describe()
+    );
+    let pid = container.unit_property("MainPID");
+    assert_ne!(pid, "0", "{}", container.describe());
+    assert!(
+        container.journal().contains("listening on"),
+        "the daemon's syslog lines are not in the journal:\n{}",
+        container.describe()
+    );
+
+    // systemd's own lint of the unit file finds nothing to say about it.
+    let verify = container.exec(&[
+        "systemd-analyze",
+        "verify",
+        "/etc/systemd/system/fasp-proxy.service",
+    ]);
+    let said = format!("{}{}", text(&verify.stdout), text(&verify.stderr));
+    assert!(
+        verify.status.success() && !said.contains("fasp-proxy"),
+        "systemd-analyze verify:\n{said}"
+    );
+
+    // The hardening is in force on the daemon itself. (The container's PID namespace is a
+    // child of ours, so MainPID is found under the container's leader.)
+    let host_pid = host_pid_of(container.leader, &pid)
+        .unwrap_or_else(|| panic!("no host PID for the daemon (PID {pid} inside)"));
+    let unit_text = std::fs::read_to_string(UNIT_FILE).unwrap();
+    let bounding = u64::from_str_radix(&status_field(&host_pid, "CapBnd"), 16).unwrap();
+    assert_eq!(
+        bounding,
+        unit_capability_mask(&unit_text),
+        "capability bounding set {bounding:#x} is not the unit's"
+    );
+    assert_eq!(status_field(&host_pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&host_pid, "Seccomp"), "2", "no seccomp filter");
+
+    // A transfer through the daemon the unit started, with the kernel entry visible.
+    let payload = dir.path().join("payload.bin");
+    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&payload, &data).unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let ascp = |rate: &str| {
+        topo.client.spawn(&[
+            ASCP,
+            "-P",
+            "33001",
+            "-i",
+            client_key.to_str().unwrap(),
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            "--overwrite",
+            "always",
+            "-q",
+            "-l",
+            rate,
+            payload.to_str().unwrap(),
+            &format!("root@{}:{}", lab::PROXY_CLIENT_V4, inbox.display()),
+        ])
+    };
+    let entry_seen =
+        |topo: &Topology| lab::wait_until(Duration::from_secs(20), || has_client_entry(topo));
+    let mut transfer = ascp("40m");
+    assert!(
+        entry_seen(&topo),
+        "no kernel entry:\n{}\n{}",
+        nft_sessions(&topo),
+        container.describe()
+    );
+    // `fasp-proxy sessions` from the host reaches the unit's daemon (its control socket).
+    let sessions = text(&topo.proxy.try_exec(&[FASP_PROXY, "sessions"]).stdout);
+    assert!(
+        sessions.contains("1 live session"),
+        "fasp-proxy sessions:\n{sessions}"
+    );
+    let status = wait_exit(&mut transfer, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "the transfer failed:\n{}\n{}",
+        transfer.log(),
+        container.describe()
+    );
+    assert_eq!(std::fs::read(inbox.join("payload.bin")).unwrap(), data);
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || !has_client_entry(&topo)),
+        "the entry outlived the session:\n{}",
+        nft_sessions(&topo)
+    );
+
+    // Restart=on-failure: SIGKILL mid-transfer; systemd starts it again, and the new daemon's
+    // reconcile drops the entry the dead one left.
+    let mut doomed = ascp("8m");
+    assert!(
+        entry_seen(&topo),
+        "no kernel entry:\n{}",
+        container.describe()
+    );
+    let killed = container.systemctl(&["kill", "--signal=SIGKILL", UNIT]);
+    assert!(
+        killed.status.success(),
+        "systemctl kill: {}",
+        text(&killed.stderr)
+    );
+    let restarted = lab::wait_until(Duration::from_secs(30), || {
+        container.unit_property("NRestarts") == "1"
+            && container.unit_property("ActiveState") == "active"
+    });
+    assert!(
+        restarted,
+        "not restarted after SIGKILL:\n{}",
+        container.describe()
+    );
+    assert_ne!(container.unit_property("MainPID"), pid, "the same process?");
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || !has_client_entry(&topo)),
+        "the killed daemon's entry survived the restart:\n{}\n{}",
+        nft_sessions(&topo),
+        container.describe()
+    );
+    let _ = wait_exit(&mut doomed, Duration::from_secs(60));
+
+    // systemctl stop (SIGTERM) mid-transfer: the session is closed, its entry removed, and the
+    // unit ends cleanly (not "failed").
+    let mut stopped_mid = ascp("8m");
+    assert!(
+        entry_seen(&topo),
+        "no kernel entry:\n{}",
+        container.describe()
+    );
+    let stop = container.systemctl(&["stop", UNIT]);
+    assert!(
+        stop.status.success(),
+        "systemctl stop: {}",
+        text(&stop.stderr)
+    );
+    assert_eq!(
+        container.unit_property("ActiveState"),
+        "inactive",
+        "{}",
+        container.describe()
+    );
+    assert_eq!(
+        container.unit_property("Result"),
+        "success",
+        "{}",
+        container.describe()
+    );
+    assert!(
+        !has_client_entry(&topo),
+        "entries left after systemctl stop:\n{}",
+        nft_sessions(&topo)
+    );
+    let status = wait_exit(&mut stopped_mid, Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "a transfer cut by the stop cannot have succeeded"
+    );
+    let journal = container.journal();
+    assert!(journal.contains("Setup UDP forwarding"), "{journal}");
+
+    // The iptables backend under the same hardening (iptables-restore as a child process).
+    write_config("<forwarding_type>iptables</forwarding_type>");
+    let started = container.systemctl(&["start", UNIT]);
+    assert!(
+        started.status.success(),
+        "systemctl start (iptables): {}",
+        container.describe()
+    );
+    let iptables_nat = || {
+        text(
+            &topo
+                .proxy
+                .try_exec(&["iptables", "-t", "nat", "-L", "-n"])
+                .stdout,
+        )
+    };
+    let client = lab::CLIENT_V4.to_string();
+    let mut transfer = ascp("40m");
+    let seen = lab::wait_until(Duration::from_secs(20), || iptables_nat().contains(&client));
+    assert!(
+        seen,
+        "no iptables rule:\n{}\n{}",
+        iptables_nat(),
+        container.describe()
+    );
+    let status = wait_exit(&mut transfer, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "the transfer failed:\n{}\n{}",
+        transfer.log(),
+        container.describe()
+    );
+    let stop = container.systemctl(&["stop", UNIT]);
+    assert!(
+        stop.status.success(),
+        "systemctl stop: {}",
+        text(&stop.stderr)
+    );
+    assert_eq!(
+        container.unit_property("Result"),
+        "success",
+        "{}",
+        container.describe()
+    );
+    assert!(
+        !iptables_nat().contains(&client),
+        "a rule was left:\n{}",
+        iptables_nat()
+    );
+    drop(container);
+    drop(sshd);
+}
+
+/// The host PID of the process that is `inner_pid` in the PID namespace of `leader`.
+fn host_pid_of(leader: u32, inner_pid: &str) -> Option<String> {
+    let leader_ns = std::fs::read_link(format!("/proc/{leader}/ns/pid")).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.to_string();
+        pid.parse::<u32>().ok()?;
+        if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()? != leader_ns {
+            return None;
+        }
+        let nspid = status_field(&pid, "NSpid");
+        (nspid.split_whitespace().last()? == inner_pid).then_some(pid)
+    })
+}
