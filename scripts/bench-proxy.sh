@@ -50,7 +50,8 @@
 #   BENCH_TIMEOUT        time limit of every transfer, seconds                  (300)
 #   BENCH_PIN            1: client ascp on CPU 0, server ascp on CPU 1 (taskset), for
 #                        less scheduling noise on small machines; same for both paths    (0)
-#   BENCH_SECTIONS       which parts to run: goodput setup memory               ("goodput setup memory")
+#   BENCH_SECTIONS       which parts to run: goodput (= single concurrent) setup memory
+#                                                                   ("goodput setup memory")
 #   BENCH_SKIP_BUILD     1: use target/release/{ascp,fasp-proxy} as they are    (0)
 #   BENCH_TMPDIR         where the temp dir goes (needs ~2 x BENCH_MIB free)    (${TMPDIR:-/tmp})
 set -euo pipefail
@@ -142,10 +143,15 @@ for v in BENCH_MIB BENCH_CONC BENCH_CONC_MIB BENCH_REPS BENCH_SETUP_RUNS BENCH_I
 done
 for m in $BENCH_MODES; do [[ $m == plain || $m == enc ]] || die "BENCH_MODES: unknown mode '$m' (plain, enc)"; done
 for s in $BENCH_SECTIONS; do
-	[[ $s == goodput || $s == setup || $s == memory ]] || die "BENCH_SECTIONS: unknown '$s' (goodput, setup, memory)"
+	[[ $s == goodput || $s == single || $s == concurrent || $s == setup || $s == memory ]] ||
+		die "BENCH_SECTIONS: unknown '$s' (goodput = single + concurrent, setup, memory)"
 done
 ((BENCH_IDLE_INFLIGHT < 64)) || log "note: BENCH_IDLE_INFLIGHT >= 64, the proxy's unauthenticated-connection cap; expect refusals"
-section() { [[ " $BENCH_SECTIONS " == *" $1 "* ]]; }
+section() { # section NAME: whether BENCH_SECTIONS asks for it ("goodput" = single + concurrent)
+	[[ " $BENCH_SECTIONS " == *" $1 "* ]] && return 0
+	[[ $1 == single || $1 == concurrent ]] && [[ " $BENCH_SECTIONS " == *" goodput "* ]] && return 0
+	[[ $1 == goodput ]] && { [[ " $BENCH_SECTIONS " == *" single "* ]] || [[ " $BENCH_SECTIONS " == *" concurrent "* ]]; }
+}
 
 lab_require_packages "${REQUIRED_PACKAGES[@]}"
 
@@ -421,10 +427,12 @@ if section goodput; then
 	cat "$SRC" "$SRC_SMALL" >/dev/null
 	CPU0=$(daemon_cpu)
 	for mode in $BENCH_MODES; do
+		section single || break
 		check_load "goodput, 1 session, $mode"
 		for path in "${ORDER[@]}"; do single_run "$path" "$mode"; done
 	done
 	for mode in $BENCH_MODES; do
+		section concurrent || break
 		check_load "goodput, $BENCH_CONC sessions, $mode"
 		for path in "${ORDER[@]}"; do conc_run "$path" "$mode"; done
 	done
@@ -571,6 +579,8 @@ ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
 		echo "  ratio = mean proxied / mean direct; 'med' = median proxied / median direct (robust to one outlier)"
 		printf '  %-24s %-5s %-27s %-27s %8s %8s %6s %5s\n' what until "direct runs" "proxied runs" direct proxied ratio med
 		for kind in single conc; do
+			[[ $kind == single ]] && ! section single && continue
+			[[ $kind == conc ]] && ! section concurrent && continue
 			for mode in $BENCH_MODES; do
 				name="-T"
 				[[ $mode == enc ]] && name="encrypted"
@@ -586,7 +596,11 @@ ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
 			done
 		done
 		echo "  target: proxied/direct >= 0.97. $BENCH_CONC sessions: aggregate = all bytes / time until the last one."
-		echo "  daemon CPU during all goodput runs: $(g goodput.daemon_cpu) s; daemon RSS peak during $BENCH_CONC proxied sessions: $(mib "$(g rss.conc.peak)") MiB"
+		if section concurrent; then
+			echo "  daemon CPU during all goodput runs: $(g goodput.daemon_cpu) s; daemon RSS peak during $BENCH_CONC proxied sessions: $(mib "$(g rss.conc.peak)") MiB"
+		else
+			echo "  daemon CPU during all goodput runs: $(g goodput.daemon_cpu) s"
+		fi
 		echo
 	fi
 	if section setup; then
