@@ -160,11 +160,15 @@ impl Lab {
     }
 
     fn start(&mut self, conf: &Path) {
+        self.start_wrapped(conf, &[]);
+    }
+
+    /// Starts the daemon with `prefix` before its command line (e.g. an `unshare` wrapper).
+    fn start_wrapped(&mut self, conf: &Path, prefix: &[&str]) {
         let from = self.log().len();
-        let daemon =
-            self.topo
-                .proxy
-                .spawn(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
+        let mut args: Vec<&str> = prefix.to_vec();
+        args.extend([FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
+        let daemon = self.topo.proxy.spawn(&args);
         let up = lab::wait_until(Duration::from_secs(10), || {
             self.log_since(from).contains("listening on")
         });
@@ -1421,4 +1425,194 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
         log.contains("Setup UDP forwarding between 2001:db8:1::2:"),
         "{log}"
     );
+}
+
+/// `/etc/pam.d` as it is, plus the shipped `etc/pam.d/fasp-proxy`, in `dir`; and the wrapper
+/// that shows it to one process as `/etc/pam.d` (a private mount namespace).
+fn pam_dir_with_shipped_service(dir: &Path) -> Vec<String> {
+    let copy = dir.join("pam.d");
+    let out = std::process::Command::new("cp")
+        .args(["-a", "/etc/pam.d"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cp /etc/pam.d: {}", describe(&out));
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pam.d/fasp-proxy"),
+        copy.join("fasp-proxy"),
+    )
+    .unwrap();
+    [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/pam.d && exec \"$@\"",
+        copy.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
+    let account = lab::PasswordAccount::create("faspsecret");
+    let mut lab = Lab::new(1);
+    // The proxy user logs in with a password; the backend leg is root with server 0's key.
+    let rule = format!(
+        "<rule><host>{}:22</host><squash_user>root</squash_user><keyfile>{}</keyfile></rule>",
+        lab::server_v4(0),
+        lab.servers[0].client_key.display()
+    );
+    let conf = lab.configure(
+        &rule,
+        "<password_authentication>true</password_authentication>",
+    );
+    let wrapper = pam_dir_with_shipped_service(lab.dir.path());
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    lab.start_wrapped(&conf, &wrapper);
+
+    let src = lab.path("secret.bin");
+    std::fs::write(&src, content(300_000, 11)).unwrap();
+    let dst = lab.path("server_in");
+    std::fs::create_dir(&dst).unwrap();
+    let remote = format!(
+        "{}@{}:{}",
+        account.name,
+        lab::PROXY_CLIENT_V4,
+        dst.display()
+    );
+    // ascp with no key at all (an empty HOME), the password from ASPERA_SCP_PASS.
+    let home = lab.path("empty_home");
+    std::fs::create_dir(&home).unwrap();
+    let ascp_with_password = |lab: &Lab, password: &str| {
+        let pass = format!("ASPERA_SCP_PASS={password}");
+        let home = format!("HOME={}", home.display());
+        let known = lab.path("proxy_known_hosts").display().to_string();
+        lab.client_exec(
+            &[
+                "env",
+                &home,
+                &pass,
+                "timeout",
+                "60",
+                ASCP,
+                "-P",
+                "33001",
+                "--known-hosts",
+                &known,
+                "-q",
+                "-l",
+                "200m",
+                src.to_str().unwrap(),
+                &remote,
+            ]
+            .map(String::from),
+        )
+    };
+    ok(&ascp_with_password(&lab, &account.password));
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(dst.join("secret.bin")).unwrap()
+    );
+    assert!(
+        lab.log().contains("accepted password for faspsecret"),
+        "{}",
+        lab.log()
+    );
+
+    // A wrong password: refused, said so, nothing installed.
+    let err = refused(
+        &ascp_with_password(&lab, "not-the-password"),
+        "authentication failed",
+    );
+    assert!(err.contains("ASPERA_SCP_PASS"), "{err}");
+    assert!(
+        lab.log()
+            .contains("refused password for faspsecret: authentication: Authentication failure"),
+        "{}",
+        lab.log()
+    );
+    lab.assert_no_entry("wrong password");
+
+    // OpenSSH's ssh logs in with the password (SSH_ASKPASS) and runs the allowed command; a
+    // disallowed command's message proves the login worked.
+    let askpass = lab.path("askpass.sh");
+    std::fs::write(
+        &askpass,
+        format!("#!/bin/sh\necho '{}'\n", account.password),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let ssh_with_password = |lab: &Lab| {
+        let mut args: Vec<String> = [
+            "env".into(),
+            format!("SSH_ASKPASS={}", askpass.display()),
+            "SSH_ASKPASS_REQUIRE=force".into(),
+            "timeout".into(),
+            "30".into(),
+        ]
+        .to_vec();
+        // ssh takes the first value of an option: drop the helper's BatchMode=yes (which
+        // turns password prompts off).
+        let mut base = lab.ssh_args(
+            &format!("{}@{}", account.name, lab::PROXY_CLIENT_V4),
+            &[
+                "-o",
+                "PubkeyAuthentication=no",
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "NumberOfPasswordPrompts=1",
+            ],
+        );
+        if let Some(at) = base.iter().position(|a| a == "BatchMode=yes") {
+            base.drain(at - 1..=at);
+        }
+        args.extend(base);
+        args.push("id".into());
+        lab.client_exec(&args)
+    };
+    let out = ssh_with_password(&lab);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("command not allowed: id"),
+        "ssh with a password did not get to the command:\n{}",
+        describe(&out)
+    );
+
+    // Without squash_user the backend leg logs in as faspsecret itself, whose shell is
+    // nologin: its text arrives where the protocol should, and the client is told so.
+    lab.stop();
+    let individual = rule.replace("<squash_user>root</squash_user>", "");
+    let conf = lab.configure(
+        &individual,
+        "<password_authentication>true</password_authentication>",
+    );
+    lab.start_wrapped(&conf, &wrapper);
+    let err = refused(
+        &ascp_with_password(&lab, &account.password),
+        "This account is currently not available.",
+    );
+    assert!(err.contains("ascp --server"), "{err}");
+    lab.assert_no_entry("backend account without the transfer command");
+
+    // Off (the default): the same right password is refused; only publickey is offered.
+    lab.stop();
+    let conf = lab.configure(&rule, "");
+    lab.start_wrapped(&conf, &wrapper);
+    refused(
+        &ascp_with_password(&lab, &account.password),
+        "authentication failed",
+    );
+    let out = ssh_with_password(&lab);
+    assert!(
+        text(&out.stderr).contains("Permission denied (publickey)"),
+        "{}",
+        describe(&out)
+    );
+    lab.assert_no_entry("password logins off");
 }

@@ -31,6 +31,7 @@ use lab::{NsProcess, Sshd, Topology};
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 const UNIT_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/fasp-proxy.service");
+const PAM_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pam.d/fasp-proxy");
 const UNIT: &str = "fasp-proxy.service";
 const NSPAWN_RUN_DIR: &str = "/run/systemd/nspawn";
 
@@ -70,7 +71,11 @@ impl Container {
         std::fs::create_dir_all(&units).unwrap();
         std::fs::write(
             units.join("fasp-lab.target"),
-            "[Unit]\nDescription=fasp-proxy test target\nRequires=basic.target\nAfter=basic.target\n",
+            // systemd-user-sessions removes /run/nologin, which makes pam_nologin refuse
+            // password logins of anyone but root while the system boots.
+            "[Unit]\nDescription=fasp-proxy test target\nRequires=basic.target\n\
+             Wants=systemd-user-sessions.service\n\
+             After=basic.target systemd-user-sessions.service\n",
         )
         .unwrap();
         let root = dir.join("root");
@@ -88,6 +93,10 @@ impl Container {
             "--console=pipe",
             // nspawn keeps CAP_NET_ADMIN only for --private-network; the unit needs it.
             "--capability=CAP_NET_ADMIN",
+            // Without CAP_IPC_LOCK in the container, nspawn's seccomp filter refuses mlock()
+            // outright (EPERM), for everyone in it; the daemon itself still runs without the
+            // capability (the unit's bounding set) and locks within LimitMEMLOCK.
+            "--capability=CAP_IPC_LOCK",
         ]
         .map(String::from)
         .to_vec();
@@ -376,7 +385,8 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
                 "<CONF><server><rproxy>\n<enabled>true</enabled>\n\
                  <ssh_host_key>/etc/fasp-proxy/ssh_host_ed25519_key</ssh_host_key>\n\
                  <authorized_keys_file>/etc/fasp-proxy/%u.keys</authorized_keys_file>\n\
-                 <rules><rule><host>{server}:22</host><keyfile>/etc/fasp-proxy/backend_key</keyfile></rule></rules>\n\
+                 <password_authentication>true</password_authentication>\n\
+                 <rules><rule><host>{server}:22</host><squash_user>root</squash_user><keyfile>/etc/fasp-proxy/backend_key</keyfile></rule></rules>\n\
                  </rproxy>{server_extra}</server></CONF>\n"
             ),
         )
@@ -391,6 +401,9 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     )
     .unwrap();
 
+    // Created before the container boots: its root is an overlay whose /etc may already be
+    // copied up (systemd-sysusers), hiding later changes of the machine's /etc/shadow.
+    let account = lab::PasswordAccount::create("faspunit");
     let container = Container::boot(
         topo.proxy.name(),
         dir.path(),
@@ -401,6 +414,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
                 PathBuf::from(UNIT_FILE),
                 "/etc/systemd/system/fasp-proxy.service",
             ),
+            (PathBuf::from(PAM_FILE), "/etc/pam.d/fasp-proxy"),
         ],
     );
 
@@ -499,6 +513,44 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         container.describe()
     );
     assert_eq!(std::fs::read(inbox.join("payload.bin")).unwrap(), data);
+
+    // A password login (account made above), checked by PAM with the shipped
+    // etc/pam.d/fasp-proxy, under the hardening.
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, b"checked by PAM").unwrap();
+    let empty_home = dir.path().join("empty_home");
+    std::fs::create_dir(&empty_home).unwrap();
+    let out = topo.client.try_exec(&[
+        "env",
+        &format!("HOME={}", empty_home.display()),
+        &format!("ASPERA_SCP_PASS={}", account.password),
+        "timeout",
+        "60",
+        ASCP,
+        "-P",
+        "33001",
+        "--known-hosts",
+        known_hosts.to_str().unwrap(),
+        "-q",
+        small.to_str().unwrap(),
+        &format!(
+            "{}@{}:{}",
+            account.name,
+            lab::PROXY_CLIENT_V4,
+            inbox.display()
+        ),
+    ]);
+    assert!(
+        out.status.success(),
+        "password login under systemd: {}\n{}",
+        text(&out.stderr),
+        container.describe()
+    );
+    assert_eq!(
+        std::fs::read(inbox.join("small.bin")).unwrap(),
+        b"checked by PAM"
+    );
+    drop(account);
     assert!(
         lab::wait_until(Duration::from_secs(10), || !has_client_entry(&topo)),
         "the entry outlived the session:\n{}",
@@ -575,6 +627,8 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     );
     let journal = container.journal();
     assert!(journal.contains("Setup UDP forwarding"), "{journal}");
+    // LimitMEMLOCK leaves room for russh's locked buffers.
+    assert!(!journal.contains("failed to lock"), "{journal}");
 
     // The iptables backend under the same hardening (iptables-restore as a child process).
     write_config("<forwarding_type>iptables</forwarding_type>");

@@ -104,6 +104,8 @@ const AFTER_HELP: &str = "Examples:\n  \
   ascp -P 33001 -i ~/.ssh/id_ed25519 -l 500m big.iso xfer@files.example.com:/incoming/\n  \
   ascp -r -k 2 xfer@files.example.com:/outgoing/dataset ./\n  \
   ascp --host files.example.com --user xfer --mode send -l 1g a.bin b.bin /incoming\n\n\
+Environment:\n  \
+  ASPERA_SCP_PASS  password for a password login, tried after the keys (servers that allow it)\n\n\
 Exit status 0 only if every file arrived intact.";
 
 /// `--overwrite`.

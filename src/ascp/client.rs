@@ -77,6 +77,11 @@ fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
         port: args.ssh_port,
         user: plan.user.clone(),
         identities: identities(args),
+        // As IBM's ascp: the password of a password login comes from the environment, never
+        // from the command line (where `ps` would show it).
+        password: std::env::var("ASPERA_SCP_PASS")
+            .ok()
+            .filter(|p| !p.is_empty()),
         known_hosts: args
             .known_hosts
             .clone()

@@ -121,6 +121,22 @@ pub fn check(config: &Config, machine: &Machine) -> Vec<Diagnostic> {
                 .at_path("CONF/server/rproxy/ssh_host_key"),
             );
         }
+        if rproxy.password_authentication {
+            let service = Path::new("/etc/pam.d").join(&rproxy.pam_service);
+            if !machine.exists(&service) {
+                out.push(
+                    Diagnostic::warning(
+                        None,
+                        format!(
+                            "{} does not exist: PAM checks passwords with /etc/pam.d/other; \
+                             install etc/pam.d/fasp-proxy there (see docs/operations.md)",
+                            service.display()
+                        ),
+                    )
+                    .at_path("CONF/server/rproxy/pam_service"),
+                );
+            }
+        }
         let bind = rproxy.ssh_listen.ip();
         if !bind.is_unspecified() && !machine.local_addresses.contains(&bind) {
             out.push(
@@ -173,6 +189,39 @@ mod tests {
             // IPv6 forwarding off does not matter: no rule forwards to IPv6 servers.
             ip_forwarding: (Some(true), Some(false)),
         };
+        assert!(check(&loaded.config, &machine).is_empty());
+    }
+
+    #[test]
+    fn warns_when_the_pam_service_file_is_missing() {
+        let text = CONF.replace(
+            "<rules>",
+            "<password_authentication>true</password_authentication><pam_service>fp</pam_service><rules>",
+        );
+        let loaded = parse_str(&text, Path::new("t.conf")).unwrap();
+        let mut machine = Machine {
+            local_addresses: vec![
+                "192.0.2.10".parse().unwrap(),
+                "203.0.113.9".parse().unwrap(),
+            ],
+            existing_files: Some(vec!["/k1".into(), "/etc/fp/key".into()]),
+            ip_forwarding: (Some(true), Some(true)),
+        };
+        let w = check(&loaded.config, &machine);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].message.contains("/etc/pam.d/fp does not exist"),
+            "{w:?}"
+        );
+        assert_eq!(
+            w[0].tag_path.as_deref(),
+            Some("CONF/server/rproxy/pam_service")
+        );
+        machine
+            .existing_files
+            .as_mut()
+            .unwrap()
+            .push("/etc/pam.d/fp".into());
         assert!(check(&loaded.config, &machine).is_empty());
     }
 

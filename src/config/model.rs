@@ -82,6 +82,10 @@ pub struct ReverseProxy {
     pub ssh_host_key: PathBuf,
     /// `<authorized_keys_file>`: pattern with `%u` and `%h`.
     pub authorized_keys_file: String,
+    /// `<password_authentication>`: password logins (through PAM) besides public keys.
+    pub password_authentication: bool,
+    /// `<pam_service>`: the PAM service password logins are checked against.
+    pub pam_service: String,
     /// `<allowed_clients>`: empty allows every client.
     pub allowed_clients: Vec<IpNet>,
     /// `<max_sessions>`.

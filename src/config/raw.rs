@@ -56,6 +56,10 @@ pub struct RawReverseProxy {
     pub ssh_host_key: Option<String>,
     /// `<authorized_keys_file>`.
     pub authorized_keys_file: Option<String>,
+    /// `<password_authentication>`.
+    pub password_authentication: Option<String>,
+    /// `<pam_service>`.
+    pub pam_service: Option<String>,
     /// `<allowed_clients>`.
     pub allowed_clients: RawAllowedClients,
     /// `<max_sessions>`.

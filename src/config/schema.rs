@@ -222,6 +222,18 @@ const RPROXY_CHILDREN: &[Tag] = &[
         "path pattern",
         "where a proxy user's public keys are; %u = user name, %h = home directory",
     ),
+    leaf(
+        "password_authentication",
+        "false",
+        "true/false",
+        "also accept password logins, checked by PAM (service pam_service); off = public keys only",
+    ),
+    leaf(
+        "pam_service",
+        "fasp-proxy",
+        "PAM service name",
+        "PAM service for password logins: /etc/pam.d/<name> (missing file = PAM's 'other')",
+    ),
     section(
         "allowed_clients",
         "client addresses allowed to connect, checked before SSH; empty = everyone",

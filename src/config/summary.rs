@@ -13,8 +13,13 @@ pub fn describe(config: &Config) -> String {
     if r.enabled {
         let _ = writeln!(
             out,
-            "reverse proxy: enabled; SSH on {}; forwarding via {}; at most {} sessions; {}",
+            "reverse proxy: enabled; SSH on {}; {}; forwarding via {}; at most {} sessions; {}",
             r.ssh_listen,
+            if r.password_authentication {
+                format!("public keys or passwords (PAM service {})", r.pam_service)
+            } else {
+                "public keys only".to_string()
+            },
             server.forwarding_type,
             r.max_sessions,
             if r.allowed_clients.is_empty() {
@@ -144,7 +149,9 @@ mod tests {
         let loaded = parse_str(text, Path::new("t")).unwrap();
         let s = describe(&loaded.config);
         assert!(
-            s.contains("reverse proxy: enabled; SSH on 0.0.0.0:33001; forwarding via nftables"),
+            s.contains(
+                "reverse proxy: enabled; SSH on 0.0.0.0:33001; public keys only; forwarding via nftables"
+            ),
             "{s}"
         );
         assert!(

@@ -57,6 +57,8 @@ fn every_default() {
         Path::new("/etc/fasp-proxy/ssh_host_ed25519_key")
     );
     assert_eq!(r.authorized_keys_file, "%h/.ssh/authorized_keys");
+    assert!(!r.password_authentication);
+    assert_eq!(r.pam_service, "fasp-proxy");
     assert!(r.allowed_clients.is_empty());
     assert_eq!(r.max_sessions, 1000);
     assert_eq!(r.session_idle_timeout, Some(Duration::from_secs(300)));
@@ -116,6 +118,8 @@ fn every_tag_set() {
       <ssh_port>2233</ssh_port>
       <ssh_host_key>/srv/key</ssh_host_key>
       <authorized_keys_file>/etc/keys/%u</authorized_keys_file>
+      <password_authentication>true</password_authentication>
+      <pam_service>sshd</pam_service>
       <allowed_clients><cidr>192.0.2.0/24</cidr><cidr>198.51.100.7</cidr></allowed_clients>
       <max_sessions>50</max_sessions>
       <session_idle_timeout>0</session_idle_timeout>
@@ -174,6 +178,8 @@ fn every_tag_set() {
     );
     assert_eq!(r.ssh_host_key, Path::new("/srv/key"));
     assert_eq!(r.authorized_keys_file, "/etc/keys/%u");
+    assert!(r.password_authentication);
+    assert_eq!(r.pam_service, "sshd");
     assert_eq!(r.allowed_clients.len(), 2);
     assert_eq!(r.allowed_clients[1].to_string(), "198.51.100.7/32");
     assert_eq!(r.max_sessions, 50);
@@ -181,7 +187,7 @@ fn every_tag_set() {
     assert_eq!(r.faulty_host_hold_time, Duration::from_secs(30));
     let rule = &r.rules[0];
     assert_eq!(rule.number, 1);
-    assert_eq!(rule.pos.line, 17);
+    assert_eq!(rule.pos.line, 19);
     assert_eq!(rule.host_ip.unwrap().to_string(), "203.0.113.0/24");
     let d = rule.host_domain.as_ref().unwrap();
     assert_eq!((d.name.as_str(), d.port), ("files.example.com", Some(2233)));
@@ -296,6 +302,9 @@ fn value_errors_name_tag_line_and_rule() {
         ("<CONF><server><rproxy><allowed_clients><cidr>192.0.2.0/33</cidr></allowed_clients></rproxy></server></CONF>", "not an IP address or CIDR prefix"),
         ("<CONF><server><rproxy><allowed_clients><cidr></cidr></allowed_clients></rproxy></server></CONF>", "<cidr> is empty"),
         ("<CONF><server><rproxy><max_sessions>0</max_sessions></rproxy></server></CONF>", "must be at least 1"),
+        ("<CONF><server><rproxy><password_authentication>on</password_authentication></rproxy></server></CONF>", "\"on\" is not true or false"),
+        ("<CONF><server><rproxy><pam_service>../shadow</pam_service></rproxy></server></CONF>", "not a PAM service name"),
+        ("<CONF><server><rproxy><pam_service>a b</pam_service></rproxy></server></CONF>", "not a PAM service name"),
         ("<CONF><server><rproxy><session_idle_timeout>-5</session_idle_timeout></rproxy></server></CONF>", "not a whole number"),
         ("<CONF><server><rproxy><faulty_host_hold_time>99999999999</faulty_host_hold_time></rproxy></server></CONF>", "too large"),
         ("<CONF><server><proxy><enabled>1</enabled></proxy></server></CONF>", "<enabled>: \"1\" is not true or false"),

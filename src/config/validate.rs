@@ -267,6 +267,16 @@ impl Checker {
                 &raw.authorized_keys_file,
                 values::key_path_pattern,
             ),
+            password_authentication: self.required(
+                &format!("{P}/password_authentication"),
+                &raw.password_authentication,
+                values::boolean,
+            ),
+            pam_service: self.required(
+                &format!("{P}/pam_service"),
+                &raw.pam_service,
+                values::pam_service,
+            ),
             allowed_clients,
             max_sessions: self.required(&format!("{P}/max_sessions"), &raw.max_sessions, |s| {
                 match values::integer(s, 1_000_000)? {

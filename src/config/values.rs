@@ -15,6 +15,23 @@ pub fn boolean(s: &str) -> Result<bool, String> {
     }
 }
 
+/// A PAM service name: the name of a file in /etc/pam.d, so letters, digits, `.`, `_`, `-`,
+/// not starting with a dot.
+pub fn pam_service(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "\"{s}\" is not a PAM service name (a file name in /etc/pam.d: letters, digits, '.', '_', '-')"
+        ))
+    }
+}
+
 /// A non-negative integer no larger than `max`.
 pub fn integer(s: &str, max: u64) -> Result<u64, String> {
     let n: u64 = s

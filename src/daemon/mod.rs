@@ -43,6 +43,15 @@ pub fn run(config_path: &Path) -> i32 {
         );
         return 1;
     }
+    if rproxy.password_authentication {
+        if let Err(e) = crate::ssh::pam::available() {
+            eprintln!(
+                "fasp-proxy: <password_authentication> is on in {}, but {e}",
+                config_path.display()
+            );
+            return 1;
+        }
+    }
     if let Err(e) = logging::init(rproxy.log_directory.as_deref(), rproxy.log_level) {
         eprintln!("fasp-proxy: {e}");
         return 1;
@@ -121,6 +130,9 @@ async fn serve(config: Arc<Config>, config_path: &Path) -> Result<(), String> {
         listen: rproxy.ssh_listen,
         host_key: rproxy.ssh_host_key.clone(),
         authorized_keys: rproxy.authorized_keys_file.clone(),
+        password_pam_service: rproxy
+            .password_authentication
+            .then(|| rproxy.pam_service.clone()),
         allowed_clients: rproxy.allowed_clients.clone(),
         allowed_commands: vec![session::TRANSFER_COMMAND.to_string()],
         max_unauthenticated: 64,

@@ -332,16 +332,47 @@ pub fn validate_relative_path(path: &str) -> Result<(), ProtocolError> {
 }
 
 /// The total frame length (prefix included) announced by a length prefix, or why it is refused.
-fn frame_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, ProtocolError> {
+/// The whole length (prefix included) of the frame `prefix` starts, checked against
+/// [`MAX_FRAME`]. A prefix that is printable text gives [`ProtocolError::Text`].
+pub fn frame_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, ProtocolError> {
     let body = u32::from_be_bytes(prefix) as usize;
     if body == 0 {
         return Err(ProtocolError::Length("no type byte"));
     }
     let total = body.saturating_add(LEN_PREFIX);
     if total > MAX_FRAME {
+        if prefix.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            return Err(ProtocolError::Text(
+                String::from_utf8_lossy(&prefix).into_owned(),
+            ));
+        }
         return Err(ProtocolError::TooLarge(total));
     }
     Ok(total)
+}
+
+/// Most bytes of stray text [`read_frame`] reads to show in [`ProtocolError::Text`].
+pub const TEXT_SHOWN: usize = 200;
+
+/// `seen` (the text prefix) plus `rest`, up to the first line end, printable, at most
+/// [`TEXT_SHOWN`] bytes: what to show of text that arrived instead of a frame.
+pub fn stray_text(seen: &[u8], rest: &[u8]) -> String {
+    let mut all: Vec<u8> = seen.iter().chain(rest).copied().collect();
+    if let Some(end) = all.iter().position(|&b| b == b'\n' || b == b'\r') {
+        all.truncate(end);
+    }
+    all.truncate(TEXT_SHOWN);
+    all.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 fn check_version_range(min: u16, max: u16) -> Result<(), ProtocolError> {
@@ -710,7 +741,24 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
             Err(e) => return Err(e),
         }
     }
-    let total = frame_len(prefix).map_err(invalid_data)?;
+    let total = match frame_len(prefix) {
+        Ok(total) => total,
+        Err(ProtocolError::Text(_)) => {
+            // Show the line the text starts (bounded; a read error just ends it).
+            let mut rest = Vec::new();
+            let mut byte = [0u8; 1];
+            while rest.len() < TEXT_SHOWN && !rest.ends_with(b"\n") {
+                match r.read(&mut byte) {
+                    Ok(1) => rest.push(byte[0]),
+                    _ => break,
+                }
+            }
+            return Err(invalid_data(ProtocolError::Text(stray_text(
+                &prefix, &rest,
+            ))));
+        }
+        Err(e) => return Err(invalid_data(e)),
+    };
     let mut bytes = vec![0u8; total];
     bytes[..LEN_PREFIX].copy_from_slice(&prefix);
     match r.read_exact(&mut bytes[LEN_PREFIX..]) {
@@ -1430,6 +1478,32 @@ mod tests {
         assert_eq!(got, samples());
         // Clean EOF again.
         assert!(read_frame(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn text_instead_of_a_frame_is_named_as_such() {
+        let mut r = io::Cursor::new(b"This account is currently not available.\nmore".to_vec());
+        let e = read_frame(&mut r).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("\"This account is currently not available.\"")
+                && msg.contains("ascp --server"),
+            "{msg}"
+        );
+        // Text is bounded, and non-printable bytes are not echoed.
+        let mut long = b"Welcome".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 10_000));
+        let e = read_frame(&mut io::Cursor::new(long))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < TEXT_SHOWN + 300, "{}", e.len());
+        assert_eq!(stray_text(b"Hi \x1b", b"[31mred"), "Hi ?[31mred");
+        // A binary over-long prefix stays a length error.
+        let e = read_frame(&mut io::Cursor::new(vec![0xff, 0, 0, 1, 5]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exceeds the limit"), "{e}");
     }
 
     #[test]

@@ -279,4 +279,13 @@ pub enum ProtocolError {
     /// The frame ended before its fields did, or has bytes left over.
     #[error("frame length does not match its contents ({0})")]
     Length(&'static str),
+    /// The stream starts with printable text where a length prefix belongs: something other
+    /// than the transfer program is talking (a login shell such as nologin, a banner, a
+    /// profile script). Holds the text seen (the prefix, or the line it starts).
+    #[error(
+        "the peer sent text instead of the transfer protocol: \"{0}\"; something other than \
+         `ascp --server` answered (a login shell such as nologin, or a banner or profile \
+         script writing to stdout)"
+    )]
+    Text(String),
 }

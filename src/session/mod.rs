@@ -20,7 +20,9 @@ use self::registry::{Registry, SessionInfo};
 use crate::config::{Config, Rule};
 use crate::dataplane::{Forwarder, SessionEntry};
 use crate::policy::{self, Balancer, HealthEvent, Request};
-use crate::protocol::{ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit, MAX_FRAME};
+use crate::protocol::{
+    frame, ErrorCode, ErrorFrame, Frame, ProtocolError, SessionAccept, SessionInit,
+};
 use crate::ssh::client::{self as ssh_client, ClientConfig, HostKeyPolicy, SshError};
 use crate::ssh::server::{ExecHandler, ExecRequest};
 
@@ -365,14 +367,23 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
 ) -> Result<(Vec<u8>, Frame), String> {
     let mut prefix = [0u8; 4];
     r.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len == 0 || len + 4 > MAX_FRAME {
-        return Err(format!(
-            "frame length {len} is outside 1..{}",
-            MAX_FRAME - 4
-        ));
-    }
-    let mut bytes = vec![0u8; len + 4];
+    let total = match frame::frame_len(prefix) {
+        Ok(total) => total,
+        Err(ProtocolError::Text(_)) => {
+            // Show the line the text starts: what is there within a second, bounded.
+            let mut rest = vec![0u8; frame::TEXT_SHOWN];
+            let got = tokio::time::timeout(Duration::from_secs(1), r.read(&mut rest))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            rest.truncate(got);
+            let text = frame::stray_text(&prefix, &rest);
+            return Err(ProtocolError::Text(text).to_string());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut bytes = vec![0u8; total];
     bytes[..4].copy_from_slice(&prefix);
     r.read_exact(&mut bytes[4..])
         .await
@@ -408,6 +419,7 @@ async fn connect_backend(
             port: host.port(),
             user: user.to_string(),
             identities: vec![keyfile.clone()],
+            password: None,
             known_hosts: shared.backend_known_hosts.clone(),
             policy: HostKeyPolicy::AcceptNew,
             timeout: BACKEND_TIMEOUT,

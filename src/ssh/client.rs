@@ -35,6 +35,8 @@ pub struct ClientConfig {
     pub user: String,
     /// Private keys to try, in order.
     pub identities: Vec<PathBuf>,
+    /// A password to try after the keys (`ascp`: from `ASPERA_SCP_PASS`).
+    pub password: Option<String>,
     /// The known_hosts file.
     pub known_hosts: PathBuf,
     /// Unknown host keys.
@@ -260,9 +262,34 @@ pub async fn connect(cfg: &ClientConfig) -> Result<Client, SshError> {
             }
         }
     }
+    if let Some(password) = &cfg.password {
+        let attempt = handle.authenticate_password(&cfg.user, password);
+        tried.push("a password (ASPERA_SCP_PASS)".into());
+        match tokio::time::timeout(cfg.timeout, attempt).await {
+            Ok(Ok(AuthResult::Success)) => {
+                return Ok(Client {
+                    handle,
+                    host: cfg.host.clone(),
+                })
+            }
+            Ok(Ok(AuthResult::Failure { .. })) => {}
+            Ok(Err(e)) => {
+                return Err(SshError::Session {
+                    host: cfg.host.clone(),
+                    why: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(SshError::Session {
+                    host: cfg.host.clone(),
+                    why: "authentication timed out".into(),
+                })
+            }
+        }
+    }
     if tried.is_empty() {
         return Err(SshError::Key(if load_errors.is_empty() {
-            "no private key to log in with: pass one with -i".to_string()
+            "no private key to log in with: pass one with -i (or set ASPERA_SCP_PASS for a password login)".to_string()
         } else {
             load_errors.join("; ")
         }));

@@ -3,4 +3,5 @@
 
 pub(crate) mod bridge;
 pub mod client;
+pub mod pam;
 pub mod server;

@@ -4,10 +4,11 @@
 //! layer as a local byte stream. Knows nothing of the transfer protocol or of nftables.
 //!
 //! What a client may do, and what it gets otherwise:
-//! - authentication: `publickey` only (no password, keyboard-interactive, host-based or
-//!   certificates); the user must exist locally, and the key must be listed in the file that
+//! - authentication: `publickey` (no keyboard-interactive, host-based or certificates); the
+//!   user must exist locally, and the key must be listed in the file that
 //!   [`FrontendConfig::authorized_keys`] names for that user (see [`authorized_key_matches`] for
-//!   which `authorized_keys` options are accepted);
+//!   which `authorized_keys` options are accepted); `password` too, checked by PAM, only when
+//!   [`FrontendConfig::password_pam_service`] is set;
 //! - channels: `session` only; `direct-tcpip` (`ssh -L`), `x11`, agent and streamlocal channels
 //!   are refused, and so are `tcpip-forward` global requests (`ssh -R`);
 //! - channel requests: `exec` of a command line that is exactly one of
@@ -34,6 +35,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use super::bridge::{self, Outbound};
+use super::pam;
+
+/// Longest a PAM check may take (a module may ask a directory server).
+const PAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the front end is set up (from `<rproxy>`).
 #[derive(Debug, Clone)]
@@ -46,6 +51,9 @@ pub struct FrontendConfig {
     /// Authorized keys path pattern (`authorized_keys_file`): `%u` user, `%h` home, `%%`.
     /// A relative result is taken relative to the user's home, as OpenSSH does.
     pub authorized_keys: String,
+    /// `Some(PAM service)`: password logins are offered too, and checked by PAM with that
+    /// service; `None`: public keys only (the method is not even offered).
+    pub password_pam_service: Option<String>,
     /// Clients allowed to connect; empty = everyone. Checked on TCP accept, before SSH.
     pub allowed_clients: Vec<IpNet>,
     /// The exact command lines `exec` may run (e.g. `ascp --server`).
@@ -152,6 +160,7 @@ struct Shared {
     russh: Arc<russh::server::Config>,
     authorized_keys: String,
     allowed_commands: Vec<String>,
+    password_pam_service: Option<String>,
     auth_timeout: Duration,
     handler: Arc<dyn ExecHandler>,
 }
@@ -174,7 +183,11 @@ pub async fn serve(
         server_id: SshId::Standard(
             concat!("SSH-2.0-fasp-proxy_", env!("CARGO_PKG_VERSION")).into(),
         ),
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        methods: if config.password_pam_service.is_some() {
+            MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+        } else {
+            MethodSet::from(&[MethodKind::PublicKey][..])
+        },
         auth_rejection_time: config.auth_rejection_delay,
         // OpenSSH opens with a "none" probe to learn the methods: nothing to hide there.
         auth_rejection_time_initial: Some(Duration::ZERO),
@@ -198,6 +211,7 @@ pub async fn serve(
         russh: Arc::new(russh_config),
         authorized_keys: config.authorized_keys.clone(),
         allowed_commands: config.allowed_commands.clone(),
+        password_pam_service: config.password_pam_service.clone(),
         auth_timeout: config.auth_timeout,
         handler,
     });
@@ -434,9 +448,41 @@ impl russh::server::Handler for Connection {
         Ok(Auth::reject())
     }
 
-    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        info!("{}: password authentication refused for {user}", self.peer);
-        Ok(Auth::reject())
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let Some(service) = self.shared.password_pam_service.clone() else {
+            info!(
+                "{}: password authentication refused for {user}: not enabled",
+                self.peer
+            );
+            return Ok(Auth::reject());
+        };
+        let (user_owned, password_owned) = (user.to_string(), password.to_string());
+        let client = self.peer.ip().to_string();
+        let checking = tokio::task::spawn_blocking(move || {
+            pam::check_password(&service, &user_owned, &password_owned, &client)
+        });
+        let outcome = match tokio::time::timeout(PAM_TIMEOUT, checking).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(pam::PamError {
+                stage: "PAM unavailable",
+                message: e.to_string(),
+            }),
+            Err(_) => Err(pam::PamError {
+                stage: "PAM unavailable",
+                message: format!("no answer within {}s", PAM_TIMEOUT.as_secs()),
+            }),
+        };
+        match outcome {
+            Ok(()) => {
+                info!("{}: accepted password for {user}", self.peer);
+                self.user = Some(user.to_string());
+                Ok(Auth::Accept)
+            }
+            Err(e) => {
+                warn!("{}: refused password for {user}: {e}", self.peer);
+                Ok(Auth::reject())
+            }
+        }
     }
 
     async fn auth_publickey_offered(

@@ -862,3 +862,61 @@ impl Sshd {
         }
     }
 }
+
+/// A local account with a random password for the password-login test (created if missing,
+/// shell nologin, no home); its password is set for the test and replaced by `*` (no password
+/// login possible) when dropped, also on panic.
+pub struct PasswordAccount {
+    /// The account name.
+    pub name: &'static str,
+    /// Its password while the value lives.
+    pub password: String,
+}
+
+impl PasswordAccount {
+    /// Creates the account if missing and gives it a fresh random password.
+    pub fn create(name: &'static str) -> PasswordAccount {
+        if nix::unistd::User::from_name(name).unwrap().is_none() {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "useradd {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut random = [0u8; 16];
+        File::open("/dev/urandom")
+            .and_then(|mut f| io::Read::read_exact(&mut f, &mut random))
+            .expect("lab: /dev/urandom");
+        let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("chpasswd (package passwd)");
+        chpasswd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .unwrap();
+        assert!(chpasswd.wait().unwrap().success(), "chpasswd {name}");
+        PasswordAccount { name, password }
+    }
+}
+
+impl Drop for PasswordAccount {
+    fn drop(&mut self) {
+        let _ = Command::new("usermod")
+            .args(["--password", "*", self.name])
+            .output();
+    }
+}
