@@ -15,7 +15,10 @@
 //! payload sizes, default `1400,8192`), `TRANSFER_BENCH_MIB` (file size, default 256),
 //! `TRANSFER_BENCH_RUNS` (default 3), `TRANSFER_BENCH_RATE` (the sender's `-l` in bits/s,
 //! default 0: no limit; to see the CPU cost per GiB at a paced rate), `TRANSFER_BENCH_IPERF_SECS` (default 2) and
-//! `TRANSFER_BENCH_IPERF_RUNS` (default 3; the best run counts; 0 skips iperf3).
+//! `TRANSFER_BENCH_IPERF_RUNS` (default 3; the best run counts; 0 skips iperf3) and
+//! `TRANSFER_BENCH_DIR` (where the source and received files go; default the system temp
+//! directory. iperf3 touches no file system: with large files on a disk, writeback throttling
+//! rather than the engine sets the pace, so `/dev/shm` compares the engine alone).
 
 use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
@@ -206,7 +209,11 @@ fn bench(c: &mut Criterion) {
     let iperf_runs = env_usize("TRANSFER_BENCH_IPERF_RUNS", 3);
     let report_only = std::env::var_os("TRANSFER_BENCH_REPORT_ONLY").is_some();
     let size = mib * 1024 * 1024;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = match std::env::var_os("TRANSFER_BENCH_DIR") {
+        Some(base) => tempfile::tempdir_in(base).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    eprintln!("files in {}", dir.path().display());
     let src = dir.path().join("src.bin");
     let mut content = vec![0u8; size];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
