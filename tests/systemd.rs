@@ -3,11 +3,13 @@
 //! systemd is not PID 1 on the machines this runs on, so the test boots one in a throw-away
 //! container: `systemd-nspawn --boot` over a read-only view of the machine's own root with a
 //! tmpfs on top (`--volatile=overlay`), inside a private mount namespace (`unshare -m`), joined
-//! to the lab's proxy network namespace (`--network-namespace-path`). The unit file from the
-//! repository, the built `fasp-proxy` (as `/usr/local/bin/fasp-proxy`) and a configuration
-//! directory (as `/etc/fasp-proxy`) are bind-mounted in; nothing of the machine is changed.
+//! to the lab's proxy network namespace (`--network-namespace-path`). The source tree, the built
+//! binaries and a configuration directory (as `/etc/fasp-proxy`) are bind-mounted in, and
+//! `scripts/install.sh` installs the binaries, the unit and the PAM file inside, as an
+//! administrator would; nothing of the machine is changed.
 //!
-//! Covered: `Type=notify` (the unit becomes active, so READY=1 arrived), `ExecStartPre`
+//! Covered: `scripts/install.sh` then `systemctl enable --now` (the administrator's two
+//! commands), `Type=notify` (the unit becomes active, so READY=1 arrived), `ExecStartPre`
 //! check-config, the hardening as applied (capability bounding set, no new privileges,
 //! seccomp: the daemon still programs nftables, which caught `setns` being refused under
 //! `RestrictNamespaces=yes`), logging to the journal through syslog, a transfer through the
@@ -31,7 +33,9 @@ use lab::{NsProcess, Sshd, Topology};
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 const UNIT_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/fasp-proxy.service");
-const PAM_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pam.d/fasp-proxy");
+/// Where the container sees the source tree and the built binaries (read-only).
+const SRC_INSIDE: &str = "/opt/fasp-proxy-src";
+const BIN_INSIDE: &str = "/opt/fasp-proxy-bin";
 const UNIT: &str = "fasp-proxy.service";
 const NSPAWN_RUN_DIR: &str = "/run/systemd/nspawn";
 
@@ -404,26 +408,54 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     // Created before the container boots: its root is an overlay whose /etc may already be
     // copied up (systemd-sysusers), hiding later changes of the machine's /etc/shadow.
     let account = lab::PasswordAccount::create("faspunit");
+    let bin_dir = Path::new(FASP_PROXY)
+        .parent()
+        .expect("the binaries' directory")
+        .to_path_buf();
     let container = Container::boot(
         topo.proxy.name(),
         dir.path(),
         &[(etc.clone(), "/etc/fasp-proxy")],
         &[
-            (PathBuf::from(FASP_PROXY), "/usr/local/bin/fasp-proxy"),
-            (
-                PathBuf::from(UNIT_FILE),
-                "/etc/systemd/system/fasp-proxy.service",
-            ),
-            (PathBuf::from(PAM_FILE), "/etc/pam.d/fasp-proxy"),
+            (PathBuf::from(env!("CARGO_MANIFEST_DIR")), SRC_INSIDE),
+            (bin_dir, BIN_INSIDE),
         ],
     );
 
-    // Type=notify: `systemctl start` returns once READY=1 arrived (or fails).
-    let started = container.systemctl(&["start", UNIT]);
+    // The administrator's two commands, inside the container: the install script (binaries,
+    // unit, PAM file; the configuration exists, so it is kept), then enable --now. Type=notify:
+    // `systemctl enable --now` returns once READY=1 arrived (or fails).
+    let install = container.exec(&[
+        "env",
+        &format!("INSTALL_BIN_DIR={BIN_INSIDE}"),
+        "INSTALL_SKIP_PACKAGES=1",
+        &format!("{SRC_INSIDE}/scripts/install.sh"),
+    ]);
+    let said = format!("{}{}", text(&install.stdout), text(&install.stderr));
+    assert!(install.status.success(), "install.sh failed:\n{said}");
+    assert!(
+        said.contains("kept /etc/fasp-proxy/aspera.conf (exists)")
+            && said.contains("installed /etc/pam.d/fasp-proxy")
+            && said.contains("installed /usr/local/bin/fasp-proxy"),
+        "{said}"
+    );
+    let installed_unit = container.exec(&["cat", "/etc/systemd/system/fasp-proxy.service"]);
+    assert_eq!(
+        text(&installed_unit.stdout),
+        std::fs::read_to_string(UNIT_FILE).unwrap(),
+        "install.sh installed another unit than systemd/fasp-proxy.service"
+    );
+    let started = container.systemctl(&["enable", "--now", UNIT]);
     assert!(
         started.status.success(),
-        "systemctl start failed: {}\n{}",
+        "systemctl enable --now failed: {}\n{}",
         text(&started.stderr),
+        container.describe()
+    );
+    assert_eq!(
+        container.unit_property("UnitFileState"),
+        "enabled",
+        "{}",
         container.describe()
     );
     assert_eq!(
