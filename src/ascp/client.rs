@@ -223,6 +223,20 @@ fn session(
                 CONNECT_TIMEOUT.as_secs()
             ))
         }
+        // The channel went away with our request unread (the server refused before reading
+        // it: over its session cap, say); what it said is on stderr, which the caller adds.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            return Err(format!(
+                "the server closed the connection before accepting the session ({e})"
+            ))
+        }
         Err(e) => return Err(format!("bad answer from the server: {e}")),
     };
     reader.set_read_timeout(None).map_err(|e| e.to_string())?;
