@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use lab::{Sshd, Topology};
+use lab::{text, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 
@@ -54,10 +54,6 @@ impl Setup {
     fn remote(&self, path: &Path) -> String {
         format!("root@{}:{}", lab::server_v4(0), path.display())
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn ok(out: &Output) -> String {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use fasp_proxy::protocol::{
     Direction, ErrorCode, Frame, Overwrite, ResumeLevel, SessionInit, VERSION,
 };
-use lab::{NsProcess, Sshd, Topology};
+use lab::{ssh_keygen, text, NsProcess, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
@@ -302,13 +302,7 @@ impl Lab {
     }
 
     fn nft_sessions(&self) -> String {
-        text(
-            &self
-                .topo
-                .proxy
-                .try_exec(&["nft", "list", "map", "ip", "fasp_proxy", "sessions"])
-                .stdout,
-        )
+        self.topo.nft_sessions()
     }
 
     fn iptables_nat(&self) -> String {
@@ -361,10 +355,6 @@ fn start_sshd(topo: &Topology, i: usize, extra: &str) -> Sshd {
     )
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// The UUID of the last session whose log line contains `needle`.
 fn session_id(log: &str, needle: &str) -> String {
     let line = log
@@ -402,15 +392,6 @@ fn refused(out: &Output, needle: &str) -> String {
         describe(out)
     );
     err
-}
-
-fn ssh_keygen(path: &Path) {
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fasp-test", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh-keygen: {}", describe(&out));
 }
 
 fn content(len: usize, seed: u8) -> Vec<u8> {
@@ -464,7 +445,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     // The element carries the session's UUID, the one its log lines show.
     let id = session_id(&lab.log(), "Setup UDP forwarding");
     assert!(map.contains(&id), "no element for session {id}:\n{map}");
-    let status = wait_exit(&mut running, Duration::from_secs(60));
+    let status = running.wait_exit(Duration::from_secs(60));
     assert!(
         status.success(),
         "the upload failed ({status}):\n{}\n{}",
@@ -542,16 +523,6 @@ fn the_daemon_refuses_to_start_on_a_bad_configuration() {
         !tables.contains("fasp_proxy"),
         "a refused start changed the kernel: {tables}"
     );
-}
-
-/// Waits (bounded) for a spawned process to end; panics with its output if it does not.
-fn wait_exit(process: &mut NsProcess, timeout: Duration) -> std::process::ExitStatus {
-    let mut status = None;
-    lab::wait_until(timeout, || {
-        status = process.try_wait();
-        status.is_some()
-    });
-    status.unwrap_or_else(|| panic!("still running after {timeout:?}:\n{}", process.log()))
 }
 
 /// A default rule to server 0 with its key.
@@ -757,7 +728,7 @@ fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and
         !lab.nft_sessions().contains("192.0.2.2"),
         "the nftables map is not used"
     );
-    let status = wait_exit(&mut running, Duration::from_secs(60));
+    let status = running.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{status}:\n{}", running.log());
     assert_eq!(
         std::fs::read(&src).unwrap(),
@@ -811,7 +782,7 @@ fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_l
     let mut daemon = lab.daemon.take().unwrap();
     let pid = daemon.pid().to_string();
     lab.topo.proxy.exec(&["kill", "-KILL", &pid]);
-    wait_exit(&mut daemon, Duration::from_secs(10));
+    daemon.wait_exit(Duration::from_secs(10));
     drop(client); // the client goes too, so nothing makes new flows
     assert!(
         lab.nft_sessions().contains("192.0.2.2 . 40123"),
@@ -1273,7 +1244,7 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
     let mut daemon = lab.daemon.take().unwrap();
     let pid = daemon.pid().to_string();
     lab.topo.proxy.exec(&["kill", "-TERM", &pid]);
-    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    let status = daemon.wait_exit(Duration::from_secs(20));
     assert!(
         status.success(),
         "the daemon exited with {status}:\n{}",
@@ -1285,7 +1256,7 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
         "{}",
         lab.log()
     );
-    let client_status = wait_exit(&mut client, Duration::from_secs(60));
+    let client_status = client.wait_exit(Duration::from_secs(60));
     assert!(
         !client_status.success(),
         "the cut transfer reported success:\n{}",
@@ -1401,7 +1372,7 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
         lab.log()
     );
     assert!(ip6_map().contains(": 2001:db8:2::2 . "), "{}", ip6_map());
-    let status = wait_exit(&mut client, Duration::from_secs(60));
+    let status = client.wait_exit(Duration::from_secs(60));
     assert!(
         status.success(),
         "ascp over IPv6 failed:\n{}\n{}",

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use lab::{NsProcess, Sshd, Topology};
+use lab::{ssh_keygen, text, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
@@ -291,10 +291,6 @@ fn remove_cgroup_tree(dir: &Path) {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// The capability mask that `CapabilityBoundingSet=` of the unit file describes.
 fn unit_capability_mask(unit: &str) -> u64 {
     let line = unit
@@ -326,36 +322,10 @@ fn status_field(pid: &str, field: &str) -> String {
         .to_string()
 }
 
-fn nft_sessions(topo: &Topology) -> String {
-    text(
-        &topo
-            .proxy
-            .try_exec(&["nft", "list", "map", "ip", "fasp_proxy", "sessions"])
-            .stdout,
-    )
-}
-
 /// Whether the sessions map holds an element for the lab's client.
 fn has_client_entry(topo: &Topology) -> bool {
-    nft_sessions(topo).contains(&format!("{} . ", lab::CLIENT_V4))
-}
-
-fn wait_exit(process: &mut NsProcess, timeout: Duration) -> std::process::ExitStatus {
-    let mut status = None;
-    lab::wait_until(timeout, || {
-        status = process.try_wait();
-        status.is_some()
-    });
-    status.unwrap_or_else(|| panic!("still running after {timeout:?}:\n{}", process.log()))
-}
-
-fn ssh_keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fasp-test", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh-keygen failed");
+    topo.nft_sessions()
+        .contains(&format!("{} . ", lab::CLIENT_V4))
 }
 
 #[test]
@@ -528,7 +498,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     assert!(
         entry_seen(&topo),
         "no kernel entry:\n{}\n{}",
-        nft_sessions(&topo),
+        topo.nft_sessions(),
         container.describe()
     );
     // `fasp-proxy sessions` from the host reaches the unit's daemon (its control socket).
@@ -537,7 +507,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         sessions.contains("1 live session"),
         "fasp-proxy sessions:\n{sessions}"
     );
-    let status = wait_exit(&mut transfer, Duration::from_secs(60));
+    let status = transfer.wait_exit(Duration::from_secs(60));
     assert!(
         status.success(),
         "the transfer failed:\n{}\n{}",
@@ -586,7 +556,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     assert!(
         lab::wait_until(Duration::from_secs(10), || !has_client_entry(&topo)),
         "the entry outlived the session:\n{}",
-        nft_sessions(&topo)
+        topo.nft_sessions()
     );
 
     // Restart=on-failure: SIGKILL mid-transfer; systemd starts it again, and the new daemon's
@@ -616,10 +586,10 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     assert!(
         lab::wait_until(Duration::from_secs(10), || !has_client_entry(&topo)),
         "the killed daemon's entry survived the restart:\n{}\n{}",
-        nft_sessions(&topo),
+        topo.nft_sessions(),
         container.describe()
     );
-    let _ = wait_exit(&mut doomed, Duration::from_secs(60));
+    let _ = doomed.wait_exit(Duration::from_secs(60));
 
     // systemctl stop (SIGTERM) mid-transfer: the session is closed, its entry removed, and the
     // unit ends cleanly (not "failed").
@@ -650,9 +620,9 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     assert!(
         !has_client_entry(&topo),
         "entries left after systemctl stop:\n{}",
-        nft_sessions(&topo)
+        topo.nft_sessions()
     );
-    let status = wait_exit(&mut stopped_mid, Duration::from_secs(60));
+    let status = stopped_mid.wait_exit(Duration::from_secs(60));
     assert!(
         !status.success(),
         "a transfer cut by the stop cannot have succeeded"
@@ -687,7 +657,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         iptables_nat(),
         container.describe()
     );
-    let status = wait_exit(&mut transfer, Duration::from_secs(60));
+    let status = transfer.wait_exit(Duration::from_secs(60));
     assert!(
         status.success(),
         "the transfer failed:\n{}\n{}",

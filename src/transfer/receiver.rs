@@ -731,6 +731,17 @@ impl Receiver {
     }
 
     fn skip(&mut self, fs: &FileStart, reason: &str) -> Result<(), TransferError> {
+        self.done_without_data(fs, fs.size, Outcome::Skipped(reason.into()))
+    }
+
+    /// Answers a `FileStart` that needs no data (a skipped file, a directory made): "have it",
+    /// then a successful `FileResult`, and records `outcome`.
+    fn done_without_data(
+        &mut self,
+        fs: &FileStart,
+        size: u64,
+        outcome: Outcome,
+    ) -> Result<(), TransferError> {
         self.ch.send(&Frame::FileHave(FileHave {
             file_id: fs.file_id,
             skip: true,
@@ -745,9 +756,9 @@ impl Receiver {
         self.report.files.push(FileReport {
             path: fs.path.clone(),
             kind: fs.kind,
-            size: fs.size,
+            size,
             bytes_transferred: 0,
-            outcome: Outcome::Skipped(reason.into()),
+            outcome,
         });
         Ok(())
     }
@@ -791,25 +802,7 @@ impl Receiver {
                 return self.refuse(&fs, code_of(&e), msg);
             }
             self.dirs.push((final_path, fs.mode, fs.mtime));
-            self.ch.send(&Frame::FileHave(FileHave {
-                file_id: fs.file_id,
-                skip: true,
-                chunk_size: 0,
-                chunks: Vec::new(),
-            }))?;
-            self.ch.send(&Frame::FileResult(FileResult {
-                file_id: fs.file_id,
-                error: None,
-                bytes_transferred: 0,
-            }))?;
-            self.report.files.push(FileReport {
-                path: fs.path,
-                kind: FileKind::Directory,
-                size: 0,
-                bytes_transferred: 0,
-                outcome: Outcome::Ok,
-            });
-            return Ok(());
+            return self.done_without_data(&fs, 0, Outcome::Ok);
         }
         match self.place(&fs, final_path) {
             Ok(Some((rx, chunks))) => {

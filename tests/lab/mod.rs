@@ -220,6 +220,11 @@ pub fn check_documentation_cidr(cidr: &str) -> (IpAddr, u8) {
     (addr, prefix)
 }
 
+/// Command output as text (lossy UTF-8).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Polls `cond` every 20 ms until it returns true or `timeout` elapses; returns the last result.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -596,6 +601,16 @@ impl NsProcess {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// Waits (bounded) for the process to end; panics with its output if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.try_wait();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| panic!("still running after {timeout:?}:\n{}", self.log()))
+    }
+
     /// Waits up to `timeout` for `needle` to appear in [`NsProcess::log`].
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log().contains(needle))
@@ -730,6 +745,17 @@ impl Topology {
     pub fn server(&self) -> &Netns {
         &self.servers[0]
     }
+
+    /// `nft list map ip fasp_proxy sessions` in the proxy namespace (empty if there is none):
+    /// the proxy's per-session entries.
+    pub fn nft_sessions(&self) -> String {
+        text(
+            &self
+                .proxy
+                .try_exec(&["nft", "list", "map", "ip", "fasp_proxy", "sessions"])
+                .stdout,
+        )
+    }
 }
 
 /// Binds a UDP socket to `addr` inside `ns`, with a read timeout of `timeout`.
@@ -777,7 +803,8 @@ pub struct Sshd {
     pub dir: tempfile::TempDir,
 }
 
-fn ssh_keygen(path: &std::path::Path) {
+/// Makes an ed25519 key pair without a passphrase at `path` (and `path`.pub).
+pub fn ssh_keygen(path: &std::path::Path) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "fasp-lab", "-f"])
         .arg(path)
