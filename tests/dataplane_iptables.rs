@@ -245,7 +245,7 @@ fn forwards_both_ways_with_masquerade_and_lists_in_the_documented_shape() {
     assert_eq!(
         our_rules(&topo.proxy, false),
         vec![
-            format!("-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --sport 40000 --dport 33001 -m comment --comment {id} -j DNAT --to-destination 198.51.100.2:33001"),
+            format!("-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --sport 40000 --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment {id} -j DNAT --to-destination 198.51.100.2:33001"),
             format!("-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigsrcport 40000 --ctorigdstport 33001 -m comment --comment {id} -j MASQUERADE"),
         ]
     );
@@ -271,6 +271,10 @@ fn forwards_both_ways_with_masquerade_and_lists_in_the_documented_shape() {
             "udp",
             "spt:40000",
             "dpt:33001",
+            "ADDRTYPE",
+            "match",
+            "dst-type",
+            "LOCAL",
             "/*",
             &id.to_string(),
             "*/",
@@ -406,6 +410,10 @@ fn source_port_filtering_and_any_port_sessions() {
             "0.0.0.0/0",
             "udp",
             "dpt:33001",
+            "ADDRTYPE",
+            "match",
+            "dst-type",
+            "LOCAL",
             "/*",
             &any.id.to_string(),
             "*/",
@@ -443,7 +451,7 @@ fn ipv6_sessions_work_like_ipv4() {
     assert_eq!(
         our_rules(&topo.proxy, true),
         vec![
-            format!("-A FASP_PROXY -s 2001:db8:1::2/128 -p udp -m udp --sport 40000 --dport 33001 -m comment --comment {id} -j DNAT --to-destination [2001:db8:2::2]:33001"),
+            format!("-A FASP_PROXY -s 2001:db8:1::2/128 -p udp -m udp --sport 40000 --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment {id} -j DNAT --to-destination [2001:db8:2::2]:33001"),
             format!("-A FASP_PROXY_POST -s 2001:db8:1::2/128 -d 2001:db8:2::2/128 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigsrcport 40000 --ctorigdstport 33001 -m comment --comment {id} -j MASQUERADE"),
         ]
     );
@@ -462,6 +470,10 @@ fn ipv6_sessions_work_like_ipv4() {
             "udp",
             "spt:40000",
             "dpt:33001",
+            "ADDRTYPE",
+            "match",
+            "dst-type",
+            "LOCAL",
             "/*",
             &id.to_string(),
             "*/",

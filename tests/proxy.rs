@@ -1507,11 +1507,17 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
     lab.assert_no_entry("wrong password");
 
     // OpenSSH's ssh logs in with the password (SSH_ASKPASS) and runs the allowed command; a
-    // disallowed command's message proves the login worked.
+    // disallowed command's message proves the login worked. The first answer is a typo: the
+    // proxy must go on offering `password` after a wrong one.
     let askpass = lab.path("askpass.sh");
+    let asked = lab.path("askpass.asked");
     std::fs::write(
         &askpass,
-        format!("#!/bin/sh\necho '{}'\n", account.password),
+        format!(
+            "#!/bin/sh\nif [ -e '{asked}' ]; then echo '{pw}'; else : > '{asked}'; echo typo; fi\n",
+            asked = asked.display(),
+            pw = account.password
+        ),
     )
     .unwrap();
     {
@@ -1519,6 +1525,7 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
     let ssh_with_password = |lab: &Lab| {
+        let _ = std::fs::remove_file(&asked);
         let mut args: Vec<String> = [
             "env".into(),
             format!("SSH_ASKPASS={}", askpass.display()),
@@ -1537,7 +1544,7 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
                 "-o",
                 "PreferredAuthentications=password",
                 "-o",
-                "NumberOfPasswordPrompts=1",
+                "NumberOfPasswordPrompts=2",
             ],
         );
         if let Some(at) = base.iter().position(|a| a == "BatchMode=yes") {

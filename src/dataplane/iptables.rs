@@ -14,12 +14,12 @@
 //! A session is two rules, added (and deleted) together in one batch:
 //! ```text
 //! *nat
-//! -I FASP_PROXY 1 -s 192.0.2.2/32 -p udp -m udp --sport 40000 --dport 33001 -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:33001
+//! -I FASP_PROXY 1 -s 192.0.2.2/32 -p udp -m udp --sport 40000 --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:33001
 //! -I FASP_PROXY_POST 1 -s 192.0.2.2/32 -d 198.51.100.2/32 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigsrcport 40000 --ctorigdstport 33001 -m comment --comment <uuid> -j MASQUERADE
 //! COMMIT
 //! ```
 //! so that `iptables -t nat -L -n` shows
-//! `DNAT 17 -- 192.0.2.2 0.0.0.0/0 udp spt:40000 dpt:33001 /* <uuid> */ to:198.51.100.2:33001`
+//! `DNAT 17 -- 192.0.2.2 0.0.0.0/0 udp spt:40000 dpt:33001 ADDRTYPE match dst-type LOCAL /* <uuid> */ to:198.51.100.2:33001`
 //! (iptables 1.8.9 prints the protocol as a number with `-n`; without `-n` it prints `udp` and
 //! `anywhere`). Sessions that filter on the client's source port are inserted at the top of the
 //! chains, sessions without (`src_port_filtering false`) appended, so a session keyed on a port
@@ -364,8 +364,8 @@ impl Forwarder for IptablesForwarder {
     }
 
     /// Refuses the session with [`DataplaneError::KeyTaken`] if a DNAT rule of the same key
-    /// exists (its comment names the owner), deletes the stale conntrack flows of the client
-    /// tuple, then adds the DNAT and POST rules in one batch. Lines of the chain it cannot
+    /// exists (its comment names the owner), adds the DNAT and POST rules in one batch, then
+    /// deletes the stale conntrack flows of the client tuple. Lines of the chain it cannot
     /// parse do not block installs ([`Forwarder::list`] reports them, reconcile deletes them).
     fn install(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
         entry.validate()?;
@@ -395,8 +395,12 @@ impl Forwarder for IptablesForwarder {
             PostRule::of(entry).add_line(),
         ];
         self.restore(family, &lines, &format!("session {}: install", entry.id))?;
-        // Only now: a stale un-NATed flow of the same tuple would shadow the new rule.
-        conntrack::delete_session_flows(&mut self.ct, entry)?;
+        // Only now: a stale un-NATed flow of the same tuple would shadow the new rule. If that
+        // fails the install fails whole: the rules go again (the caller never owned them).
+        if let Err(e) = conntrack::delete_session_flows(&mut self.ct, entry) {
+            let _ = self.remove(entry);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -585,11 +589,13 @@ impl DnatRule {
         }
     }
 
-    /// The rule, as `iptables-save` prints it after `-A FASP_PROXY`:
+    /// The rule, as `iptables-save` prints it after `-A FASP_PROXY`. `addrtype LOCAL`: only
+    /// datagrams addressed to the proxy itself, never the client's traffic the host routes
+    /// elsewhere (the nftables backend's `fib daddr type local`):
     /// ```text
-    /// -s 192.0.2.2/32 -p udp -m udp --sport 40000 --dport 33001 -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:33001
-    /// -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:33001
-    /// -s 2001:db8:1::2/128 -p udp -m udp --sport 40000 --dport 33001 -m comment --comment <uuid> -j DNAT --to-destination [2001:db8:2::2]:33001
+    /// -s 192.0.2.2/32 -p udp -m udp --sport 40000 --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:33001
+    /// -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:33001
+    /// -s 2001:db8:1::2/128 -p udp -m udp --sport 40000 --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination [2001:db8:2::2]:33001
     /// ```
     fn spec(&self) -> String {
         let family = Family::of(self.client);
@@ -598,7 +604,7 @@ impl DnatRule {
             .map(|p| format!(" --sport {p}"))
             .unwrap_or_default();
         format!(
-            "-s {}/{} -p udp -m udp{sport} --dport {} -m comment --comment {} -j DNAT --to-destination {}",
+            "-s {}/{} -p udp -m udp{sport} --dport {} -m addrtype --dst-type LOCAL -m comment --comment {} -j DNAT --to-destination {}",
             self.client,
             family.host_len(),
             self.proxy_port,
@@ -632,6 +638,7 @@ impl DnatRule {
         };
         t.expect("--dport")?;
         let proxy_port = t.port()?;
+        t.expect_all(&["-m", "addrtype", "--dst-type", "LOCAL"])?;
         t.expect_all(&["-m", "comment", "--comment"])?;
         let comment = t.next("a comment")?.to_string();
         t.expect_all(&["-j", "DNAT", "--to-destination"])?;
@@ -1095,7 +1102,7 @@ mod tests {
             DnatRule::of(&e).add_line(),
             format!(
                 "-I FASP_PROXY 1 -s 192.0.2.2/32 -p udp -m udp --sport 40000 --dport 33001 \
-                 -m comment --comment {UUID} -j DNAT --to-destination 198.51.100.2:33001"
+                 -m addrtype --dst-type LOCAL -m comment --comment {UUID} -j DNAT --to-destination 198.51.100.2:33001"
             )
         );
         e.client_port = None;
@@ -1103,14 +1110,14 @@ mod tests {
             DnatRule::of(&e).add_line(),
             format!(
                 "-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 \
-                 -m comment --comment {UUID} -j DNAT --to-destination 198.51.100.2:33001"
+                 -m addrtype --dst-type LOCAL -m comment --comment {UUID} -j DNAT --to-destination 198.51.100.2:33001"
             )
         );
         assert_eq!(
             DnatRule::of(&e).delete_line(),
             format!(
                 "-D FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 \
-                 -m comment --comment {UUID} -j DNAT --to-destination 198.51.100.2:33001"
+                 -m addrtype --dst-type LOCAL -m comment --comment {UUID} -j DNAT --to-destination 198.51.100.2:33001"
             )
         );
     }
@@ -1121,7 +1128,7 @@ mod tests {
             DnatRule::of(&v6_entry()).add_line(),
             format!(
                 "-I FASP_PROXY 1 -s 2001:db8:1::2/128 -p udp -m udp --sport 40000 --dport 33001 \
-                 -m comment --comment {UUID} -j DNAT --to-destination [2001:db8:2::2]:33001"
+                 -m addrtype --dst-type LOCAL -m comment --comment {UUID} -j DNAT --to-destination [2001:db8:2::2]:33001"
             )
         );
     }
@@ -1235,12 +1242,12 @@ mod tests {
             ),
             // a port range as target
             (
-                "-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m comment --comment x -j DNAT --to-destination 198.51.100.2:1000-2000",
+                "-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment x -j DNAT --to-destination 198.51.100.2:1000-2000",
                 "not a single ADDRESS:PORT",
             ),
             // a network, not a host
             (
-                "-A FASP_PROXY -s 192.0.2.0/24 -p udp -m udp --dport 33001 -m comment --comment x -j DNAT --to-destination 198.51.100.2:33001",
+                "-A FASP_PROXY -s 192.0.2.0/24 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment x -j DNAT --to-destination 198.51.100.2:33001",
                 "not a single host",
             ),
             // something after the target
@@ -1254,7 +1261,7 @@ mod tests {
                 "expected `-p`, found `-m`",
             ),
             (
-                "-A FASP_PROXY -s 192.0.2.4/32 -p udp -m udp --dport 33001 -m comment --comment \"open",
+                "-A FASP_PROXY -s 192.0.2.4/32 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment \"open",
                 "unterminated quoted string",
             ),
         ];
@@ -1282,7 +1289,7 @@ mod tests {
 
     #[test]
     fn non_uuid_comment_gives_an_entry_without_id() {
-        let line = "-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m comment --comment \"not a uuid\" -j DNAT --to-destination 198.51.100.2:33001\n";
+        let line = "-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment \"not a uuid\" -j DNAT --to-destination 198.51.100.2:33001\n";
         let state = NatState::parse(Family::V4, &saved(line));
         let Ok(Rule::Dnat(d)) = &state.rules[0].rule else {
             panic!("{:?}", state.rules[0])

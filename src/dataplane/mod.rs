@@ -19,8 +19,6 @@ pub mod netlink;
 pub mod nftables;
 pub mod sysctl;
 
-use std::time::Duration;
-
 pub use entry::{InstalledEntry, SessionEntry, SessionKey};
 pub use error::{DataplaneError, Errors};
 
@@ -35,8 +33,9 @@ pub struct ReconcileReport {
     pub removed: Vec<InstalledEntry>,
 }
 
-/// Programs the kernel to forward sessions. Every method is one batch towards the kernel, so a
-/// session's entries appear and disappear together.
+/// Programs the kernel to forward sessions. A session's entries are added in one batch (one
+/// nf_tables transaction, one `iptables-restore`), so they appear together; removal, refresh
+/// and reconcile may take more than one (see each backend).
 pub trait Forwarder: Send {
     /// Which kernel interface this backend drives.
     fn kind(&self) -> ForwardingType;
@@ -46,9 +45,11 @@ pub trait Forwarder: Send {
     /// Never touches anything the proxy does not own.
     fn prepare(&mut self) -> Result<(), DataplaneError>;
 
-    /// Installs a session: DNAT from the client to the backend, and the SNAT the reply needs.
-    /// Deletes any stale conntrack entry of the same client tuple first, so it cannot shadow the
-    /// new entry. Refuses, changing nothing, a session whose key another entry already holds.
+    /// Installs a session: DNAT from the client to the backend, and the SNAT the reply needs,
+    /// then deletes any stale conntrack entry of the same client tuple, which would otherwise
+    /// shadow the new entry (NAT is decided on a flow's first packet). Refuses, changing
+    /// nothing, a session whose key another entry already holds; on any other failure nothing
+    /// of the session is left installed.
     fn install(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError>;
 
     /// Extends the session's lifetime to `entry.lifetime` from now (backends whose entries do
@@ -74,9 +75,6 @@ pub trait Forwarder: Send {
     /// Removes everything the proxy owns: every entry, their flows, and the tables or chains.
     fn purge(&mut self) -> Result<ReconcileReport, Errors>;
 }
-
-/// Default lifetime of an entry that is not refreshed: a crashed proxy leaves nothing for longer.
-pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Opens the backend the configuration asks for, in the current network namespace.
 pub fn open(config: &Config) -> Result<Box<dyn Forwarder>, DataplaneError> {

@@ -18,6 +18,16 @@ pub const VERSION: u16 = 1;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Longest string (host name, path, message) in a frame, in bytes.
 pub const MAX_STRING: usize = 4096;
+
+/// `message` cut to at most `MAX_STRING / 2` bytes, at a character boundary: room for an error
+/// text in a frame, whatever the peer-chosen paths it quotes are made of.
+pub fn error_text(message: &str) -> String {
+    let mut end = message.len().min(MAX_STRING / 2);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}
 /// Most source paths a `SessionInit` may carry.
 pub const MAX_PATHS: usize = 1024;
 /// Most chunk hashes a `FileHave` may carry.
@@ -288,4 +298,20 @@ pub enum ProtocolError {
          script writing to stdout)"
     )]
     Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_cuts_long_messages_at_a_character_boundary() {
+        // 2-byte characters so that byte MAX_STRING / 2 + 1 falls inside one (this panicked
+        // with String::truncate when a peer chose such a path).
+        let message = format!("x{}", "é".repeat(MAX_STRING));
+        let cut = error_text(&message);
+        assert!(cut.len() <= MAX_STRING / 2 && cut.len() >= MAX_STRING / 2 - 1);
+        assert!(message.starts_with(&cut));
+        assert_eq!(error_text("short"), "short");
+    }
 }

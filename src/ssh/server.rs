@@ -480,7 +480,14 @@ impl russh::server::Handler for Connection {
             }
             Err(e) => {
                 warn!("{}: refused password for {user}: {e}", self.peer);
-                Ok(Auth::reject())
+                // Auth::reject() would stop offering `password` on this connection: one typo
+                // and the user must reconnect. Keep offering both (within the attempt limit).
+                Ok(Auth::Reject {
+                    proceed_with_methods: Some(MethodSet::from(
+                        &[MethodKind::PublicKey, MethodKind::Password][..],
+                    )),
+                    partial_success: false,
+                })
             }
         }
     }

@@ -709,8 +709,7 @@ impl Receiver {
         message: String,
     ) -> Result<(), TransferError> {
         self.ignore = Some(id);
-        let mut wire = message.clone();
-        wire.truncate(crate::protocol::MAX_STRING / 2);
+        let wire = crate::protocol::error_text(&message);
         self.ch.send(&Frame::FileResult(FileResult {
             file_id: id,
             error: Some(ErrorFrame {

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::chunks::{chunk_count, hash_file};
+use super::chunks::{chunk_count, chunk_size_for, hash_file};
 use super::control::Channel;
 use super::files::{self, Entry, WalkItem};
 use super::link::Link;
@@ -111,9 +111,10 @@ pub(crate) fn error_frame(e: &TransferError) -> ErrorFrame {
         }
         _ => ErrorCode::Other,
     };
-    let mut message = e.to_string();
-    message.truncate(crate::protocol::MAX_STRING / 2);
-    ErrorFrame { code, message }
+    ErrorFrame {
+        code,
+        message: crate::protocol::error_text(&e.to_string()),
+    }
 }
 
 /// What the receiver answered to a `FileStart`.
@@ -389,6 +390,14 @@ impl Sender {
             hasher = Some(blake3::Hasher::new());
         } else {
             let cs = have.chunk_size;
+            // The receiver chose the chunk size: only the one the spec gives for this size is
+            // accepted (a tiny one would make us hold a hash per few bytes of a huge file).
+            if cs != chunk_size_for(size) {
+                return Err(TransferError::Protocol(format!(
+                    "FileHave for {path}: chunk size {cs} is not {} (the size for {size} bytes)",
+                    chunk_size_for(size)
+                )));
+            }
             let ch = &mut self.ch;
             let last = &mut self.last_keepalive;
             let (mine, whole) = hash_file(file, size, cs, &mut || {

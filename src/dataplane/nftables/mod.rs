@@ -387,8 +387,12 @@ impl Forwarder for NftablesForwarder {
             )));
         }
         kernel_result(&what, &results)?;
-        // Only now: a stale un-NATed flow of the same tuple would shadow the new entry.
-        conntrack::delete_session_flows(&mut self.sock, entry)?;
+        // Only now: a stale un-NATed flow of the same tuple would shadow the new entry. If
+        // that fails the install fails whole: the entry goes again (the caller never owned it).
+        if let Err(e) = conntrack::delete_session_flows(&mut self.sock, entry) {
+            let _ = self.remove(entry);
+            return Err(e);
+        }
         Ok(())
     }
 
