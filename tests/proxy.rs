@@ -1594,3 +1594,64 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
     );
     lab.assert_no_entry("password logins off");
 }
+
+#[test]
+fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure(&default_rule(&lab), "");
+    lab.start(&conf);
+    // A transfer is running when the second one starts.
+    let big = lab.path("big.bin");
+    std::fs::write(&big, content(8_000_000, 2)).unwrap();
+    let dst = lab.path("in");
+    std::fs::create_dir(&dst).unwrap();
+    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    let mut running = lab.spawn_ascp(&["-q", "-l", "20m", big.to_str().unwrap(), &remote]);
+    assert!(
+        lab::wait_until(Duration::from_secs(20), || lab
+            .nft_sessions()
+            .contains("192.0.2.2 . ")),
+        "no entry:\n{}",
+        running.log()
+    );
+    // The ruleset without the element timers (which run down and are refreshed).
+    let ruleset = |lab: &Lab| -> String {
+        lab.topo
+            .proxy
+            .exec(&["nft", "list", "ruleset"])
+            .split_whitespace()
+            .scan(false, |skip_next, word| {
+                let out = if *skip_next { "" } else { word };
+                *skip_next = word == "expires";
+                Some(if word == "expires" { "" } else { out }.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let before = ruleset(&lab);
+    // Its control socket (the one-daemon lock) is taken: it must say so and exit before it
+    // touches the kernel (its reconcile would remove the running session's entry).
+    let out = lab.topo.proxy.try_exec(&[
+        "timeout",
+        "20",
+        FASP_PROXY,
+        "--config",
+        conf.to_str().unwrap(),
+        "run",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("another fasp-proxy running"),
+        "{}",
+        describe(&out)
+    );
+    // The first one's session is untouched and completes.
+    assert_eq!(ruleset(&lab), before);
+    let status = running.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}\n{}", running.log(), lab.log());
+    assert_eq!(
+        std::fs::read(&big).unwrap(),
+        std::fs::read(dst.join("big.bin")).unwrap()
+    );
+    lab.stop();
+}

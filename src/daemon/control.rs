@@ -15,11 +15,8 @@ use crate::session::Shared;
 /// The abstract socket name.
 pub const SOCKET_NAME: &str = "fasp-proxy-control";
 
-/// Listens for `sessions` requests until `shutdown`.
-pub async fn serve_shared(
-    shared: Arc<Shared>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
+/// Binds the control socket; fails when another daemon holds it in this network namespace.
+pub fn bind() -> Result<tokio::net::UnixListener, String> {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(SOCKET_NAME.as_bytes())
         .map_err(|e| format!("control socket: {e}"))?;
     let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| {
@@ -27,8 +24,16 @@ pub async fn serve_shared(
     })?;
     std_listener
         .set_nonblocking(true)
-        .map_err(|e| e.to_string())?;
-    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("control socket: {e}"))?;
+    tokio::net::UnixListener::from_std(std_listener).map_err(|e| format!("control socket: {e}"))
+}
+
+/// Answers `sessions` requests on `listener` until `shutdown`.
+pub async fn serve_shared(
+    listener: tokio::net::UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -43,7 +48,7 @@ pub async fn serve_shared(
                 let _ = stream.write_all(answer.as_bytes()).await;
                 let _ = stream.shutdown().await;
             }
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => return,
         }
     }
 }

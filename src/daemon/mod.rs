@@ -108,6 +108,9 @@ fn prepare_dataplane(config: &Config) -> Result<Box<dyn dataplane::Forwarder>, S
 }
 
 async fn serve(config: Arc<Config>, config_path: &Path) -> Result<(), String> {
+    // First: the control socket is also the "one daemon per network namespace" lock. A second
+    // daemon must stop here, before its reconcile removes the first one's live entries.
+    let control_listener = control::bind()?;
     let prepared = {
         let config = Arc::clone(&config);
         tokio::task::spawn_blocking(move || prepare_dataplane(&config))
@@ -139,12 +142,16 @@ async fn serve(config: Arc<Config>, config_path: &Path) -> Result<(), String> {
         auth_rejection_delay: Duration::from_secs(1),
         auth_timeout: Duration::from_secs(30),
     };
-    let frontend_task = tokio::spawn(frontend::serve(
-        frontend_config,
-        Arc::new(Sessions(Arc::clone(&shared))),
+    // Bound before READY=1: a bad host key or a taken port fails the start.
+    let frontend = frontend::bind(frontend_config, Arc::new(Sessions(Arc::clone(&shared))))
+        .await
+        .map_err(|e| e.to_string())?;
+    let frontend_task = tokio::spawn(frontend.serve(stop_rx.clone()));
+    let control_task = tokio::spawn(control::serve_shared(
+        control_listener,
+        Arc::clone(&shared),
         stop_rx.clone(),
     ));
-    let control_task = tokio::spawn(control::serve_shared(Arc::clone(&shared), stop_rx.clone()));
     let upkeep_task = tokio::spawn(upkeep(Arc::clone(&shared), stop_rx.clone()));
     info!(
         "fasp-proxy {} listening on {} ({} rules, forwarding via {})",
@@ -191,8 +198,8 @@ async fn serve(config: Arc<Config>, config_path: &Path) -> Result<(), String> {
     }
 }
 
-/// Every third of an entry's lifetime: refresh live entries, read their counters, end sessions
-/// idle for longer than `<session_idle_timeout>`.
+/// Every 5 s (at most a third of an entry's lifetime): refresh live entries, read their
+/// counters, end sessions idle for longer than `<session_idle_timeout>`.
 async fn upkeep(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period = session::ENTRY_LIFETIME / 3;
     let idle = shared.config.server.rproxy.session_idle_timeout;

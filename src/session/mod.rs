@@ -524,36 +524,54 @@ async fn bridge(
     backend_read: &mut tokio::net::unix::OwnedReadHalf,
     backend_write: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> Result<(), String> {
-    let mut up = vec![0u8; 16 * 1024];
-    let mut down = vec![0u8; 16 * 1024];
-    let (mut up_open, mut down_open) = (true, true);
-    while up_open || down_open {
-        tokio::select! {
-            r = client_read.read(&mut up), if up_open => match r {
+    // One loop per direction, run together: a write that waits (the peer's window is full)
+    // never stops the other direction from being read, so the two ends cannot block each
+    // other through us.
+    let upstream = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match client_read.read(&mut buf).await {
                 Ok(0) | Err(_) => {
-                    up_open = false;
                     let _ = backend_write.shutdown().await;
+                    return Ok(());
                 }
                 Ok(n) => {
                     shared.registry.touch(id);
-                    backend_write.write_all(&up[..n]).await.map_err(|e| format!("writing to the internal server: {e}"))?;
+                    backend_write
+                        .write_all(&buf[..n])
+                        .await
+                        .map_err(|e| format!("writing to the internal server: {e}"))?;
                 }
-            },
-            r = backend_read.read(&mut down), if down_open => match r {
-                Ok(0) | Err(_) => {
-                    // The server side has ended: nothing the client still sends can matter.
-                    // End now, so the client gets the exit status at once instead of waiting
-                    // for it to close its side first.
-                    down_open = false;
-                    up_open = false;
-                    let _ = client_write.shutdown().await;
-                }
-                Ok(n) => {
-                    shared.registry.touch(id);
-                    client_write.write_all(&down[..n]).await.map_err(|e| format!("writing to the client: {e}"))?;
-                }
-            },
+            }
         }
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match backend_read.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = client_write.shutdown().await;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    shared.registry.touch(id);
+                    client_write
+                        .write_all(&buf[..n])
+                        .await
+                        .map_err(|e| format!("writing to the client: {e}"))?;
+                }
+            }
+        }
+    };
+    tokio::pin!(upstream, downstream);
+    // The session ends when the server side ends: nothing the client still sends can matter,
+    // and the client gets the exit status at once instead of waiting to close its side first.
+    // The client's EOF alone only ends the upstream direction.
+    tokio::select! {
+        r = &mut downstream => r,
+        r = &mut upstream => match r {
+            Ok(()) => downstream.await,
+            Err(e) => Err(e),
+        },
     }
-    Ok(())
 }

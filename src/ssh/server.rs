@@ -165,14 +165,28 @@ struct Shared {
     handler: Arc<dyn ExecHandler>,
 }
 
-/// Serves until `shutdown` turns true (or its sender is dropped); returns once the listener is
-/// closed (running channels are the session layer's to end; connections still authenticating
-/// run until they finish or time out).
+/// [`bind`] then [`Frontend::serve`].
 pub async fn serve(
     config: FrontendConfig,
     handler: Arc<dyn ExecHandler>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), FrontendError> {
+    bind(config, handler).await?.serve(shutdown).await
+}
+
+/// A front end whose host key is loaded and whose port is bound: it accepts connections (the
+/// kernel queues them) from here on, before [`Frontend::serve`] runs.
+pub struct Frontend {
+    config: FrontendConfig,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// Loads the host key and binds the port: every error that would stop the front end at start.
+pub async fn bind(
+    config: FrontendConfig,
+    handler: Arc<dyn ExecHandler>,
+) -> Result<Frontend, FrontendError> {
     let key = russh::keys::load_secret_key(&config.host_key, None).map_err(|e| {
         FrontendError::HostKey {
             path: config.host_key.clone(),
@@ -215,6 +229,33 @@ pub async fn serve(
         auth_timeout: config.auth_timeout,
         handler,
     });
+    Ok(Frontend {
+        config,
+        listener,
+        shared,
+    })
+}
+
+impl Frontend {
+    /// Serves until `shutdown` turns true (or its sender is dropped); returns once the
+    /// listener is closed (running channels are the session layer's to end; connections still
+    /// authenticating run until they finish or time out).
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) -> Result<(), FrontendError> {
+        let Frontend {
+            config,
+            listener,
+            shared,
+        } = self;
+        accept_loop(config, listener, shared, shutdown).await
+    }
+}
+
+async fn accept_loop(
+    config: FrontendConfig,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), FrontendError> {
     let unauthenticated = Arc::new(AtomicUsize::new(0));
     let max_unauthenticated = config.max_unauthenticated.max(1);
     info!(
