@@ -246,10 +246,11 @@ fn ipv6_sessions_work_like_ipv4() {
 fn lifetime_runs_out_unless_refreshed() {
     let topo = Topology::new(1);
     let mut fwd = open_in(&topo.proxy);
-    assert!(
-        fwd.refreshes_in_place(),
-        "this kernel restarts timers in place (>= 6.12)"
-    );
+    if !fwd.refreshes_in_place() {
+        // Before Linux 6.12 re-adding an element does not restart its timer: prepare() found
+        // that out, and both refreshes below use delete + add.
+        eprintln!("note: this kernel cannot refresh in place; only delete + add is tested");
+    }
     let short = |port| SessionEntry {
         lifetime: Duration::from_secs(2),
         ..v4_entry(Some(port), 33001, 33001)

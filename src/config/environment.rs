@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::Diagnostic;
+use crate::dataplane::sysctl;
 use super::model::{display_net, Config};
 
 /// What the checks need to know about the machine.
@@ -34,17 +35,13 @@ impl Machine {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let sysctl = |path: &str| {
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().parse::<i64>().is_ok_and(|v| v != 0))
-        };
+        let sysctl = |path: &str| sysctl::is_on(path).ok();
         Machine {
             local_addresses,
             existing_files: None,
             ip_forwarding: (
-                sysctl("/proc/sys/net/ipv4/ip_forward"),
-                sysctl("/proc/sys/net/ipv6/conf/all/forwarding"),
+                sysctl(sysctl::IPV4_FORWARD),
+                sysctl(sysctl::IPV6_FORWARD),
             ),
         }
     }

@@ -86,7 +86,7 @@ fn prepare_dataplane(config: &Config) -> Result<Box<dyn dataplane::Forwarder>, S
         info!("{change}");
     }
     // Per-session byte and packet counters for `fasp-proxy sessions`.
-    if std::fs::write("/proc/sys/net/netfilter/nf_conntrack_acct", "1\n").is_err() {
+    if sysctl::enable_conntrack_accounting().is_err() {
         warn!(
             "could not turn on conntrack accounting: `fasp-proxy sessions` will show no counters"
         );

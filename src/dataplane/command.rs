@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -49,6 +49,17 @@ impl Netns {
             .map(|meta| (meta.dev(), meta.ino()) == self.id)
             .unwrap_or(false)
     }
+}
+
+/// Whether `program` is found in a directory of `$PATH` (as `Command` would find it).
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|dirs| {
+        std::env::split_paths(&dirs).any(|d| {
+            std::fs::metadata(d.join(program))
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+    })
 }
 
 /// Runs `program args…` inside `netns`, feeding `stdin`; returns its stdout, or an error with

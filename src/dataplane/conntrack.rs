@@ -14,7 +14,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use netlink_packet_core::{parse_u64_be, Nla, NlasIterator, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{parse_u64_be, Nla, NlasIterator};
 use netlink_packet_netfilter::{
     conntrack::{ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple},
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -304,23 +304,6 @@ fn delete_counted(
         }
     }
     Ok(deleted)
-}
-
-/// Creates a confirmed flow (tests and benchmarks).
-pub fn create_flows(
-    sock: &mut NfnlSocket,
-    flows: &[(FlowTuple, FlowTuple, u32)],
-) -> io::Result<Vec<Result<(), Errno>>> {
-    let mut msgs = Vec::with_capacity(flows.len());
-    for (orig, reply, timeout) in flows {
-        let m = ConntrackMessage::New(vec![
-            ConntrackAttribute::CtaTupleOrig(orig.attrs()),
-            ConntrackAttribute::CtaTupleReply(reply.attrs()),
-            ConntrackAttribute::CtaTimeout(*timeout),
-        ]);
-        msgs.push((NLM_F_CREATE | NLM_F_EXCL, ct_msg(orig.family()?, m)));
-    }
-    sock.requests(msgs)
 }
 
 fn flow_info(attrs: &[ConntrackAttribute]) -> FlowInfo {

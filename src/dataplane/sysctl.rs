@@ -10,6 +10,16 @@ pub const IPV4_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// `net.ipv6.conf.all.forwarding`.
 pub const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
+/// `net.netfilter.nf_conntrack_acct`: per-flow packet and byte counters.
+pub const CONNTRACK_ACCT: &str = "/proc/sys/net/netfilter/nf_conntrack_acct";
+
+/// Turns conntrack accounting on (the counters `fasp-proxy sessions` shows). Equivalent to
+/// `sysctl -w net.netfilter.nf_conntrack_acct=1`.
+pub fn enable_conntrack_accounting() -> Result<(), DataplaneError> {
+    fs::write(CONNTRACK_ACCT, "1\n")
+        .map_err(|e| DataplaneError::io("setting net.netfilter.nf_conntrack_acct=1", e))
+}
+
 /// Reads a sysctl file: `true` when it holds a non-zero number.
 pub fn is_on(path: &str) -> Result<bool, DataplaneError> {
     let text =

@@ -57,13 +57,6 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a session; returns how many are live now.
-    pub fn add(&self, info: SessionInfo) -> usize {
-        let mut g = self.lock();
-        g.sessions.insert(info.id, info);
-        g.sessions.len()
-    }
-
     /// Adds a session if fewer than `max` are live (checked and added under one lock, so
     /// concurrent callers never exceed `max`); returns whether it was added.
     pub fn add_within(&self, info: SessionInfo, max: usize) -> bool {

@@ -39,8 +39,15 @@ pub struct NftablesForwarder {
 }
 
 impl NftablesForwarder {
-    /// Opens the netlink socket in the calling thread's network namespace.
+    /// Opens the netlink socket in the calling thread's network namespace; a
+    /// [`DataplaneError::Setup`] when `nft` (which `prepare` and `purge` run) is not installed.
     pub fn open() -> Result<Self, DataplaneError> {
+        if !command::on_path("nft") {
+            return Err(DataplaneError::Setup(
+                "nft not found in PATH; install the nftables package (apt-get install nftables)"
+                    .into(),
+            ));
+        }
         let netns = Netns::current()?;
         let sock = NfnlSocket::open(SOCKET_BUFFER).map_err(|e| {
             DataplaneError::io(
