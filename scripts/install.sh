@@ -6,8 +6,10 @@
 #   sudo systemctl enable --now fasp-proxy         # start it
 #
 # What it does, in order:
-#   1. installs the Debian packages the daemon runs with, only if missing: nftables, iptables,
-#      conntrack, libpam0g (skipped with DESTDIR, or INSTALL_SKIP_PACKAGES=1);
+#   1. installs the Debian packages, only if missing: nftables and iptables (the daemon runs
+#      nft / iptables-restore), libpam0g (password logins), and conntrack (the operator's
+#      `conntrack -L`; the daemon itself speaks netlink) (skipped with DESTDIR, or
+#      INSTALL_SKIP_PACKAGES=1);
 #   2. builds the release binaries (`cargo build --release --bins`), unless INSTALL_BIN_DIR names
 #      a directory that already holds fasp-proxy and ascp;
 #   3. installs, under DESTDIR (default: none, i.e. this machine):
@@ -109,6 +111,10 @@ fi
 
 if [[ -e $CONF_DIR/aspera.conf ]]; then
 	say "kept /etc/fasp-proxy/aspera.conf (exists)"
+elif [[ -e $CONF_DIR/ssh_host_ed25519_key || -e $CONF_DIR/ssh_host_ed25519_key.pub ]]; then
+	# create-config writes both or nothing; a host key of yours is never replaced.
+	say "NOTE: /etc/fasp-proxy has a host key but no aspera.conf: write one (fasp-proxy spec"
+	say "      lists every option; etc/aspera.conf is an annotated sample); the key is kept"
 else
 	# create-config writes the configuration and a new host key, refusing if either exists.
 	"$BIN_DIR/fasp-proxy" create-config --dir "$CONF_DIR" >/dev/null

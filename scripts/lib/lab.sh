@@ -31,7 +31,8 @@ lab_require_packages() {
 	local p
 	LAB_MISSING=()
 	for p in "$@"; do
-		dpkg -s "$p" >/dev/null 2>&1 || LAB_MISSING+=("$p")
+		# `dpkg -s` also succeeds for a removed package whose configuration files remain.
+		dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || LAB_MISSING+=("$p")
 	done
 	if ((${#LAB_MISSING[@]})); then
 		"$LAB_LOG" "installing missing packages: ${LAB_MISSING[*]}"
@@ -47,7 +48,7 @@ lab_sweep_stale() {
 	for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
 		if [[ $ns =~ ^$prefix-([0-9]+)-($roles)$ ]] && [[ ! -e /proc/${BASH_REMATCH[1]} ]]; then
 			if ((explain)); then
-				"$LAB_LOG" "deleting stale namespace $ns (its run $BASH_REMATCH ended without cleaning up)"
+				"$LAB_LOG" "deleting stale namespace $ns (its run, PID ${BASH_REMATCH[1]}, ended without cleaning up)"
 			else
 				"$LAB_LOG" "deleting stale namespace $ns"
 			fi

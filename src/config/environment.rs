@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::Diagnostic;
-use crate::dataplane::sysctl;
 use super::model::{display_net, Config};
+use crate::dataplane::sysctl;
 
 /// What the checks need to know about the machine.
 #[derive(Debug, Clone, Default)]
@@ -39,10 +39,7 @@ impl Machine {
         Machine {
             local_addresses,
             existing_files: None,
-            ip_forwarding: (
-                sysctl(sysctl::IPV4_FORWARD),
-                sysctl(sysctl::IPV6_FORWARD),
-            ),
+            ip_forwarding: (sysctl(sysctl::IPV4_FORWARD), sysctl(sysctl::IPV6_FORWARD)),
         }
     }
 

@@ -156,7 +156,7 @@ const RULE_CHILDREN: &[Tag] = &[
         "udp_port_reuse",
         "true",
         "true|false",
-        "the internal server serves every session on one UDP port",
+        "sessions share the client-facing UDP port (told apart by client address and port); false = each live session gets a port of its own",
     ),
     leaf(
         "bind_source_address",
@@ -225,7 +225,7 @@ const RPROXY_CHILDREN: &[Tag] = &[
     leaf(
         "password_authentication",
         "false",
-        "true/false",
+        "true|false",
         "also accept password logins, checked by PAM (service pam_service); off = public keys only",
     ),
     leaf(

@@ -483,7 +483,14 @@ async fn install(
     };
     let proxy_port = shared
         .registry
-        .reserve_port(id, peer.ip(), client_port, preferred, PORT_SPAN)
+        .reserve_port(
+            id,
+            peer.ip(),
+            client_port,
+            preferred,
+            PORT_SPAN,
+            !rule.udp_port_reuse,
+        )
         .ok_or_else(|| {
             format!(
                 "no free client-facing UDP port from {preferred} for {}",

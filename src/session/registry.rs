@@ -45,6 +45,8 @@ pub struct Registry {
 struct Inner {
     sessions: HashMap<Uuid, SessionInfo>,
     keys: HashMap<SessionKey, Uuid>,
+    /// Ports held by one session alone (`<udp_port_reuse>false`), and by whom.
+    exclusive: HashMap<u16, Uuid>,
 }
 
 impl Registry {
@@ -80,7 +82,9 @@ impl Registry {
 
     /// Reserves a client-facing UDP port for `id`: `preferred` if the key
     /// (client, client port or any, port) is free, else the next free port above it (up to
-    /// `span` ports). Returns the port, or `None` when all are taken.
+    /// `span` ports). With `exclusive` (`<udp_port_reuse>false`) the port must be used by no
+    /// other live session at all, and no other session may take it while `id` holds it.
+    /// Returns the port, or `None` when all are taken.
     pub fn reserve_port(
         &self,
         id: Uuid,
@@ -88,6 +92,7 @@ impl Registry {
         client_port: Option<u16>,
         preferred: u16,
         span: u16,
+        exclusive: bool,
     ) -> Option<u16> {
         let mut g = self.lock();
         for offset in 0..span.max(1) {
@@ -99,15 +104,20 @@ impl Registry {
             };
             // A session without source-port filtering takes every port of its client: it
             // conflicts with the port-specific keys of that client and port, and vice versa.
-            let clash = g.keys.keys().any(|k| {
-                k.client == client
-                    && k.proxy_port == port
-                    && (k.client_port.is_none()
-                        || client_port.is_none()
-                        || k.client_port == client_port)
-            });
+            let clash = g.exclusive.contains_key(&port)
+                || g.keys.keys().any(|k| {
+                    k.proxy_port == port
+                        && (exclusive
+                            || (k.client == client
+                                && (k.client_port.is_none()
+                                    || client_port.is_none()
+                                    || k.client_port == client_port)))
+                });
             if !clash {
                 g.keys.insert(key, id);
+                if exclusive {
+                    g.exclusive.insert(port, id);
+                }
                 return Some(port);
             }
         }
@@ -163,6 +173,7 @@ impl Registry {
     pub fn remove(&self, id: Uuid) -> Option<SessionInfo> {
         let mut g = self.lock();
         g.keys.retain(|_, owner| *owner != id);
+        g.exclusive.retain(|_, owner| *owner != id);
         g.sessions.remove(&id)
     }
 
@@ -223,36 +234,72 @@ mod tests {
             Uuid::new_v4(),
             Uuid::new_v4(),
         );
-        assert_eq!(r.reserve_port(a, c, Some(40000), 33001, 10), Some(33001));
         assert_eq!(
-            r.reserve_port(b, c, Some(40001), 33001, 10),
+            r.reserve_port(a, c, Some(40000), 33001, 10, false),
+            Some(33001)
+        );
+        assert_eq!(
+            r.reserve_port(b, c, Some(40001), 33001, 10, false),
             Some(33001),
             "other client port"
         );
         assert_eq!(
-            r.reserve_port(d, c, Some(40000), 33001, 10),
+            r.reserve_port(d, c, Some(40000), 33001, 10, false),
             Some(33002),
             "same key: next port"
         );
         // Any-port sessions conflict with every port-specific key of the client on that port.
-        assert_eq!(r.reserve_port(e, c, None, 33001, 10), Some(33003));
+        assert_eq!(r.reserve_port(e, c, None, 33001, 10, false), Some(33003));
         assert_eq!(
-            r.reserve_port(Uuid::new_v4(), c, Some(50000), 33003, 1),
+            r.reserve_port(Uuid::new_v4(), c, Some(50000), 33003, 1, false),
             None
         );
         r.remove(a);
         assert_eq!(
-            r.reserve_port(Uuid::new_v4(), c, Some(40000), 33001, 10),
+            r.reserve_port(Uuid::new_v4(), c, Some(40000), 33001, 10, false),
             Some(33001)
         );
         assert_eq!(
-            r.reserve_port(Uuid::new_v4(), c, Some(1), 65535, 1),
+            r.reserve_port(Uuid::new_v4(), c, Some(1), 65535, 1, false),
             Some(65535)
         );
         assert_eq!(
-            r.reserve_port(Uuid::new_v4(), c, None, 65535, 10),
+            r.reserve_port(Uuid::new_v4(), c, None, 65535, 10, false),
             None,
             "no overflow"
+        );
+    }
+
+    #[test]
+    fn without_port_reuse_a_session_has_its_port_to_itself() {
+        let r = Registry::new();
+        let c: IpAddr = "192.0.2.2".parse().unwrap();
+        let other: IpAddr = "198.51.100.9".parse().unwrap();
+        let shared = Uuid::new_v4();
+        assert_eq!(
+            r.reserve_port(shared, c, Some(40000), 33001, 10, false),
+            Some(33001)
+        );
+        // Exclusive: not even another client's port may be shared, in either order.
+        let alone = Uuid::new_v4();
+        assert_eq!(
+            r.reserve_port(alone, other, Some(40000), 33001, 10, true),
+            Some(33002)
+        );
+        assert_eq!(
+            r.reserve_port(Uuid::new_v4(), c, Some(40001), 33002, 1, false),
+            None,
+            "33002 is held alone"
+        );
+        assert_eq!(
+            r.reserve_port(Uuid::new_v4(), other, Some(40001), 33001, 10, true),
+            Some(33003)
+        );
+        r.remove(alone);
+        assert_eq!(
+            r.reserve_port(Uuid::new_v4(), c, Some(40001), 33002, 1, false),
+            Some(33002),
+            "freed with its session"
         );
     }
 }
