@@ -569,6 +569,33 @@ impl Checker {
                 "neither <rproxy> nor <proxy> is enabled: the daemon would do nothing",
             );
         }
+        // Parsed and checked so files written for IBM's product load, but not acted on yet:
+        // say so rather than let a setting look effective.
+        let not_implemented = [
+            (
+                server.proxy.enabled,
+                "CONF/server/proxy/enabled",
+                "the forward proxy (<proxy>) is not implemented in this version: `fasp-proxy run` \
+                 serves only the reverse proxy and ignores <proxy>",
+            ),
+            (
+                server.enable_http || server.enable_https,
+                "CONF/server/enable_http",
+                "<enable_http>/<enable_https> are not implemented in this version: no HTTP \
+                 listener is opened",
+            ),
+        ];
+        let not_implemented = not_implemented.into_iter().chain([(
+            !config.file_system.paths.is_empty(),
+            "CONF/file_system",
+            "<file_system> docroots are not enforced by this version: the internal servers' \
+             own settings decide what users reach",
+        )]);
+        for (set, path, message) in not_implemented {
+            if set {
+                self.warning(path, message);
+            }
+        }
         let listeners = [
             (
                 rproxy.enabled,
