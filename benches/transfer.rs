@@ -203,10 +203,13 @@ fn median(mut runs: Vec<Run>) -> Run {
 }
 
 fn bench(c: &mut Criterion) {
-    let mib = env_usize("TRANSFER_BENCH_MIB", 256);
-    let runs = env_usize("TRANSFER_BENCH_RUNS", 3).max(1);
+    // `cargo test --all-targets` runs benchmarks once as a smoke test (no `--bench` argument):
+    // then a small file, one run, no iperf3, unless the environment asks otherwise.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let mib = env_usize("TRANSFER_BENCH_MIB", if smoke { 8 } else { 256 });
+    let runs = env_usize("TRANSFER_BENCH_RUNS", if smoke { 1 } else { 3 }).max(1);
     let iperf_secs = env_usize("TRANSFER_BENCH_IPERF_SECS", 2).max(1);
-    let iperf_runs = env_usize("TRANSFER_BENCH_IPERF_RUNS", 3);
+    let iperf_runs = env_usize("TRANSFER_BENCH_IPERF_RUNS", if smoke { 0 } else { 3 });
     let report_only = std::env::var_os("TRANSFER_BENCH_REPORT_ONLY").is_some();
     let size = mib * 1024 * 1024;
     let dir = match std::env::var_os("TRANSFER_BENCH_DIR") {

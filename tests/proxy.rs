@@ -493,7 +493,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
 
     // SIGTERM: the daemon ends cleanly and leaves nothing.
     lab.stop();
-    assert!(lab.log().contains("stopped"), "{}", lab.log());
+    assert!(lab.log().contains("LOG stopped\n"), "{}", lab.log());
     assert!(!lab.nft_sessions().contains("192.0.2.2"));
 }
 

@@ -224,10 +224,9 @@ impl Args {
         let destination = &destination[0];
         let target_rate = parse_rate(&self.max_rate)?;
         let min_rate = parse_rate(&self.min_rate)?;
-        if target_rate == 0 {
-            return Err("-l: the target rate must be above 0".into());
-        }
-        if min_rate > target_rate {
+        // `-l 0`: no target; the engine's rate control finds what the path takes (docs/protocol.md
+        // §8, "no limit").
+        if target_rate != 0 && min_rate > target_rate {
             return Err(format!(
                 "-m {} is above -l {}",
                 self.min_rate, self.max_rate

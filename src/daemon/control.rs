@@ -69,7 +69,7 @@ async fn refresh_counters(shared: &Shared) {
 pub fn table(registry: &Registry) -> String {
     let sessions = registry.snapshot();
     let mut out = format!(
-        "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<13} {:>6} {:>10} {:>12}\n",
+        "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<19} {:>6} {:>10} {:>12}\n",
         "SESSION", "USER", "CLIENT", "RULE", "SERVER", "UDP", "AGE", "PACKETS", "BYTES"
     );
     for s in &sessions {
@@ -98,7 +98,7 @@ pub fn table(registry: &Registry) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<13} {:>5}s {:>10} {:>12}",
+            "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<19} {:>5}s {:>10} {:>12}",
             s.id, s.user, s.client, s.rule, server, udp, age, packets, bytes
         );
     }

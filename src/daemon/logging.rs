@@ -1,5 +1,6 @@
-//! Where the daemon's log lines go: syslog (the default, as the product guide's
-//! `ascp_rproxy[pid]: LOG …` lines), or a file in `<log_directory>`; `<log_level>` 0 logs
+//! Where the daemon's log lines go: syslog (the default; `fasp-proxy[pid]: LOG …` /
+//! `ERR …`, the shape of the product guide's `ascp_rproxy` lines), or a file in
+//! `<log_directory>` (the same lines after a `seconds.millis` time stamp); `<log_level>` 0 logs
 //! sessions and errors, 1 adds debug detail, 2 and 3 everything.
 
 use std::fs::{File, OpenOptions};
@@ -33,11 +34,7 @@ impl Log for FileLogger {
             now.as_secs(),
             now.subsec_millis(),
             std::process::id(),
-            if record.level() <= log::Level::Warn {
-                "ERR"
-            } else {
-                "LOG"
-            },
+            tag(record.level()),
             record.args()
         );
         if let Ok(mut f) = self.file.lock() {
@@ -49,6 +46,41 @@ impl Log for FileLogger {
         if let Ok(mut f) = self.file.lock() {
             let _ = f.flush();
         }
+    }
+}
+
+/// The product guide's tag of a line: `ERR` for warnings and errors, `LOG` for the rest.
+fn tag(level: log::Level) -> &'static str {
+    if level <= log::Level::Warn {
+        "ERR"
+    } else {
+        "LOG"
+    }
+}
+
+/// Puts [`tag`] in front of every message, then hands it to `inner` (syslog, whose own header
+/// adds `fasp-proxy[pid]:`).
+struct Tagged<L> {
+    inner: L,
+}
+
+impl<L: Log> Log for Tagged<L> {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        self.inner.log(
+            &Record::builder()
+                .args(format_args!("{} {}", tag(record.level()), record.args()))
+                .level(record.level())
+                .target(record.target())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
     }
 }
 
@@ -86,7 +118,9 @@ pub fn init(directory: Option<&Path>, log_level: u8) -> Result<(), String> {
             let logger = syslog::unix(formatter).map_err(|e| {
                 format!("cannot reach syslog ({e}); set <log_directory> to log to a file")
             })?;
-            Box::new(syslog::BasicLogger::new(logger))
+            Box::new(Tagged {
+                inner: syslog::BasicLogger::new(logger),
+            })
         }
     };
     log::set_boxed_logger(logger).map_err(|e| format!("logger: {e}"))?;

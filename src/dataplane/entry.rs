@@ -92,7 +92,10 @@ impl SessionEntry {
         if self.client_port == Some(0) || self.proxy_port == 0 || self.backend.port() == 0 {
             return Err(bad("UDP port 0 cannot be forwarded".into()));
         }
-        if self.lifetime.is_zero() || self.lifetime > Duration::from_secs(30 * 24 * 3600) {
+        // Under 1 ms the kernel would get timeout 0: an element that never expires.
+        if self.lifetime < Duration::from_millis(1)
+            || self.lifetime > Duration::from_secs(30 * 24 * 3600)
+        {
             return Err(bad(format!(
                 "lifetime {:?} is outside 1 ms..30 days",
                 self.lifetime

@@ -438,13 +438,14 @@ impl Forwarder for IptablesForwarder {
         errors.into_result(())
     }
 
-    /// Reads the sessions back from `iptables-save -t nat` and `ip6tables-save -t nat`. A rule
-    /// in the proxy's chains that is not of the shape this module writes is an error naming
-    /// the line.
+    /// The session flow's conntrack counters (over netlink, as the nftables backend).
     fn counters(&mut self, entry: &SessionEntry) -> Result<Option<(u64, u64)>, DataplaneError> {
         conntrack::session_counters(&mut self.ct, entry)
     }
 
+    /// Reads the sessions back from `iptables-save -t nat` and `ip6tables-save -t nat`. A rule
+    /// in the proxy's chains that is not of the shape this module writes is an error naming
+    /// the line.
     fn list(&mut self) -> Result<Vec<InstalledEntry>, DataplaneError> {
         let mut entries = Vec::new();
         for family in Family::ALL {

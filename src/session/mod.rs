@@ -32,7 +32,7 @@ pub const TRANSFER_COMMAND: &str = "ascp --server";
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time limit for connecting and logging in to an internal server.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Lifetime of a kernel entry; the daemon refreshes it every third of that.
+/// Lifetime of a kernel entry; the daemon refreshes live entries every 5 s (well within it).
 pub const ENTRY_LIFETIME: Duration = Duration::from_secs(60);
 /// How many ports above the preferred one may be used to keep DNAT keys unique.
 pub const PORT_SPAN: u16 = 1000;

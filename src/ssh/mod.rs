@@ -1,5 +1,6 @@
 //! SSH: the client side (russh) that `ascp` uses towards a transfer server and the proxy uses
-//! towards its internal servers. Knows nothing of nftables or of the transfer protocol.
+//! towards its internal servers; the proxy's front end (`server`); password checks through
+//! PAM (`pam`). Knows nothing of nftables or of the transfer protocol.
 
 pub(crate) mod bridge;
 pub mod client;
