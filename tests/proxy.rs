@@ -1655,3 +1655,34 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() 
     );
     lab.stop();
 }
+
+#[test]
+fn shutdown_ends_a_session_still_waiting_for_its_request() {
+    let mut lab = Lab::new(1);
+    let conf = lab.configure(&default_rule(&lab), "");
+    lab.start(&conf);
+    // OpenSSH runs the transfer command but sends nothing on stdin (kept open by `sleep`):
+    // the session waits for its SessionInit.
+    let ssh = lab
+        .ssh_args(&format!("root@{}", lab::PROXY_CLIENT_V4), &[])
+        .into_iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let waiting =
+        lab.topo
+            .client
+            .spawn(&["sh", "-c", &format!("sleep 60 | {ssh} 'ascp --server'")]);
+    let listed = lab::wait_until(Duration::from_secs(20), || {
+        text(&lab.topo.proxy.try_exec(&[FASP_PROXY, "sessions"]).stdout).contains("1 live session")
+    });
+    assert!(listed, "the waiting session is not listed:\n{}", lab.log());
+    lab.stop();
+    assert!(
+        lab.log()
+            .contains("Connection closed: the proxy is shutting down"),
+        "{}",
+        lab.log()
+    );
+    drop(waiting);
+}

@@ -155,16 +155,21 @@ async fn run(shared: Arc<Shared>, id: Uuid, req: ExecRequest) {
         ..
     } = req;
     let (mut client_read, mut client_write) = io.into_split();
-    let outcome = session(
-        &shared,
-        id,
-        &user,
-        peer,
-        local,
-        &mut client_read,
-        &mut client_write,
-    )
-    .await;
+    // Shutdown ends a session at any step (one still waiting for its SessionInit, or for an
+    // internal server, too), not only once it is bridging.
+    let mut stopping = shared.shutdown.clone();
+    let outcome = tokio::select! {
+        end = session(
+            &shared,
+            id,
+            &user,
+            peer,
+            local,
+            &mut client_read,
+            &mut client_write,
+        ) => end,
+        _ = stopping.wait_for(|down| *down) => End::Error("the proxy is shutting down".into()),
+    };
     // Teardown: every step runs.
     let entry = shared.registry.remove(id).and_then(|s| s.entry);
     if let Some(entry) = entry {
@@ -512,7 +517,18 @@ async fn install(
         lifetime: ENTRY_LIFETIME,
     };
     let to_install = entry.clone();
-    match shared.dataplane(move |f| f.install(&to_install)).await {
+    // Checked under the data plane's lock: an install that gets the lock after the daemon's
+    // final reconcile (which runs once shutdown is set) must not add an entry nobody removes.
+    let stopping = shared.shutdown.clone();
+    let install = move |f: &mut dyn Forwarder| {
+        if *stopping.borrow() {
+            return Err(crate::dataplane::DataplaneError::Setup(
+                "the proxy is shutting down".into(),
+            ));
+        }
+        f.install(&to_install)
+    };
+    match shared.dataplane(install).await {
         Some(Ok(())) => {
             shared.registry.set_entry(id, entry.clone(), backend);
             Ok(entry)
