@@ -460,6 +460,37 @@ fn overwrite_never_and_diff() {
 }
 
 #[test]
+fn patching_an_existing_file_never_writes_through_a_planted_partial_symlink() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let size = 3 * 1024 * 1024;
+    let content = data(size, 9);
+    let f = file_with(src.path(), "p.bin", &content);
+    // The destination differs in its last chunk only: -k 2 patches a copy of it.
+    let mut old = content.clone();
+    old[size - 10] ^= 0xff;
+    fs::write(dst.path().join("p.bin"), &old).unwrap();
+    // An older time, or -k 2 skips the file on size and time.
+    fs::File::options()
+        .write(true)
+        .open(dst.path().join("p.bin"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
+    let victim = src.path().join("victim");
+    fs::write(&victim, b"must stay").unwrap();
+    std::os::unix::fs::symlink(&victim, dst.path().join("p.bin.partial")).unwrap();
+    let mut s = Setup::new();
+    s.send.resume = ResumeLevel::SparseChecksum;
+    s.recv.resume = ResumeLevel::SparseChecksum;
+    let (c, r) = upload(&s, &[f], dst.path());
+    assert_intact(&c, &r);
+    assert_eq!(fs::read(dst.path().join("p.bin")).unwrap(), content);
+    assert!(c.unwrap().bytes_transferred > 0, "nothing was patched");
+    assert_eq!(fs::read(&victim).unwrap(), b"must stay");
+}
+
+#[test]
 fn hostile_datagrams_are_ignored() {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,8 +168,20 @@ impl FileRx {
     fn writable(&mut self) -> io::Result<&Arc<File>> {
         if self.file.is_none() {
             if self.base == Base::Final {
-                fs::copy(&self.final_path, &self.partial)?;
-                fs::set_permissions(&self.partial, fs::Permissions::from_mode(0o600))?;
+                // A copy of the destination to patch. Never written through whatever sits at
+                // the partial path (a symlink planted there would redirect fs::copy): it is
+                // removed, and the copy made into a file this call creates.
+                if fs::symlink_metadata(&self.partial).is_ok() {
+                    fs::remove_file(&self.partial)?;
+                }
+                let mut from = File::open(&self.final_path)?;
+                let mut to = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&self.partial)?;
+                io::copy(&mut from, &mut to)?;
             }
             let f = OpenOptions::new()
                 .read(true)
