@@ -34,19 +34,33 @@ impl Setup {
     fn ascp(&self, extra: &[&str]) -> Output {
         let key = self.sshd.client_key.display().to_string();
         let known = self.sshd.known_hosts.display().to_string();
+        self.ascp_with("22", &key, &known, Some(ASCP), extra)
+    }
+
+    /// Like [`Setup::ascp`] with another SSH port, key, known_hosts file and server-side
+    /// command (`None`: no `--remote-ascp`).
+    fn ascp_with(
+        &self,
+        port: &str,
+        key: &str,
+        known: &str,
+        remote_ascp: Option<&str>,
+        extra: &[&str],
+    ) -> Output {
         let mut args = vec![
             "timeout",
             "180",
             ASCP,
             "-P",
-            "22",
+            port,
             "-i",
-            &key,
+            key,
             "--known-hosts",
-            &known,
-            "--remote-ascp",
-            ASCP,
+            known,
         ];
+        if let Some(remote) = remote_ascp {
+            args.extend(["--remote-ascp", remote]);
+        }
         args.extend_from_slice(extra);
         self.topo.client.try_exec(&args)
     }
@@ -385,79 +399,49 @@ fn refusals_are_clear_and_leave_nothing_claimed_complete() {
         .unwrap();
     assert!(st.success());
     let known = s.sshd.known_hosts.display().to_string();
-    let out = s.topo.client.try_exec(&[
-        "timeout",
-        "60",
-        ASCP,
-        "-P",
+    let out = s.ascp_with(
         "22",
-        "-i",
         other_key.to_str().unwrap(),
-        "--known-hosts",
         &known,
-        "--remote-ascp",
-        ASCP,
-        src.to_str().unwrap(),
-        &remote,
-    ]);
+        Some(ASCP),
+        &[src.to_str().unwrap(), &remote],
+    );
     let err = failed(&out);
     assert!(err.contains("authentication failed"), "{err}");
     // Unknown host key without --accept-new-host-key.
     let empty_known = s.path("empty_known_hosts");
     std::fs::write(&empty_known, b"").unwrap();
     let key = s.sshd.client_key.display().to_string();
-    let out = s.topo.client.try_exec(&[
-        "timeout",
-        "60",
-        ASCP,
-        "-P",
+    let out = s.ascp_with(
         "22",
-        "-i",
         &key,
-        "--known-hosts",
         empty_known.to_str().unwrap(),
-        "--remote-ascp",
-        ASCP,
-        src.to_str().unwrap(),
-        &remote,
-    ]);
+        Some(ASCP),
+        &[src.to_str().unwrap(), &remote],
+    );
     let err = failed(&out);
     assert!(
         err.contains("not in") && err.contains("--accept-new-host-key"),
         "{err}"
     );
     // No server listening on that port.
-    let out = s.topo.client.try_exec(&[
-        "timeout",
-        "60",
-        ASCP,
-        "-P",
+    let out = s.ascp_with(
         "2222",
-        "-i",
         &key,
-        "--known-hosts",
         &known,
-        src.to_str().unwrap(),
-        &remote,
-    ]);
+        None,
+        &[src.to_str().unwrap(), &remote],
+    );
     let err = failed(&out);
     assert!(err.contains("cannot connect"), "{err}");
     // Server side not installed.
-    let out = s.topo.client.try_exec(&[
-        "timeout",
-        "60",
-        ASCP,
-        "-P",
+    let out = s.ascp_with(
         "22",
-        "-i",
         &key,
-        "--known-hosts",
         &known,
-        "--remote-ascp",
-        "/nonexistent/ascp",
-        src.to_str().unwrap(),
-        &remote,
-    ]);
+        Some("/nonexistent/ascp"),
+        &[src.to_str().unwrap(), &remote],
+    );
     let err = failed(&out);
     assert!(err.contains("/nonexistent/ascp"), "{err}");
     // Unwritable destination.
@@ -479,21 +463,13 @@ fn refusals_are_clear_and_leave_nothing_claimed_complete() {
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = s.topo.client.try_exec(&[
-        "timeout",
-        "60",
-        ASCP,
-        "-P",
+    let out = s.ascp_with(
         "22",
-        "-i",
         &key,
-        "--known-hosts",
         &known,
-        "--remote-ascp",
-        fake.to_str().unwrap(),
-        src.to_str().unwrap(),
-        &remote,
-    ]);
+        Some(fake.to_str().unwrap()),
+        &[src.to_str().unwrap(), &remote],
+    );
     let err = failed(&out);
     assert!(
         err.contains("bad answer") || err.contains("exceeds"),
