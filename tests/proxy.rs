@@ -216,6 +216,23 @@ impl Lab {
         self.ascp_args_with_key(&self.servers[0].client_key)
     }
 
+    /// A source file `name` of `len` bytes (pattern `seed`), an empty destination directory
+    /// `dst_dir`, and the remote spec of that directory through the proxy's IPv4 address.
+    fn upload_files(
+        &self,
+        name: &str,
+        len: usize,
+        seed: u8,
+        dst_dir: &str,
+    ) -> (PathBuf, PathBuf, String) {
+        let src = self.path(name);
+        std::fs::write(&src, content(len, seed)).unwrap();
+        let dst = self.path(dst_dir);
+        std::fs::create_dir(&dst).unwrap();
+        let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+        (src, dst, remote)
+    }
+
     /// Starts ascp towards the proxy in the background (for transfers observed while they run).
     fn spawn_ascp(&self, extra: &[&str]) -> NsProcess {
         let mut args = self.ascp_args();
@@ -306,13 +323,7 @@ impl Lab {
     }
 
     fn iptables_nat(&self) -> String {
-        text(
-            &self
-                .topo
-                .proxy
-                .try_exec(&["iptables", "-t", "nat", "-L", "-n"])
-                .stdout,
-        )
+        self.topo.iptables_nat()
     }
 
     /// UDP flows in the proxy's conntrack table whose original source port is `port`.
@@ -423,11 +434,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     );
     lab.start(&conf);
 
-    let src = lab.path("payload.bin");
-    std::fs::write(&src, content(20_000_000, 5)).unwrap();
-    let dst = lab.path("server_in");
-    std::fs::create_dir(&dst).unwrap();
-    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    let (src, dst, remote) = lab.upload_files("payload.bin", 20_000_000, 5, "server_in");
 
     // 20 MB at 40 Mbit/s: about 4 s, long enough to see the kernel entry while it runs.
     let mut running = lab.spawn_ascp(&["-q", "-l", "40m", src.to_str().unwrap(), remote.as_str()]);
@@ -701,11 +708,7 @@ fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and
         "<forwarding_type>iptables</forwarding_type>",
     );
     lab.start(&conf);
-    let src = lab.path("payload.bin");
-    std::fs::write(&src, content(10_000_000, 3)).unwrap();
-    let dst = lab.path("server_in");
-    std::fs::create_dir(&dst).unwrap();
-    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    let (src, dst, remote) = lab.upload_files("payload.bin", 10_000_000, 3, "server_in");
     // 10 MB at 20 Mbit/s: about 4 s.
     let mut running = lab.spawn_ascp(&["-q", "-l", "20m", src.to_str().unwrap(), remote.as_str()]);
     let seen = lab::wait_until(Duration::from_secs(15), || {
@@ -750,11 +753,7 @@ fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_l
     let mut lab = Lab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
-    let src = lab.path("payload.bin");
-    std::fs::write(&src, content(20_000_000, 4)).unwrap();
-    let dst = lab.path("server_in");
-    std::fs::create_dir(&dst).unwrap();
-    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    let (src, _dst, remote) = lab.upload_files("payload.bin", 20_000_000, 4, "server_in");
     // 20 MB at 10 Mbit/s: 16 s, cut short.
     let client = lab.spawn_ascp(&[
         "-q",
@@ -1194,11 +1193,7 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
     let mut lab = Lab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
-    let src = lab.path("payload.bin");
-    std::fs::write(&src, content(20_000_000, 6)).unwrap();
-    let dst = lab.path("server_in");
-    std::fs::create_dir(&dst).unwrap();
-    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    let (src, dst, remote) = lab.upload_files("payload.bin", 20_000_000, 6, "server_in");
     // 20 MB at 10 Mbit/s: 16 s; listed, then cut by the daemon's shutdown.
     let mut client = lab.spawn_ascp(&[
         "-q",
@@ -1601,11 +1596,7 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() 
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
     // A transfer is running when the second one starts.
-    let big = lab.path("big.bin");
-    std::fs::write(&big, content(8_000_000, 2)).unwrap();
-    let dst = lab.path("in");
-    std::fs::create_dir(&dst).unwrap();
-    let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
+    let (big, dst, remote) = lab.upload_files("big.bin", 8_000_000, 2, "in");
     let mut running = lab.spawn_ascp(&["-q", "-l", "20m", big.to_str().unwrap(), &remote]);
     assert!(
         lab::wait_until(Duration::from_secs(20), || lab

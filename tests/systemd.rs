@@ -640,14 +640,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         "systemctl start (iptables): {}",
         container.describe()
     );
-    let iptables_nat = || {
-        text(
-            &topo
-                .proxy
-                .try_exec(&["iptables", "-t", "nat", "-L", "-n"])
-                .stdout,
-        )
-    };
+    let iptables_nat = || topo.iptables_nat();
     let client = lab::CLIENT_V4.to_string();
     let mut transfer = ascp("40m");
     let seen = lab::wait_until(Duration::from_secs(20), || iptables_nat().contains(&client));

@@ -746,6 +746,16 @@ impl Topology {
         &self.servers[0]
     }
 
+    /// `iptables -t nat -L -n` in the proxy namespace (the iptables backend's entries).
+    pub fn iptables_nat(&self) -> String {
+        text(
+            &self
+                .proxy
+                .try_exec(&["iptables", "-t", "nat", "-L", "-n"])
+                .stdout,
+        )
+    }
+
     /// `nft list map ip fasp_proxy sessions` in the proxy namespace (empty if there is none):
     /// the proxy's per-session entries.
     pub fn nft_sessions(&self) -> String {
