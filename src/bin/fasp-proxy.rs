@@ -3,10 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 use fasp_proxy::config::ForwardingType;
 use fasp_proxy::config::{self, create, render, summary};
+use fasp_proxy::daemon;
 use fasp_proxy::dataplane::{self, DataplaneError};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// A proxy for FASP-style file transfers: an SSH front end authenticates users and bridges each
 /// transfer's control channel to an internal server, while the kernel forwards the UDP data.
@@ -86,10 +90,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Purge => purge(&cli.config),
-        Command::Run => {
-            ExitCode::from(u8::try_from(fasp_proxy::daemon::run(&cli.config)).unwrap_or(1))
-        }
-        Command::Sessions => match fasp_proxy::daemon::control::query() {
+        Command::Run => run(&cli.config),
+        Command::Sessions => match daemon::control::query() {
             Ok(table) => {
                 print!("{table}");
                 ExitCode::SUCCESS
@@ -100,6 +102,109 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `run`: the configuration, logging and the runtime; the daemon itself is
+/// [`daemon::serve`], on the listeners and the data plane opened here.
+fn run(config_path: &Path) -> ExitCode {
+    let Some(config) = load_for_run(config_path) else {
+        return ExitCode::FAILURE;
+    };
+    let rproxy = &config.server.rproxy;
+    if let Err(e) = daemon::logging::init(rproxy.log_directory.as_deref(), rproxy.log_level) {
+        eprintln!("fasp-proxy: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fasp-proxy: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start_and_serve(Arc::new(config), config_path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("fasp-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds what the daemon needs, in the order that keeps a second daemon from harming the
+/// first, then serves until SIGTERM or Ctrl-C.
+async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Result<(), String> {
+    // First: the control socket is also the "one daemon per network namespace" lock. A second
+    // daemon must stop here, before its reconcile removes the first one's live entries.
+    let control_listener = daemon::control::bind()?;
+    let forwarder = {
+        let config = Arc::clone(&config);
+        tokio::task::spawn_blocking(move || daemon::prepare_dataplane(&config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let listen = config.server.rproxy.ssh_listen;
+    let ssh_listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // Handlers before READY=1: a SIGTERM from then on is a clean stop, never the default kill.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let setup = daemon::Setup {
+        config,
+        forwarder,
+        ssh_listener,
+        control_listener: Some(control_listener),
+        backend_known_hosts: daemon::backend_known_hosts(config_path),
+    };
+    daemon::serve(setup, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Loads the configuration for `run`: every diagnostic printed, warnings included; `None` when
+/// it is invalid or does not enable the reverse proxy.
+fn load_for_run(config_path: &Path) -> Option<config::Config> {
+    let loaded = match config::load(config_path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprint!("{e}");
+            eprintln!("fasp-proxy: refusing to start with an invalid configuration");
+            return None;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{}", w.display_in(config_path));
+    }
+    let config = loaded.config;
+    let rproxy = &config.server.rproxy;
+    if !rproxy.enabled {
+        eprintln!(
+            "fasp-proxy: the reverse proxy is not enabled in {} (<rproxy><enabled>true</enabled>); nothing to run",
+            config_path.display()
+        );
+        return None;
+    }
+    if rproxy.password_authentication {
+        if let Err(e) = fasp_proxy::ssh::pam::available() {
+            eprintln!(
+                "fasp-proxy: <password_authentication> is on in {}, but {e}",
+                config_path.display()
+            );
+            return None;
+        }
+    }
+    Some(config)
 }
 
 fn purge(config_path: &Path) -> ExitCode {

@@ -1,88 +1,88 @@
-//! `fasp-proxy run`: the daemon. Refuses to start on any configuration error, prepares the data
-//! plane (and drops what a previous life left), serves SSH, refreshes live entries, ends idle
-//! sessions, answers `fasp-proxy sessions`, and on SIGTERM closes every session and removes
-//! every entry before it exits.
+//! The daemon behind `fasp-proxy run`, as a library: [`serve`] runs the reverse proxy on
+//! listeners and a data plane it is handed, until a shutdown future resolves; the binary does
+//! the configuration, logging, the runtime and the binding (mini-redis's `server::run` split),
+//! so tests run the whole daemon in-process, with an in-memory data plane and paused time.
+//!
+//! While it serves, it refreshes live entries, ends idle sessions, and answers
+//! `fasp-proxy sessions`; on shutdown it closes every session (at whatever step each is) through
+//! the registry's close handles, waits for their tasks to end, and removes every entry left.
 
 pub mod control;
 pub mod logging;
 pub mod notify;
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use log::{error, info, warn};
+use log::{info, warn};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::config::{self, Config};
-use crate::dataplane::{self, sysctl};
+use crate::config::Config;
+use crate::dataplane::{self, sysctl, Forwarder};
+use crate::session::registry::CloseReason;
 use crate::session::{self, Sessions, Shared};
-use crate::ssh::server::{self as frontend, FrontendConfig};
+use crate::ssh::server::{self as frontend, FrontendConfig, FrontendError};
 
 /// How long shutdown waits for sessions to end before removing what is left.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often live entries are refreshed, their counters read and idle sessions ended (at most
+/// a third of an entry's lifetime).
+pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+/// Most connections authenticating at once.
+pub const MAX_UNAUTHENTICATED: usize = 64;
+/// Delay before a refused authentication is answered.
+pub const AUTH_REJECTION_DELAY: Duration = Duration::from_secs(1);
+/// Time a connection has to authenticate.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the daemon with the configuration at `config_path`; returns the exit status.
-pub fn run(config_path: &Path) -> i32 {
-    let loaded = match config::load(config_path) {
-        Ok(l) => l,
-        Err(e) => {
-            eprint!("{e}");
-            eprintln!("fasp-proxy: refusing to start with an invalid configuration");
-            return 1;
-        }
-    };
-    for w in &loaded.warnings {
-        eprintln!("{}", w.display_in(config_path));
-    }
-    let config = Arc::new(loaded.config);
-    let rproxy = &config.server.rproxy;
-    if !rproxy.enabled {
-        eprintln!(
-            "fasp-proxy: the reverse proxy is not enabled in {} (<rproxy><enabled>true</enabled>); nothing to run",
-            config_path.display()
-        );
-        return 1;
-    }
-    if rproxy.password_authentication {
-        if let Err(e) = crate::ssh::pam::available() {
-            eprintln!(
-                "fasp-proxy: <password_authentication> is on in {}, but {e}",
-                config_path.display()
-            );
-            return 1;
-        }
-    }
-    if let Err(e) = logging::init(rproxy.log_directory.as_deref(), rproxy.log_level) {
-        eprintln!("fasp-proxy: {e}");
-        return 1;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fasp-proxy: starting the runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(serve(config, config_path)) {
-        Ok(()) => 0,
-        Err(e) => {
-            error!("{e}");
-            eprintln!("fasp-proxy: {e}");
-            1
-        }
-    }
+/// Why the daemon could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data plane could not be readied (forwarding sysctls, the backend, its tables, the
+    /// removal of a previous run's entries).
+    #[error("{0}")]
+    Dataplane(String),
+    /// The SSH front end could not start (its host key, its port).
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    /// The SSH front end stopped while the daemon was running.
+    #[error("{0}")]
+    FrontendStopped(String),
 }
 
-/// Opens and readies the data plane: IP forwarding, conntrack accounting, the proxy's tables,
-/// and the removal of a previous life's entries.
-fn prepare_dataplane(config: &Config) -> Result<Box<dyn dataplane::Forwarder>, String> {
+/// What [`serve`] runs on: prepared by the binary (or by a test).
+pub struct Setup {
+    /// The configuration (already validated).
+    pub config: Arc<Config>,
+    /// The data plane, prepared ([`prepare_dataplane`]) or in memory.
+    pub forwarder: Box<dyn Forwarder>,
+    /// The SSH front end's listening socket.
+    pub ssh_listener: TcpListener,
+    /// The control socket for `fasp-proxy sessions` ([`control::bind`]), if any.
+    pub control_listener: Option<UnixListener>,
+    /// The known_hosts file for the internal servers' host keys.
+    pub backend_known_hosts: PathBuf,
+}
+
+/// Where the internal servers' host keys are kept: `known_hosts` beside the configuration.
+pub fn backend_known_hosts(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .unwrap_or_else(|| Path::new("/etc/fasp-proxy"))
+        .join("known_hosts")
+}
+
+/// Opens and readies the kernel data plane (blocking): IP forwarding, conntrack accounting,
+/// the proxy's tables, and the removal of a previous life's entries.
+pub fn prepare_dataplane(config: &Config) -> Result<Box<dyn Forwarder>, DaemonError> {
     let (v4, v6) = config.server.forwarded_families();
-    for change in sysctl::ensure_forwarding(v4, v6, config.server.enable_ip_forwarding)
-        .map_err(|e| e.to_string())?
-    {
+    let changes = sysctl::ensure_forwarding(v4, v6, config.server.enable_ip_forwarding)
+        .map_err(|e| DaemonError::Dataplane(e.to_string()))?;
+    for change in changes {
         info!("{change}");
     }
     // Per-session byte and packet counters for `fasp-proxy sessions`.
@@ -91,13 +91,14 @@ fn prepare_dataplane(config: &Config) -> Result<Box<dyn dataplane::Forwarder>, S
             "could not turn on conntrack accounting: `fasp-proxy sessions` will show no counters"
         );
     }
-    let mut forwarder = dataplane::open(config).map_err(|e| e.to_string())?;
+    let mut forwarder =
+        dataplane::open(config).map_err(|e| DaemonError::Dataplane(e.to_string()))?;
     forwarder
         .prepare()
-        .map_err(|e| format!("preparing {}: {e}", forwarder.kind()))?;
+        .map_err(|e| DaemonError::Dataplane(format!("preparing {}: {e}", forwarder.kind())))?;
     let report = forwarder
         .reconcile(&[])
-        .map_err(|e| format!("removing entries of a previous run: {e}"))?;
+        .map_err(|e| DaemonError::Dataplane(format!("removing entries of a previous run: {e}")))?;
     if !report.removed.is_empty() {
         info!(
             "removed {} forwarding entries left by a previous run",
@@ -107,29 +108,10 @@ fn prepare_dataplane(config: &Config) -> Result<Box<dyn dataplane::Forwarder>, S
     Ok(forwarder)
 }
 
-async fn serve(config: Arc<Config>, config_path: &Path) -> Result<(), String> {
-    // First: the control socket is also the "one daemon per network namespace" lock. A second
-    // daemon must stop here, before its reconcile removes the first one's live entries.
-    let control_listener = control::bind()?;
-    let prepared = {
-        let config = Arc::clone(&config);
-        tokio::task::spawn_blocking(move || prepare_dataplane(&config))
-            .await
-            .map_err(|e| e.to_string())??
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let known_hosts = config_path
-        .parent()
-        .unwrap_or_else(|| Path::new("/etc/fasp-proxy"))
-        .join("known_hosts");
-    let shared = Arc::new(Shared::new(
-        Arc::clone(&config),
-        prepared,
-        known_hosts,
-        stop_rx.clone(),
-    ));
+/// The front end's settings, from the configuration.
+fn frontend_config(config: &Config) -> FrontendConfig {
     let rproxy = &config.server.rproxy;
-    let frontend_config = FrontendConfig {
+    FrontendConfig {
         listen: rproxy.ssh_listen,
         host_key: rproxy.ssh_host_key.clone(),
         authorized_keys: rproxy.authorized_keys_file.clone(),
@@ -138,75 +120,108 @@ async fn serve(config: Arc<Config>, config_path: &Path) -> Result<(), String> {
             .then(|| rproxy.pam_service.clone()),
         allowed_clients: rproxy.allowed_clients.clone(),
         allowed_commands: vec![session::TRANSFER_COMMAND.to_string()],
-        max_unauthenticated: 64,
-        auth_rejection_delay: Duration::from_secs(1),
-        auth_timeout: Duration::from_secs(30),
-    };
-    // Bound before READY=1: a bad host key or a taken port fails the start.
-    let frontend = frontend::bind(frontend_config, Arc::new(Sessions(Arc::clone(&shared))))
-        .await
-        .map_err(|e| e.to_string())?;
-    let frontend_task = tokio::spawn(frontend.serve(stop_rx.clone()));
-    let control_task = tokio::spawn(control::serve_shared(
+        max_unauthenticated: MAX_UNAUTHENTICATED,
+        auth_rejection_delay: AUTH_REJECTION_DELAY,
+        auth_timeout: AUTH_TIMEOUT,
+    }
+}
+
+/// Serves the reverse proxy until `shutdown` resolves (or the front end fails), then closes
+/// every session and removes every entry. Says READY=1 to systemd once serving.
+pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let Setup {
+        config,
+        forwarder,
+        ssh_listener,
         control_listener,
-        Arc::clone(&shared),
-        stop_rx.clone(),
+        backend_known_hosts,
+    } = setup;
+    let kind = forwarder.kind();
+    let shared = Arc::new(Shared::new(
+        Arc::clone(&config),
+        forwarder,
+        backend_known_hosts,
     ));
-    let upkeep_task = tokio::spawn(upkeep(Arc::clone(&shared), stop_rx.clone()));
+    let listen = ssh_listener
+        .local_addr()
+        .unwrap_or(config.server.rproxy.ssh_listen);
+    // A bad host key fails the start, before READY=1.
+    let frontend = frontend::with_listener(
+        frontend_config(&config),
+        ssh_listener,
+        Arc::new(Sessions(Arc::clone(&shared))),
+    )?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut frontend_task = tokio::spawn(frontend.serve(stop_rx.clone()));
+    let control_task = control_listener.map(|listener| {
+        tokio::spawn(control::serve_shared(
+            listener,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+        ))
+    });
+    let upkeep_task = tokio::spawn(upkeep(Arc::clone(&shared), stop_rx));
     info!(
-        "fasp-proxy {} listening on {} ({} rules, forwarding via {})",
+        "fasp-proxy {} listening on {listen} ({} rules, forwarding via {kind})",
         env!("CARGO_PKG_VERSION"),
-        rproxy.ssh_listen,
-        rproxy.rules.len(),
-        config.server.forwarding_type
+        config.server.rproxy.rules.len(),
     );
     notify::notify("READY=1");
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("SIGTERM handler: {e}"))?;
     let failed = tokio::select! {
-        _ = term.recv() => None,
-        _ = tokio::signal::ctrl_c() => None,
-        r = frontend_task => Some(match r {
+        () = shutdown => None,
+        r = &mut frontend_task => Some(match r {
             Ok(Ok(())) => "the SSH front end stopped".to_string(),
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("the SSH front end failed: {e}"),
         }),
     };
     notify::notify("STOPPING=1");
-    info!("shutting down: closing {} sessions", shared.registry.len());
+    // Stop accepting, then ask every session to end, at whatever step it is.
     let _ = stop_tx.send(true);
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while !shared.registry.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let live = shared.close_all(CloseReason::Shutdown);
+    info!("shutting down: closing {live} sessions");
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.all_ended())
+        .await
+        .is_err()
+    {
+        warn!(
+            "{} sessions did not end within {}s",
+            shared.registry.len(),
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
     // Whatever a session could not remove goes now.
-    let report = shared.dataplane(|f| f.reconcile(&[])).await;
-    match report {
+    match shared.dataplane(|f| f.reconcile(&[])).await {
         Some(Ok(r)) if !r.removed.is_empty() => {
             info!("removed {} leftover forwarding entries", r.removed.len())
         }
         Some(Err(e)) => warn!("removing leftover entries: {e}"),
         _ => {}
     }
-    let _ = control_task.await;
+    if failed.is_none() {
+        let _ = frontend_task.await;
+    }
+    if let Some(task) = control_task {
+        let _ = task.await;
+    }
     let _ = upkeep_task.await;
     info!("stopped");
     match failed {
-        Some(e) => Err(e),
+        Some(e) => Err(DaemonError::FrontendStopped(e)),
         None => Ok(()),
     }
 }
 
-/// Every 5 s (at most a third of an entry's lifetime): refresh live entries, read their
-/// counters, end sessions idle for longer than `<session_idle_timeout>`.
-async fn upkeep(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let period = session::ENTRY_LIFETIME / 3;
+/// Every [`UPKEEP_PERIOD`]: refresh live entries, read their counters, and ask sessions idle
+/// for longer than `<session_idle_timeout>` to end.
+async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let period = (session::ENTRY_LIFETIME / 3).min(UPKEEP_PERIOD);
     let idle = shared.config.server.rproxy.session_idle_timeout;
     let mut live_before = 0;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(period.min(Duration::from_secs(5))) => {}
+            _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => return,
         }
         let sessions = shared.registry.snapshot();
@@ -220,7 +235,7 @@ async fn upkeep(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool
         }
         live_before = sessions.len();
         for s in sessions {
-            let Some(entry) = s.entry.clone() else {
+            let Some(entry) = s.entry else {
                 continue;
             };
             let id = s.id;
@@ -235,12 +250,10 @@ async fn upkeep(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool
                     shared.registry.set_counters(id, packets, bytes);
                 }
             }
-            if let Some(limit) = idle {
-                if s.last_activity.elapsed() > limit {
-                    if let Some(cancel) = shared.registry.cancel_handle(id) {
-                        cancel.notify_one();
-                    }
-                }
+        }
+        if let Some(limit) = idle {
+            for id in shared.registry.idle(limit, Instant::now()) {
+                shared.registry.close(id, CloseReason::IdleTimeout);
             }
         }
     }

@@ -1,11 +1,16 @@
 //! Reverse-proxy policy, pure: which rule a session falls under, which account and key it uses
-//! on the internal server, and which internal server it goes to (round robin, skipping servers
-//! marked faulty). Time is passed in, so tests drive it without sleeping.
+//! on the internal server, which internal server it goes to (round robin, skipping servers
+//! marked faulty, with every change of a server's health logged once, here), and which source
+//! address its forwarded data leaves from. Time is passed in (a `tokio::time::Instant`, so
+//! paused-time tests drive it), and nothing here does I/O besides logging.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use log::{info, warn};
+use tokio::time::Instant;
 
 use crate::config::Rule;
 
@@ -93,7 +98,20 @@ pub enum HealthEvent {
     },
 }
 
-/// Round-robin selection over each rule's servers, skipping those marked faulty.
+impl HealthEvent {
+    /// Writes the event to the log (a server's health is logged when it changes, only then).
+    pub fn log(&self) {
+        match self {
+            HealthEvent::MarkedFaulty { host, .. } => warn!("internal server {host} marked faulty"),
+            HealthEvent::Cleared { host } => {
+                info!("internal server {host} no longer marked faulty")
+            }
+        }
+    }
+}
+
+/// Round-robin selection over each rule's servers, skipping those marked faulty, and over each
+/// rule's `bind_source_address`es: selection and health in one place (as pingora keeps them).
 ///
 /// Shared by all sessions of the daemon (behind a mutex); every call is O(servers of the rule).
 #[derive(Debug)]
@@ -101,6 +119,8 @@ pub struct Balancer {
     hold: Duration,
     /// Next index per rule (by rule number).
     cursors: HashMap<usize, usize>,
+    /// Next source address per rule (by rule number).
+    source_cursors: HashMap<usize, usize>,
     /// Faulty servers and when their mark ends.
     faulty: HashMap<SocketAddr, Instant>,
 }
@@ -111,8 +131,42 @@ impl Balancer {
         Balancer {
             hold,
             cursors: HashMap::new(),
+            source_cursors: HashMap::new(),
             faulty: HashMap::new(),
         }
+    }
+
+    /// The servers to try for a new session of `rule`, in order, after ending the marks whose
+    /// hold time has passed (each logged): [`Balancer::expire`] then [`Balancer::candidates`].
+    pub fn pick(&mut self, rule: &Rule, now: Instant) -> Vec<SocketAddr> {
+        for event in self.expire(now) {
+            event.log();
+        }
+        self.candidates(rule, now)
+    }
+
+    /// Notes that connecting to `host` failed. A failure of the server itself
+    /// (`server_fault`) marks it faulty for the hold time, logged the first time; any other
+    /// failure (the account or key refused) leaves its health alone.
+    pub fn record_failure(&mut self, host: SocketAddr, server_fault: bool, now: Instant) {
+        if server_fault {
+            if let Some(event) = self.mark_faulty(host, now) {
+                event.log();
+            }
+        }
+    }
+
+    /// The source address the forwarded data of a new session of `rule` leaves from
+    /// (SNAT): the rule's `bind_source_address`es in turn, or `None` when it has none.
+    pub fn source_address(&mut self, rule: &Rule) -> Option<IpAddr> {
+        let n = rule.bind_source_addresses.len();
+        if n == 0 {
+            return None;
+        }
+        let cursor = self.source_cursors.entry(rule.number).or_insert(0);
+        let address = rule.bind_source_addresses[*cursor % n];
+        *cursor = (*cursor + 1) % n;
+        Some(address)
     }
 
     /// Ends the marks whose hold time has passed; returns the servers cleared.
@@ -281,5 +335,40 @@ mod tests {
             bal.mark_faulty(h, later);
         }
         assert!(bal.candidates(rule, later).is_empty());
+        // A refused key says nothing about the server; a server failure marks it.
+        let mut bal = Balancer::new(Duration::from_secs(120));
+        bal.record_failure(a, false, t0);
+        assert!(!bal.is_faulty(&a, t0));
+        bal.record_failure(a, true, t0);
+        assert!(bal.is_faulty(&a, t0));
+        assert_eq!(
+            bal.pick(rule, t0 + Duration::from_secs(120)).len(),
+            3,
+            "pick expires"
+        );
+    }
+
+    #[test]
+    fn source_addresses_go_round_robin_per_rule() {
+        let text = r#"<CONF><server><rproxy><enabled>true</enabled><rules>
+<rule host_ip="203.0.113.7"><host>198.51.100.10</host><keyfile>/k</keyfile>
+<bind_source_address>198.51.100.1,198.51.100.2</bind_source_address></rule>
+<rule><host>198.51.100.99</host><keyfile>/k</keyfile></rule>
+</rules></rproxy></server></CONF>"#;
+        let rules = parse_str(text, Path::new("t"))
+            .unwrap()
+            .config
+            .server
+            .rproxy
+            .rules;
+        let mut bal = Balancer::new(Duration::from_secs(1));
+        let picks: Vec<_> = (0..3).map(|_| bal.source_address(&rules[0])).collect();
+        let (one, two) = ("198.51.100.1".parse().ok(), "198.51.100.2".parse().ok());
+        assert_eq!(picks, vec![one, two, one]);
+        assert_eq!(
+            bal.source_address(&rules[1]),
+            None,
+            "no SNAT without addresses"
+        );
     }
 }

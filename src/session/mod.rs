@@ -2,29 +2,37 @@
 //! meet. The SSH front end hands over an accepted `exec`; the task reads the client's
 //! `SessionInit`, picks the rule and an internal server, logs in there, forwards the handshake,
 //! installs the kernel entry **before** forwarding the server's `SessionAccept` (rewritten to the
-//! client-facing UDP port), then copies bytes both ways until the end, and removes the entry.
+//! client-facing UDP port), then relays the control channel until the end, and removes the entry.
+//!
+//! A session ends in one place ([`Session::run`]): its steps run until they finish or the
+//! registry's close handle asks it to end (shutdown, idle timeout); either way, what it holds
+//! (the internal server's connection, the kernel entry, its registry place) is released there,
+//! every step of it, whatever step the session was at.
 
+pub mod error;
 pub mod registry;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use self::registry::{Registry, SessionInfo};
+pub use self::error::SessionError;
+use self::registry::{CloseReason, CloseSignal, Refusal, Registry, SessionInfo};
 use crate::config::{Config, Rule};
-use crate::dataplane::{Forwarder, SessionEntry};
-use crate::policy::{self, Balancer, HealthEvent, Request};
-use crate::protocol::{
-    frame, ErrorCode, ErrorFrame, Frame, ProtocolError, SessionAccept, SessionInit,
-};
-use crate::ssh::client::{self as ssh_client, ClientConfig, HostKeyPolicy, SshError};
-use crate::ssh::server::{ExecHandler, ExecRequest};
+use crate::dataplane::{DataplaneError, Forwarder, SessionEntry};
+use crate::policy::{self, Balancer, Request};
+use crate::protocol::{frame, ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit};
+use crate::ssh::client::{self as ssh_client, ClientConfig, HostKeyPolicy};
+use crate::ssh::server::{ExecFinish, ExecHandler, ExecRequest};
 
 /// The command the proxy accepts from clients and runs on internal servers.
 pub const TRANSFER_COMMAND: &str = "ascp --server";
@@ -32,6 +40,8 @@ pub const TRANSFER_COMMAND: &str = "ascp --server";
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time limit for connecting and logging in to an internal server.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a session's end waits for the internal server's exit status before closing.
+pub const BACKEND_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lifetime of a kernel entry; the daemon refreshes live entries every 5 s (well within it).
 pub const ENTRY_LIFETIME: Duration = Duration::from_secs(60);
 /// How many ports above the preferred one may be used to keep DNAT keys unique.
@@ -41,18 +51,16 @@ pub const PORT_SPAN: u16 = 1000;
 pub struct Shared {
     /// The configuration the daemon runs with.
     pub config: Arc<Config>,
-    /// Live sessions.
+    /// Live sessions, each with its close handle.
     pub registry: Registry,
-    /// Internal server selection and faulty marks.
+    /// Internal server selection, faulty marks and source addresses.
     pub balancer: Mutex<Balancer>,
     /// The kernel data plane (blocking calls: used from blocking threads).
     pub forwarder: Arc<Mutex<Box<dyn Forwarder>>>,
     /// Host keys of the internal servers (trusted on first use, a changed key refused).
     pub backend_known_hosts: PathBuf,
-    /// Round-robin position over `bind_source_address`es.
-    snat_cursor: AtomicUsize,
-    /// Ends every session when the daemon shuts down.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Every session task, so the daemon can wait until all have ended.
+    tasks: TaskTracker,
 }
 
 impl Shared {
@@ -61,7 +69,6 @@ impl Shared {
         config: Arc<Config>,
         forwarder: Box<dyn Forwarder>,
         backend_known_hosts: PathBuf,
-        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Shared {
         let hold = config.server.rproxy.faulty_host_hold_time;
         Shared {
@@ -70,12 +77,11 @@ impl Shared {
             balancer: Mutex::new(Balancer::new(hold)),
             forwarder: Arc::new(Mutex::new(forwarder)),
             backend_known_hosts,
-            snat_cursor: AtomicUsize::new(0),
-            shutdown,
+            tasks: TaskTracker::new(),
         }
     }
 
-    /// Runs a blocking data plane call on a blocking thread.
+    /// Runs a blocking data plane call on a blocking thread; `None` if that thread failed.
     pub async fn dataplane<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Forwarder) -> T + Send + 'static,
@@ -88,6 +94,21 @@ impl Shared {
         .await
         .ok()
     }
+
+    /// Asks every session to end for `reason` and admits no new one; returns how many were live.
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        self.tasks.close();
+        self.registry.close_all(reason)
+    }
+
+    /// Resolves once every session task has ended (after [`Shared::close_all`]).
+    pub async fn all_ended(&self) {
+        self.tasks.wait().await;
+    }
+
+    fn balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {
+        self.balancer.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Hands accepted commands to session tasks.
@@ -95,7 +116,7 @@ pub struct Sessions(pub Arc<Shared>);
 
 impl ExecHandler for Sessions {
     fn exec(&self, request: ExecRequest) {
-        let shared = Arc::clone(&self.0);
+        let shared = &self.0;
         // The session counts from here, synchronously: `admit` alone is checked on each
         // connection's own task, so two clients could both pass it before either was added.
         let id = Uuid::new_v4();
@@ -110,20 +131,30 @@ impl ExecHandler for Sessions {
             started: SystemTime::now(),
             last_activity: Instant::now(),
             forwarded: None,
-            cancel: Arc::new(tokio::sync::Notify::new()),
         };
         let max = shared.config.server.rproxy.max_sessions as usize;
-        if !shared.registry.add_within(info, max) {
-            info!(
-                "{peer}: {}: session refused: too many sessions",
-                request.user
-            );
-            request
-                .finish
-                .finish(1, "fasp-proxy: too many sessions, try again later\n");
-            return;
-        }
-        tokio::spawn(async move { run(shared, id, request).await });
+        let close = match shared.registry.add_within(info, max) {
+            Ok(close) => close,
+            Err(refusal) => {
+                let why = match refusal {
+                    Refusal::TooMany => "too many sessions, try again later".to_string(),
+                    Refusal::Closed(reason) => reason.to_string(),
+                };
+                info!("{peer}: {}: session refused: {why}", request.user);
+                request.finish.finish(1, &format!("fasp-proxy: {why}\n"));
+                return;
+            }
+        };
+        let session = Session {
+            shared: Arc::clone(shared),
+            id,
+            user: request.user,
+            peer,
+            local: request.local,
+        };
+        shared
+            .tasks
+            .spawn(session.run(request.io, request.finish, close));
     }
 
     fn admit(&self) -> bool {
@@ -131,231 +162,387 @@ impl ExecHandler for Sessions {
     }
 }
 
-/// Why a session ended, as logged.
-enum End {
-    /// Both sides finished: `Connection closed (EOF)`.
-    Eof(Option<u32>, String),
-    /// Refused or failed before or during the transfer.
-    Error(String),
-}
-
-/// Runs session `id` (already in the registry) to its end.
-async fn run(shared: Arc<Shared>, id: Uuid, req: ExecRequest) {
-    let peer = SocketAddr::new(policy::canonical(req.peer.ip()), req.peer.port());
-    info!(
-        "[{id}] Received connection request from {} (user {})",
-        peer.ip(),
-        req.user
-    );
-    let ExecRequest {
-        io,
-        finish,
-        local,
-        user,
-        ..
-    } = req;
-    let (mut client_read, mut client_write) = io.into_split();
-    // Shutdown ends a session at any step (one still waiting for its SessionInit, or for an
-    // internal server, too), not only once it is bridging.
-    let mut stopping = shared.shutdown.clone();
-    let outcome = tokio::select! {
-        end = session(
-            &shared,
-            id,
-            &user,
-            peer,
-            local,
-            &mut client_read,
-            &mut client_write,
-        ) => end,
-        _ = stopping.wait_for(|down| *down) => End::Error("the proxy is shutting down".into()),
-    };
-    // Teardown: every step runs.
-    let entry = shared.registry.remove(id).and_then(|s| s.entry);
-    if let Some(entry) = entry {
-        let removed = shared.dataplane(move |f| f.remove(&entry)).await;
-        if let Some(Err(e)) = removed {
-            warn!("[{id}] removing the UDP forwarding: {e}");
-        }
-    }
-    let _ = client_write.shutdown().await;
-    match outcome {
-        End::Eof(status, stderr) => {
-            info!("[{id}] Connection closed (EOF)");
-            finish.finish(status.unwrap_or(0), &stderr);
-        }
-        End::Error(message) => {
-            warn!("[{id}] Connection closed: {message}");
-            finish.finish(1, &format!("fasp-proxy: {message}\n"));
-        }
-    }
-}
-
-async fn session(
-    shared: &Shared,
+/// One proxied session: who it is for and where it came in. Lives in its own task.
+pub struct Session {
+    shared: Arc<Shared>,
+    /// The session UUID (its registry key, and the tag of its kernel entry and log lines).
     id: Uuid,
-    user: &str,
+    /// The proxy user.
+    user: String,
+    /// The client's SSH address (IPv4-mapped addresses as IPv4).
     peer: SocketAddr,
+    /// The proxy address the client's connection arrived on.
     local: SocketAddr,
-    client_read: &mut tokio::net::unix::OwnedReadHalf,
-    client_write: &mut tokio::net::unix::OwnedWriteHalf,
-) -> End {
-    // 1. The client's SessionInit.
-    let (init_bytes, init) =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(client_read)).await {
-            Err(_) => {
-                return End::Error(format!(
-                    "no session request within {}s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ))
-            }
-            Ok(Err(e)) => return End::Error(format!("bad session request from {peer}: {e}")),
-            Ok(Ok((bytes, Frame::SessionInit(init)))) => (bytes, init),
-            Ok(Ok(_)) => return End::Error("the first frame was not a session request".into()),
-        };
-    // 2. The rule.
-    let config = Arc::clone(&shared.config);
-    let request = Request {
-        local_addr: local.ip(),
-        requested_host: Some(init.requested_host.as_str()).filter(|h| !h.is_empty()),
-        requested_port: init.requested_port,
-    };
-    let Some(rule) = policy::select_rule(&config.server.rproxy.rules, &request) else {
-        let message = format!(
-            "no rule matches this connection (to {}, host {:?}): refused",
-            policy::canonical(local.ip()),
-            init.requested_host
+}
+
+/// What a session holds that must be released however it ends. Owned by [`Session::run`],
+/// outside the steps, so that a close request can never drop it unreleased.
+#[derive(Default)]
+struct Held {
+    /// The internal server's SSH connection, once logged in.
+    backend: Option<Backend>,
+    /// The kernel entry, from just before its install is asked for.
+    entry: Option<SessionEntry>,
+}
+
+/// A logged-in internal server and the transfer command running there.
+struct Backend {
+    client: ssh_client::Client,
+    /// How the remote command ended; `None` until it was started.
+    outcome: Option<tokio::task::JoinHandle<ssh_client::ExecOutcome>>,
+}
+
+/// How the steps ended when they ran to the end.
+type Finished = Result<(), SessionError>;
+
+impl Session {
+    /// Runs the session to its end and releases everything it held: the one place a session
+    /// ends, whether its steps finished, failed, or `close` asked it to end at any step.
+    async fn run(self, io: tokio::net::UnixStream, finish: ExecFinish, mut close: CloseSignal) {
+        let id = self.id;
+        info!(
+            "[{id}] Received connection request from {} (user {})",
+            self.peer.ip(),
+            self.user
         );
-        refuse(client_write, ErrorCode::Refused, &message).await;
-        return End::Error(message);
-    };
-    shared.registry.set_rule(id, rule.label());
-    let backend_user = policy::backend_user(rule, user).to_string();
-    let keyfile = match policy::keyfile(rule, user) {
-        Ok(k) => k,
-        Err(e) => {
-            let message = format!("{}: {e}", rule.label());
-            refuse(client_write, ErrorCode::Refused, &message).await;
-            return End::Error(message);
+        let (mut client_read, mut client_write) = io.into_split();
+        let mut held = Held::default();
+        let end: Finished = {
+            let steps = self.steps(
+                &mut client_read,
+                &mut client_write,
+                &mut held,
+                close.clone(),
+            );
+            tokio::select! {
+                biased;
+                reason = close.requested() => Err(SessionError::Closed(reason)),
+                end = steps => end,
+            }
+        };
+        if let Err(e) = &end {
+            if let Some(code) = e.code() {
+                send_error(&mut client_write, code, &e.to_string()).await;
+            }
         }
-    };
-    // 3. An internal server: round robin, skipping and marking faulty ones.
-    let (backend, client) = match connect_backend(shared, id, rule, &backend_user, keyfile).await {
-        Ok(pair) => pair,
-        Err(message) => {
-            refuse(client_write, ErrorCode::Other, &message).await;
-            return End::Error(message);
+        let outcome = self.release(held).await;
+        let _ = client_write.shutdown().await;
+        match end {
+            Ok(()) => {
+                info!("[{id}] Connection closed (EOF)");
+                let (status, stderr) = outcome.map_or((None, String::new()), |o| {
+                    (
+                        o.exit_status,
+                        String::from_utf8_lossy(&o.stderr).into_owned(),
+                    )
+                });
+                finish.finish(status.unwrap_or(0), &stderr);
+            }
+            Err(e) => {
+                let mut message = e.to_string();
+                if let (SessionError::ServerRefused(_), Some(o)) = (&e, &outcome) {
+                    if !o.stderr.is_empty() {
+                        message =
+                            format!("{message} ({})", String::from_utf8_lossy(&o.stderr).trim());
+                    }
+                }
+                warn!("[{id}] Connection closed: {message}");
+                finish.finish(1, &format!("fasp-proxy: {message}\n"));
+            }
         }
-    };
-    info!("[{id}] Established SSH connection with server {backend}");
-    let exec = match client.exec(TRANSFER_COMMAND).await {
-        Ok(e) => e,
-        Err(e) => {
-            let message = format!("starting the transfer on {backend}: {e}");
-            refuse(client_write, ErrorCode::Other, &message).await;
-            return End::Error(message);
-        }
-    };
-    let backend_stream = match exec
-        .stream
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
-    {
-        Ok(s) => s,
-        Err(e) => return End::Error(format!("local socket: {e}")),
-    };
-    let (mut backend_read, mut backend_write) = backend_stream.into_split();
-    // 4. Forward the request unchanged; read the answer.
-    if let Err(e) = backend_write.write_all(&init_bytes).await {
-        return End::Error(format!("writing to {backend}: {e}"));
     }
-    let accept = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut backend_read)).await
-    {
-        Err(_) => return End::Error(format!("{backend} did not answer the session request")),
-        Ok(Err(e)) => return End::Error(format!("bad answer from {backend}: {e}")),
-        Ok(Ok((_, Frame::SessionAccept(a)))) => a,
-        Ok(Ok((bytes, Frame::Error(e)))) => {
-            // The server refused (e.g. no such file): pass its words on, then end.
-            let _ = client_write.write_all(&bytes).await;
-            let outcome = tokio::time::timeout(Duration::from_secs(5), exec.outcome).await;
-            client.close().await;
-            return End::Error(format!("{backend} refused: {}", e.message))
-                .or_status(outcome.ok().and_then(Result::ok));
+
+    /// Releases what the session held, every step: the internal server's exit status (waited
+    /// for a bounded time) and connection, the kernel entry, the registry place (last, so its
+    /// DNAT key is not handed out while the kernel still holds it).
+    async fn release(&self, held: Held) -> Option<ssh_client::ExecOutcome> {
+        let id = self.id;
+        let mut outcome = None;
+        if let Some(backend) = held.backend {
+            if let Some(handle) = backend.outcome {
+                outcome = tokio::time::timeout(BACKEND_CLOSE_TIMEOUT, handle)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            backend.client.close().await;
         }
-        Ok(Ok(_)) => return End::Error(format!("{backend} answered with an unexpected frame")),
-    };
-    // 5. The kernel entry, before the client learns the port.
-    let entry = match install(shared, id, rule, &init, &accept, peer, local, backend).await {
-        Ok(e) => e,
-        Err(message) => {
-            refuse(client_write, ErrorCode::Other, &message).await;
-            client.close().await;
-            return End::Error(message);
+        if let Some(entry) = held.entry {
+            let removed = self.shared.dataplane(move |f| f.remove(&entry)).await;
+            if let Some(Err(e)) = removed {
+                warn!("[{id}] removing the UDP forwarding: {e}");
+            }
         }
-    };
-    info!(
-        "[{id}] Setup UDP forwarding between {}:{} and {}",
-        entry.client,
-        entry
-            .client_port
-            .map_or_else(|| "*".to_string(), |p| p.to_string()),
-        entry.backend
-    );
-    let rewritten = SessionAccept {
-        server_udp_port: entry.proxy_port,
-        ..accept
-    };
-    let mut out = Vec::new();
-    if let Err(e) = Frame::SessionAccept(rewritten).encode(&mut out) {
-        return End::Error(format!("re-encoding the answer: {e}"));
+        self.shared.registry.remove(id);
+        outcome
     }
-    if let Err(e) = client_write.write_all(&out).await {
-        return End::Error(format!("writing to the client: {e}"));
-    }
-    // 6. Bytes both ways until both directions end (or shutdown / idle timeout).
-    let mut shutdown = shared.shutdown.clone();
-    let cancel = shared.registry.cancel_handle(id);
-    let cancelled = async {
-        match &cancel {
-            Some(c) => c.notified().await,
-            None => std::future::pending().await,
-        }
-    };
-    let copied = tokio::select! {
-        r = bridge(shared, id, client_read, client_write, &mut backend_read, &mut backend_write) => r,
-        _ = shutdown.wait_for(|down| *down) => Err("the proxy is shutting down".to_string()),
-        () = cancelled => Err("idle timeout: no control or data traffic".to_string()),
-    };
-    let outcome = tokio::time::timeout(Duration::from_secs(5), exec.outcome).await;
-    client.close().await;
-    match copied {
-        Ok(()) => {
-            let (status, stderr) = match outcome {
-                Ok(Ok(o)) => (
-                    o.exit_status,
-                    String::from_utf8_lossy(&o.stderr).into_owned(),
-                ),
-                _ => (None, String::new()),
+
+    /// The session's steps, from the client's request to the end of the transfer.
+    async fn steps(
+        &self,
+        client_read: &mut OwnedReadHalf,
+        client_write: &mut OwnedWriteHalf,
+        held: &mut Held,
+        close: CloseSignal,
+    ) -> Finished {
+        let (id, peer) = (self.id, self.peer);
+        // 1. The client's SessionInit.
+        let (init_bytes, init) =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(client_read)).await {
+                Err(_) => {
+                    return Err(SessionError::Aborted(format!(
+                        "no session request within {}s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    )))
+                }
+                Ok(Err(e)) => {
+                    return Err(SessionError::Aborted(format!(
+                        "bad session request from {peer}: {e}"
+                    )))
+                }
+                Ok(Ok((bytes, Frame::SessionInit(init)))) => (bytes, init),
+                Ok(Ok(_)) => {
+                    return Err(SessionError::Aborted(
+                        "the first frame was not a session request".into(),
+                    ))
+                }
             };
-            End::Eof(status, stderr)
+        // 2. The rule, the account and key on the internal server.
+        let config = Arc::clone(&self.shared.config);
+        let request = Request {
+            local_addr: self.local.ip(),
+            requested_host: Some(init.requested_host.as_str()).filter(|h| !h.is_empty()),
+            requested_port: init.requested_port,
+        };
+        let Some(rule) = policy::select_rule(&config.server.rproxy.rules, &request) else {
+            return Err(SessionError::Refused(format!(
+                "no rule matches this connection (to {}, host {:?}): refused",
+                policy::canonical(self.local.ip()),
+                init.requested_host
+            )));
+        };
+        self.shared.registry.set_rule(id, rule.label());
+        let backend_user = policy::backend_user(rule, &self.user).to_string();
+        let keyfile = policy::keyfile(rule, &self.user)
+            .map_err(|e| SessionError::Refused(format!("{}: {e}", rule.label())))?;
+        // 3. An internal server: round robin, skipping and marking faulty ones.
+        let (addr, client) = self.connect_backend(rule, &backend_user, keyfile).await?;
+        info!("[{id}] Established SSH connection with server {addr}");
+        let backend = held.backend.insert(Backend {
+            client,
+            outcome: None,
+        });
+        let exec =
+            backend.client.exec(TRANSFER_COMMAND).await.map_err(|e| {
+                SessionError::Setup(format!("starting the transfer on {addr}: {e}"))
+            })?;
+        backend.outcome = Some(exec.outcome);
+        let backend_stream = exec
+            .stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
+            .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
+        let (mut backend_read, mut backend_write) = backend_stream.into_split();
+        // 4. Forward the request unchanged; read the answer.
+        backend_write
+            .write_all(&init_bytes)
+            .await
+            .map_err(|e| SessionError::Aborted(format!("writing to {addr}: {e}")))?;
+        let accept =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut backend_read)).await {
+                Err(_) => {
+                    return Err(SessionError::Aborted(format!(
+                        "{addr} did not answer the session request"
+                    )))
+                }
+                Ok(Err(e)) => {
+                    return Err(SessionError::Aborted(format!(
+                        "bad answer from {addr}: {e}"
+                    )))
+                }
+                Ok(Ok((_, Frame::SessionAccept(a)))) => a,
+                Ok(Ok((bytes, Frame::Error(e)))) => {
+                    // The server refused (e.g. no such file): pass its words on, then end.
+                    let _ = client_write.write_all(&bytes).await;
+                    return Err(SessionError::ServerRefused(format!(
+                        "{addr} refused: {}",
+                        e.message
+                    )));
+                }
+                Ok(Ok(_)) => {
+                    return Err(SessionError::Aborted(format!(
+                        "{addr} answered with an unexpected frame"
+                    )))
+                }
+            };
+        // 5. The kernel entry, before the client learns the port.
+        let entry = self
+            .install(rule, &init, &accept, addr, held, close)
+            .await?;
+        info!(
+            "[{id}] Setup UDP forwarding between {}:{} and {}",
+            entry.client,
+            entry
+                .client_port
+                .map_or_else(|| "*".to_string(), |p| p.to_string()),
+            entry.backend
+        );
+        let rewritten = SessionAccept {
+            server_udp_port: entry.proxy_port,
+            ..accept
+        };
+        let mut out = Vec::new();
+        Frame::SessionAccept(rewritten)
+            .encode(&mut out)
+            .map_err(|e| SessionError::Aborted(format!("re-encoding the answer: {e}")))?;
+        client_write
+            .write_all(&out)
+            .await
+            .map_err(|e| SessionError::Aborted(format!("writing to the client: {e}")))?;
+        // 6. The control channel both ways until the server's side ends.
+        let registry = &self.shared.registry;
+        relay::relay(
+            client_read,
+            client_write,
+            &mut backend_read,
+            &mut backend_write,
+            &[],
+            || registry.touch(id),
+        )
+        .await
+        .map_err(SessionError::Aborted)
+    }
+
+    /// Logs in to one of the rule's internal servers, in the balancer's order; a server that
+    /// fails is reported to the balancer, which marks it faulty if the failure was its own.
+    async fn connect_backend(
+        &self,
+        rule: &Rule,
+        user: &str,
+        keyfile: PathBuf,
+    ) -> Result<(SocketAddr, ssh_client::Client), SessionError> {
+        let candidates = self.shared.balancer().pick(rule, Instant::now());
+        if candidates.is_empty() {
+            return Err(SessionError::Setup(format!(
+                "every internal server of {} is marked faulty; try again later",
+                rule.label()
+            )));
         }
-        Err(e) => End::Error(e),
+        let mut errors = Vec::new();
+        for host in candidates {
+            let cfg = ClientConfig {
+                host: host.ip().to_string(),
+                port: host.port(),
+                user: user.to_string(),
+                identities: vec![keyfile.clone()],
+                password: None,
+                known_hosts: self.shared.backend_known_hosts.clone(),
+                policy: HostKeyPolicy::AcceptNew,
+                timeout: BACKEND_TIMEOUT,
+            };
+            match ssh_client::connect(&cfg).await {
+                Ok(client) => return Ok((host, client)),
+                Err(e) => {
+                    self.shared.balancer().record_failure(
+                        host,
+                        e.is_server_fault(),
+                        Instant::now(),
+                    );
+                    warn!("[{}] internal server {host}: {e}", self.id);
+                    errors.push(format!("{host}: {e}"));
+                    if e.is_credentials_fault() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(SessionError::Setup(format!(
+            "no internal server of {} could be reached ({})",
+            rule.label(),
+            errors.join("; ")
+        )))
+    }
+
+    /// Reserves a client-facing port and installs the session's kernel entry. The entry is in
+    /// `held` from just before the install is asked for, so it is removed however the session
+    /// ends; the install itself is refused under the data plane's lock once the session was
+    /// asked to end, so no entry lands after the daemon's final reconcile.
+    async fn install(
+        &self,
+        rule: &Rule,
+        init: &SessionInit,
+        accept: &SessionAccept,
+        backend: SocketAddr,
+        held: &mut Held,
+        close: CloseSignal,
+    ) -> Result<SessionEntry, SessionError> {
+        let client = self.peer.ip();
+        let client_port = rule.src_port_filtering.then_some(init.client_udp_port);
+        let preferred = if rule.proxy_port == 0 {
+            accept.server_udp_port
+        } else {
+            rule.proxy_port
+        };
+        let proxy_port = self
+            .shared
+            .registry
+            .reserve_port(
+                self.id,
+                client,
+                client_port,
+                preferred,
+                PORT_SPAN,
+                !rule.udp_port_reuse,
+            )
+            .ok_or_else(|| {
+                SessionError::Setup(format!(
+                    "no free client-facing UDP port from {preferred} for {client}"
+                ))
+            })?;
+        let entry = SessionEntry {
+            id: self.id,
+            client,
+            client_port,
+            proxy_addr: policy::canonical(self.local.ip()),
+            proxy_port,
+            backend: SocketAddr::new(backend.ip(), accept.server_udp_port),
+            snat: self.shared.balancer().source_address(rule),
+            lifetime: ENTRY_LIFETIME,
+        };
+        held.entry = Some(entry.clone());
+        let to_install = entry.clone();
+        let install =
+            move |f: &mut dyn Forwarder| -> Result<Result<(), DataplaneError>, CloseReason> {
+                match close.reason() {
+                    Some(reason) => Err(reason),
+                    None => Ok(f.install(&to_install)),
+                }
+            };
+        let failed =
+            |why: String| SessionError::Setup(format!("installing the UDP forwarding: {why}"));
+        match self.shared.dataplane(install).await {
+            Some(Ok(Ok(()))) => {
+                self.shared
+                    .registry
+                    .set_entry(self.id, entry.clone(), backend);
+                Ok(entry)
+            }
+            // Nothing of it is installed (the backends' promise): nothing to remove.
+            Some(Ok(Err(e))) => {
+                held.entry = None;
+                Err(failed(e.to_string()))
+            }
+            Some(Err(reason)) => {
+                held.entry = None;
+                Err(SessionError::Closed(reason))
+            }
+            None => Err(failed("the data plane thread failed".into())),
+        }
     }
 }
 
-impl End {
-    fn or_status(self, outcome: Option<ssh_client::ExecOutcome>) -> End {
-        match (self, outcome) {
-            (End::Error(m), Some(o)) if !o.stderr.is_empty() => End::Error(format!(
-                "{m} ({})",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            (end, _) => end,
-        }
-    }
-}
-
-async fn refuse(client: &mut tokio::net::unix::OwnedWriteHalf, code: ErrorCode, message: &str) {
+/// Sends the client an `Error` frame (best effort: it may be gone).
+async fn send_error(client: &mut OwnedWriteHalf, code: ErrorCode, message: &str) {
     let mut out = Vec::new();
     let frame = Frame::Error(ErrorFrame {
         code,
@@ -370,12 +557,12 @@ async fn refuse(client: &mut tokio::net::unix::OwnedWriteHalf, code: ErrorCode, 
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<(Vec<u8>, Frame), String> {
+    use tokio::io::AsyncReadExt;
     let mut prefix = [0u8; 4];
     r.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
     let total = match frame::frame_len(prefix) {
         Ok(total) => total,
-        Err(ProtocolError::Text(_)) => {
-            // Show the line the text starts: what is there within a second, bounded.
+        Err(crate::protocol::ProtocolError::Text(_)) => {
             let mut rest = vec![0u8; frame::TEXT_SHOWN];
             let got = tokio::time::timeout(Duration::from_secs(1), r.read(&mut rest))
                 .await
@@ -384,7 +571,7 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
                 .unwrap_or(0);
             rest.truncate(got);
             let text = frame::stray_text(&prefix, &rest);
-            return Err(ProtocolError::Text(text).to_string());
+            return Err(crate::protocol::ProtocolError::Text(text).to_string());
         }
         Err(e) => return Err(e.to_string()),
     };
@@ -395,206 +582,4 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
         .map_err(|e| e.to_string())?;
     let frame = Frame::decode(&bytes).map_err(|e| e.to_string())?;
     Ok((bytes, frame))
-}
-
-async fn connect_backend(
-    shared: &Shared,
-    id: Uuid,
-    rule: &Rule,
-    user: &str,
-    keyfile: PathBuf,
-) -> Result<(SocketAddr, ssh_client::Client), String> {
-    let candidates = {
-        let mut bal = shared.balancer.lock().unwrap_or_else(|p| p.into_inner());
-        for event in bal.expire(Instant::now()) {
-            log_health(event);
-        }
-        bal.candidates(rule, Instant::now())
-    };
-    if candidates.is_empty() {
-        return Err(format!(
-            "every internal server of {} is marked faulty; try again later",
-            rule.label()
-        ));
-    }
-    let mut errors = Vec::new();
-    for host in candidates {
-        let cfg = ClientConfig {
-            host: host.ip().to_string(),
-            port: host.port(),
-            user: user.to_string(),
-            identities: vec![keyfile.clone()],
-            password: None,
-            known_hosts: shared.backend_known_hosts.clone(),
-            policy: HostKeyPolicy::AcceptNew,
-            timeout: BACKEND_TIMEOUT,
-        };
-        match ssh_client::connect(&cfg).await {
-            Ok(client) => return Ok((host, client)),
-            Err(e) => {
-                // The server itself failed (no answer, refused, SSH broke): mark it. A key the
-                // server refuses for this user says nothing about the server.
-                if matches!(
-                    e,
-                    SshError::Connect { .. } | SshError::Session { .. } | SshError::HostKey(_)
-                ) {
-                    let event = shared
-                        .balancer
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .mark_faulty(host, Instant::now());
-                    if let Some(event) = event {
-                        log_health(event);
-                    }
-                }
-                warn!("[{id}] internal server {host}: {e}");
-                errors.push(format!("{host}: {e}"));
-                if matches!(e, SshError::Auth { .. } | SshError::Key(_)) {
-                    break;
-                }
-            }
-        }
-    }
-    Err(format!(
-        "no internal server of {} could be reached ({})",
-        rule.label(),
-        errors.join("; ")
-    ))
-}
-
-fn log_health(event: HealthEvent) {
-    match event {
-        HealthEvent::MarkedFaulty { host, .. } => warn!("internal server {host} marked faulty"),
-        HealthEvent::Cleared { host } => info!("internal server {host} no longer marked faulty"),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn install(
-    shared: &Shared,
-    id: Uuid,
-    rule: &Rule,
-    init: &SessionInit,
-    accept: &SessionAccept,
-    peer: SocketAddr,
-    local: SocketAddr,
-    backend: SocketAddr,
-) -> Result<SessionEntry, String> {
-    let client_port = rule.src_port_filtering.then_some(init.client_udp_port);
-    let preferred = if rule.proxy_port == 0 {
-        accept.server_udp_port
-    } else {
-        rule.proxy_port
-    };
-    let proxy_port = shared
-        .registry
-        .reserve_port(
-            id,
-            peer.ip(),
-            client_port,
-            preferred,
-            PORT_SPAN,
-            !rule.udp_port_reuse,
-        )
-        .ok_or_else(|| {
-            format!(
-                "no free client-facing UDP port from {preferred} for {}",
-                peer.ip()
-            )
-        })?;
-    let snat = (!rule.bind_source_addresses.is_empty()).then(|| {
-        let i = shared.snat_cursor.fetch_add(1, Ordering::Relaxed);
-        rule.bind_source_addresses[i % rule.bind_source_addresses.len()]
-    });
-    let entry = SessionEntry {
-        id,
-        client: peer.ip(),
-        client_port,
-        proxy_addr: policy::canonical(local.ip()),
-        proxy_port,
-        backend: SocketAddr::new(backend.ip(), accept.server_udp_port),
-        snat,
-        lifetime: ENTRY_LIFETIME,
-    };
-    let to_install = entry.clone();
-    // Checked under the data plane's lock: an install that gets the lock after the daemon's
-    // final reconcile (which runs once shutdown is set) must not add an entry nobody removes.
-    let stopping = shared.shutdown.clone();
-    let install = move |f: &mut dyn Forwarder| {
-        if *stopping.borrow() {
-            return Err(crate::dataplane::DataplaneError::Setup(
-                "the proxy is shutting down".into(),
-            ));
-        }
-        f.install(&to_install)
-    };
-    match shared.dataplane(install).await {
-        Some(Ok(())) => {
-            shared.registry.set_entry(id, entry.clone(), backend);
-            Ok(entry)
-        }
-        Some(Err(e)) => Err(format!("installing the UDP forwarding: {e}")),
-        None => Err("installing the UDP forwarding: the data plane thread failed".into()),
-    }
-}
-
-/// Copies both ways; a side's EOF is passed on as EOF; returns when both ended.
-async fn bridge(
-    shared: &Shared,
-    id: Uuid,
-    client_read: &mut tokio::net::unix::OwnedReadHalf,
-    client_write: &mut tokio::net::unix::OwnedWriteHalf,
-    backend_read: &mut tokio::net::unix::OwnedReadHalf,
-    backend_write: &mut tokio::net::unix::OwnedWriteHalf,
-) -> Result<(), String> {
-    // One loop per direction, run together: a write that waits (the peer's window is full)
-    // never stops the other direction from being read, so the two ends cannot block each
-    // other through us.
-    let upstream = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match client_read.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = backend_write.shutdown().await;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    shared.registry.touch(id);
-                    backend_write
-                        .write_all(&buf[..n])
-                        .await
-                        .map_err(|e| format!("writing to the internal server: {e}"))?;
-                }
-            }
-        }
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match backend_read.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = client_write.shutdown().await;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    shared.registry.touch(id);
-                    client_write
-                        .write_all(&buf[..n])
-                        .await
-                        .map_err(|e| format!("writing to the client: {e}"))?;
-                }
-            }
-        }
-    };
-    tokio::pin!(upstream, downstream);
-    // The session ends when the server side ends: nothing the client still sends can matter,
-    // and the client gets the exit status at once instead of waiting to close its side first.
-    // The client's EOF alone only ends the upstream direction.
-    tokio::select! {
-        r = &mut downstream => r,
-        r = &mut upstream => match r {
-            Ok(()) => downstream.await,
-            Err(e) => Err(e),
-        },
-    }
 }

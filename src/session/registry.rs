@@ -1,11 +1,16 @@
-//! The one registry of live sessions: who they are, their kernel entries, and which
-//! client-facing UDP ports are in use, so that no two live sessions share a DNAT key.
+//! The one registry of live sessions: who they are, their kernel entries, which
+//! client-facing UDP ports are in use (so that no two live sessions share a DNAT key), and the
+//! one handle per session that asks it to end ([`CloseSignal`]).
+//!
+//! Times are `tokio::time::Instant`s, so paused-time tests drive the idle timeout.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::dataplane::{SessionEntry, SessionKey};
@@ -31,8 +36,59 @@ pub struct SessionInfo {
     pub last_activity: Instant,
     /// Kernel counters last read: (packets, bytes) client → server.
     pub forwarded: Option<(u64, u64)>,
-    /// Wakes the session task to end it (idle timeout).
-    pub cancel: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Why a session is asked to end from outside its own task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The daemon is shutting down.
+    Shutdown,
+    /// No control or data traffic for longer than `<session_idle_timeout>`.
+    IdleTimeout,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseReason::Shutdown => "the proxy is shutting down",
+            CloseReason::IdleTimeout => "idle timeout: no control or data traffic",
+        })
+    }
+}
+
+/// The session task's end of its close handle: resolves once someone asked it to end.
+#[derive(Debug, Clone)]
+pub struct CloseSignal(watch::Receiver<Option<CloseReason>>);
+
+impl CloseSignal {
+    /// Waits until the session is asked to end; returns why. If the registry dropped the
+    /// handle (the session was removed), waits forever: nobody can ask any more.
+    pub async fn requested(&mut self) -> CloseReason {
+        let asked = self.0.wait_for(Option::is_some).await.map(|r| *r).ok();
+        match asked {
+            Some(reason) => reason.unwrap_or(CloseReason::Shutdown),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the session has been asked to end (without waiting).
+    pub fn is_requested(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    /// Why the session has been asked to end, if it has.
+    pub fn reason(&self) -> Option<CloseReason> {
+        *self.0.borrow()
+    }
+}
+
+/// Why [`Registry::add_within`] did not add a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_sessions` are live.
+    TooMany,
+    /// The registry was closed ([`Registry::close_all`]).
+    Closed(CloseReason),
 }
 
 /// Live sessions and the DNAT keys they hold.
@@ -44,6 +100,10 @@ pub struct Registry {
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<Uuid, SessionInfo>,
+    /// Each live session's close handle (the sending side of its [`CloseSignal`]).
+    close: HashMap<Uuid, watch::Sender<Option<CloseReason>>>,
+    /// Set by [`Registry::close_all`]: no session is added any more.
+    closed: Option<CloseReason>,
     keys: HashMap<SessionKey, Uuid>,
     /// Ports held by one session alone (`<udp_port_reuse>false`), and by whom.
     exclusive: HashMap<u16, Uuid>,
@@ -60,14 +120,44 @@ impl Registry {
     }
 
     /// Adds a session if fewer than `max` are live (checked and added under one lock, so
-    /// concurrent callers never exceed `max`); returns whether it was added.
-    pub fn add_within(&self, info: SessionInfo, max: usize) -> bool {
+    /// concurrent callers never exceed `max`) and the registry is not closed; returns the
+    /// session's close signal, or why it was not added.
+    pub fn add_within(&self, info: SessionInfo, max: usize) -> Result<CloseSignal, Refusal> {
         let mut g = self.lock();
-        if g.sessions.len() >= max {
-            return false;
+        if let Some(reason) = g.closed {
+            return Err(Refusal::Closed(reason));
         }
+        if g.sessions.len() >= max {
+            return Err(Refusal::TooMany);
+        }
+        let (tx, rx) = watch::channel(None);
+        g.close.insert(info.id, tx);
         g.sessions.insert(info.id, info);
-        true
+        Ok(CloseSignal(rx))
+    }
+
+    /// Asks session `id` to end for `reason` (its task acts on it); returns whether it is live.
+    /// A session asked twice keeps the first reason.
+    pub fn close(&self, id: Uuid, reason: CloseReason) -> bool {
+        let g = self.lock();
+        match g.close.get(&id) {
+            Some(tx) => {
+                tx.send_if_modified(|r| r.is_none() && r.replace(reason).is_none());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks every live session to end and refuses new ones from now on; returns how many were
+    /// live.
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        let mut g = self.lock();
+        g.closed.get_or_insert(reason);
+        for tx in g.close.values() {
+            tx.send_if_modified(|r| r.is_none() && r.replace(reason).is_none());
+        }
+        g.sessions.len()
     }
 
     /// How many sessions are live.
@@ -131,14 +221,6 @@ impl Registry {
         }
     }
 
-    /// The handle that ends a session.
-    pub fn cancel_handle(&self, id: Uuid) -> Option<std::sync::Arc<tokio::sync::Notify>> {
-        self.lock()
-            .sessions
-            .get(&id)
-            .map(|s| std::sync::Arc::clone(&s.cancel))
-    }
-
     /// Records the installed entry of a session.
     pub fn set_entry(&self, id: Uuid, entry: SessionEntry, backend: SocketAddr) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
@@ -174,7 +256,18 @@ impl Registry {
         let mut g = self.lock();
         g.keys.retain(|_, owner| *owner != id);
         g.exclusive.retain(|_, owner| *owner != id);
+        g.close.remove(&id);
         g.sessions.remove(&id)
+    }
+
+    /// Live sessions whose last activity is older than `limit` at `now`.
+    pub fn idle(&self, limit: std::time::Duration, now: Instant) -> Vec<Uuid> {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| now.saturating_duration_since(s.last_activity) > limit)
+            .map(|s| s.id)
+            .collect()
     }
 
     /// A copy of every live session.
@@ -200,7 +293,6 @@ mod tests {
             started: SystemTime::now(),
             last_activity: Instant::now(),
             forwarded: None,
-            cancel: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -210,7 +302,7 @@ mod tests {
         let added: usize = (0..16)
             .map(|_| {
                 let r = std::sync::Arc::clone(&r);
-                std::thread::spawn(move || usize::from(r.add_within(info(), 3)))
+                std::thread::spawn(move || usize::from(r.add_within(info(), 3).is_ok()))
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -220,8 +312,52 @@ mod tests {
         assert_eq!(r.len(), 3);
         let first = r.snapshot()[0].id;
         r.remove(first);
-        assert!(r.add_within(info(), 3));
-        assert!(!r.add_within(info(), 3));
+        assert!(r.add_within(info(), 3).is_ok());
+        assert_eq!(r.add_within(info(), 3).err(), Some(Refusal::TooMany));
+    }
+
+    #[tokio::test]
+    async fn one_close_handle_per_session_and_close_all_refuses_new_ones() {
+        let r = Registry::new();
+        let a = info();
+        let a_id = a.id;
+        let mut a_signal = r.add_within(a, 10).unwrap();
+        let mut b_signal = r.add_within(info(), 10).unwrap();
+        assert!(!a_signal.is_requested());
+        assert!(r.close(a_id, CloseReason::IdleTimeout));
+        assert!(r.close(a_id, CloseReason::Shutdown), "still live");
+        assert_eq!(
+            a_signal.requested().await,
+            CloseReason::IdleTimeout,
+            "first reason kept"
+        );
+        assert!(!b_signal.is_requested());
+        assert_eq!(r.close_all(CloseReason::Shutdown), 2);
+        assert_eq!(b_signal.requested().await, CloseReason::Shutdown);
+        assert_eq!(
+            r.add_within(info(), 10).err(),
+            Some(Refusal::Closed(CloseReason::Shutdown))
+        );
+        r.remove(a_id);
+        assert!(!r.close(a_id, CloseReason::Shutdown), "gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_are_those_untouched_for_longer_than_the_limit() {
+        let r = Registry::new();
+        let a = info();
+        let (a_id, b) = (a.id, info());
+        let b_id = b.id;
+        let _sa = r.add_within(a, 10).unwrap();
+        let _sb = r.add_within(b, 10).unwrap();
+        let limit = std::time::Duration::from_secs(60);
+        tokio::time::advance(std::time::Duration::from_secs(50)).await;
+        r.touch(b_id);
+        tokio::time::advance(std::time::Duration::from_secs(11)).await;
+        assert_eq!(r.idle(limit, Instant::now()), vec![a_id]);
+        // Counters that move count as activity.
+        assert!(r.set_counters(a_id, 5, 500));
+        assert!(r.idle(limit, Instant::now()).is_empty());
     }
 
     #[test]

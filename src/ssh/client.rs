@@ -84,6 +84,24 @@ pub enum SshError {
     },
 }
 
+impl SshError {
+    /// Whether the failure says something about the server itself (no answer, refused
+    /// connection, a broken SSH session, a host key that is unknown or changed), so the server
+    /// should be marked faulty. A key the server refuses for one user says nothing about it.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(
+            self,
+            SshError::Connect { .. } | SshError::Session { .. } | SshError::HostKey(_)
+        )
+    }
+
+    /// Whether the failure is the account's or key's (refused, unloadable), so the same
+    /// login would fail on every other server of the rule too.
+    pub fn is_credentials_fault(&self) -> bool {
+        matches!(self, SshError::Auth { .. } | SshError::Key(_))
+    }
+}
+
 /// Checks the server's key against known_hosts.
 struct Verifier {
     host: String,

@@ -187,6 +187,22 @@ pub async fn bind(
     config: FrontendConfig,
     handler: Arc<dyn ExecHandler>,
 ) -> Result<Frontend, FrontendError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| FrontendError::Listen {
+            addr: config.listen,
+            why: e.to_string(),
+        })?;
+    with_listener(config, listener, handler)
+}
+
+/// Loads the host key and serves on `listener`, already bound (by the caller, or a test on
+/// port 0); `config.listen` then only names the address in log lines.
+pub fn with_listener(
+    config: FrontendConfig,
+    listener: TcpListener,
+    handler: Arc<dyn ExecHandler>,
+) -> Result<Frontend, FrontendError> {
     let key = russh::keys::load_secret_key(&config.host_key, None).map_err(|e| {
         FrontendError::HostKey {
             path: config.host_key.clone(),
@@ -215,12 +231,6 @@ pub async fn bind(
         nodelay: true,
         ..Default::default()
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| FrontendError::Listen {
-            addr: config.listen,
-            why: e.to_string(),
-        })?;
     let shared = Arc::new(Shared {
         russh: Arc::new(russh_config),
         authorized_keys: config.authorized_keys.clone(),
