@@ -1,6 +1,28 @@
-//! fasp-proxy: a proxy for FASP-style file transfers.
+//! fasp-proxy: a proxy for FASP-style file transfers, and an open `ascp` to test it with.
 //!
-//! See `docs/architecture.md` for the module map and how the layers depend on each other.
+//! # Layout
+//!
+//! The proxy (`fasp-proxy run`), from the bottom layer up; each layer uses only the ones below
+//! it, never one beside or above it:
+//!
+//! 1. [`config`] (`aspera.conf`: schema, parsing, validation), [`protocol`] (the frame and
+//!    datagram codecs, and the one frame reader), [`policy`] (which rule, which account and
+//!    key, which internal server, which source address; health marks), [`sysctl`] (the few
+//!    kernel settings both the configuration check and the data plane read).
+//! 2. [`dataplane`] (the kernel's per-session DNAT entries: one `Forwarder` trait, nftables and
+//!    iptables backends, an in-memory one for tests) and [`ssh`] (the front end that accepts
+//!    clients, the client that logs in to internal servers). Neither knows of the other.
+//! 3. [`session`]: one task per proxied session, where SSH, the handshake, the policy and the
+//!    data plane meet; the registry of live sessions and their close handles.
+//! 4. [`daemon`]: `daemon::serve(setup, shutdown)` runs it all on listeners and a data plane it
+//!    is handed (upkeep, idle timeout, the `sessions` control socket, shutdown).
+//! 5. The binaries (`src/bin/`): `fasp-proxy` reads the configuration, sets up logging, the
+//!    runtime and the kernel, and calls `daemon::serve`; `ascp` is the client and server.
+//!
+//! The transfer tool: [`ascp`] (command line, SSH login, handshake) on top of [`transfer`] (the
+//! UDP engine: pacing, retransmission, encryption, files), both over [`protocol`] and [`ssh`].
+//!
+//! `docs/architecture.md` has the longer map.
 
 pub mod ascp;
 pub mod config;
