@@ -186,6 +186,8 @@ impl Files {
 /// Settings a test changes.
 struct Options {
     hosts: Vec<SocketAddr>,
+    /// An internal server for requests to host `stuck.example` (a rule of its own).
+    stuck: Option<SocketAddr>,
     max_sessions: u32,
     idle_timeout: u64,
     hold_time: u64,
@@ -197,6 +199,12 @@ fn config(files: &Files, o: &Options) -> fasp_proxy::config::Config {
         .iter()
         .map(|h| format!("<host>{h}</host>"))
         .collect();
+    let stuck_rule = o.stuck.map_or_else(String::new, |h| {
+        format!(
+            r#"<rule host_domain="stuck.example"><host>{h}</host><squash_user>root</squash_user><keyfile>{}</keyfile></rule>"#,
+            files.backend_key.display()
+        )
+    });
     let text = format!(
         r#"<CONF><server><rproxy>
   <enabled>true</enabled>
@@ -206,7 +214,7 @@ fn config(files: &Files, o: &Options) -> fasp_proxy::config::Config {
   <max_sessions>{max}</max_sessions>
   <session_idle_timeout>{idle}</session_idle_timeout>
   <faulty_host_hold_time>{hold}</faulty_host_hold_time>
-  <rules><rule><hosts>{hosts}</hosts><squash_user>root</squash_user><keyfile>{keyfile}</keyfile></rule></rules>
+  <rules>{stuck_rule}<rule><hosts>{hosts}</hosts><squash_user>root</squash_user><keyfile>{keyfile}</keyfile></rule></rules>
 </rproxy></server></CONF>"#,
         host_key = files.proxy_host_key.display(),
         authorized = files.proxy_authorized.display(),
@@ -321,11 +329,15 @@ impl Client {
     }
 
     async fn request(&mut self, destination: &str) {
+        self.request_to("", destination).await;
+    }
+
+    async fn request_to(&mut self, host: &str, destination: &str) {
         let init = Frame::SessionInit(SessionInit {
             min_version: 1,
             max_version: 1,
             session_id: Uuid::new_v4(),
-            requested_host: String::new(),
+            requested_host: host.into(),
             requested_port: 33001,
             client_udp_port: 40000,
             server_udp_port: 0,
@@ -424,6 +436,7 @@ async fn settle() {
 fn options(hosts: Vec<SocketAddr>) -> Options {
     Options {
         hosts,
+        stuck: None,
         max_sessions: 10,
         idle_timeout: 0,
         hold_time: 120,
@@ -529,13 +542,21 @@ async fn shutdown_closes_sessions_at_every_step_and_leaves_no_entry() {
     let _clock = StillClock::hold();
     let files = Files::new();
     let server = backend(&files).await;
-    let mut d = Daemon::start(&files, &options(vec![server.addr])).await;
-    // One session waits for the client's request, one for the internal server's answer, one
-    // is transferring.
+    // A server that takes the TCP connection and never says a word of SSH.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut o = options(vec![server.addr]);
+    o.stuck = Some(silent.local_addr().unwrap());
+    let mut d = Daemon::start(&files, &o).await;
+    // One session waits for the client's request, one for an internal server's SSH, one for
+    // the internal server's answer, one is transferring.
     let waiting_for_request = Client::connect(&files, &d).await;
+    let mut waiting_for_ssh = Client::connect(&files, &d).await;
+    waiting_for_ssh.request_to("stuck.example", "/upload").await;
     let mut waiting_for_server = Client::connect(&files, &d).await;
     waiting_for_server.request(HOLD_ANSWER).await;
     let transferring = Client::start_transfer(&files, &d).await;
+    // The proxy is connected to the silent server (kept open: it never answers nor closes).
+    let (_held_open, _) = silent.accept().await.unwrap();
     settle().await;
     assert_eq!(server.sessions(), 2);
     assert_eq!(d.kernel.installed().len(), 1);
@@ -543,7 +564,12 @@ async fn shutdown_closes_sessions_at_every_step_and_leaves_no_entry() {
         let result = d.stop().await;
         (d, result)
     });
-    for client in [waiting_for_request, waiting_for_server, transferring] {
+    for client in [
+        waiting_for_request,
+        waiting_for_ssh,
+        waiting_for_server,
+        transferring,
+    ] {
         let (status, stderr) = client.ended().await;
         assert_eq!(status, Some(1));
         assert!(stderr.contains("the proxy is shutting down"), "{stderr}");
