@@ -5,7 +5,9 @@
 //! - [`nftables::NftablesForwarder`] (default): elements of maps in tables the proxy owns,
 //!   added and deleted over one long-lived NETLINK_NETFILTER socket;
 //! - [`iptables::IptablesForwarder`]: one rule per session in chains the proxy owns, written with
-//!   `iptables-restore --noflush` batches.
+//!   `iptables-restore --noflush` batches;
+//! - [`memory::MemoryForwarder`]: no kernel at all, entries in memory and every call recorded,
+//!   for tests of the daemon without root (netavark's `fwnone`).
 //!
 //! Both delete the flow's conntrack entries on removal ([`conntrack`]), since a conntrack entry
 //! keeps forwarding a running flow after its DNAT entry is gone. This module knows nothing of SSH.
@@ -15,6 +17,7 @@ pub mod conntrack;
 pub mod entry;
 pub mod error;
 pub mod iptables;
+pub mod memory;
 pub mod netlink;
 pub mod nftables;
 pub mod sysctl;
