@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use fasp_proxy::dataplane::nftables::NftablesForwarder;
-use fasp_proxy::dataplane::{sysctl, DataplaneError, Forwarder, SessionEntry};
+use fasp_proxy::dataplane::{DataplaneError, Forwarder, SessionEntry};
+use fasp_proxy::sysctl;
 use lab::{Netns, Topology};
 use uuid::Uuid;
 

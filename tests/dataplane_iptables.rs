@@ -17,9 +17,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
-use fasp_proxy::config::ForwardingType;
 use fasp_proxy::dataplane::iptables::IptablesForwarder;
-use fasp_proxy::dataplane::{DataplaneError, Forwarder, InstalledEntry, SessionEntry};
+use fasp_proxy::dataplane::{Backend, DataplaneError, Forwarder, InstalledEntry, SessionEntry};
 use lab::{Netns, Topology};
 use uuid::Uuid;
 
@@ -236,7 +235,7 @@ fn conntrack_udp(ns: &Netns, v6: bool) -> String {
 fn forwards_both_ways_with_masquerade_and_lists_in_the_documented_shape() {
     let topo = Topology::new(1);
     let mut fw = open(&topo);
-    assert_eq!(fw.kind(), ForwardingType::Iptables);
+    assert_eq!(fw.kind(), Backend::Iptables);
     let entry = entry_v4(Some(40000), PORT);
     fw.install(&entry).unwrap();
 

@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fasp_proxy::config::ForwardingType;
 use fasp_proxy::config::{self, create, render, summary};
-use fasp_proxy::dataplane::{self, DataplaneError};
+use fasp_proxy::dataplane::{self, Backend, DataplaneError};
 
 /// A proxy for FASP-style file transfers: an SSH front end authenticates users and bridges each
 /// transfer's control channel to an internal server, while the kernel forwards the UDP data.
@@ -109,9 +108,9 @@ fn purge(config_path: &Path) -> ExitCode {
         Err(_) => PathBuf::from(config::DEFAULT_IPTABLES_PATH),
     };
     let mut failed = false;
-    for kind in [ForwardingType::Nftables, ForwardingType::Iptables] {
+    for kind in [Backend::Nftables, Backend::Iptables] {
         let name = kind.to_string();
-        let opened = dataplane::open_backend(kind, &iptables_path);
+        let opened = dataplane::open(kind, &iptables_path);
         let mut forwarder = match opened {
             Ok(f) => f,
             Err(DataplaneError::Setup(why)) => {
@@ -134,7 +133,7 @@ fn purge(config_path: &Path) -> ExitCode {
                     } else {
                         "ies"
                     },
-                    if kind == ForwardingType::Nftables {
+                    if kind == Backend::Nftables {
                         "tables (ip and ip6 fasp_proxy)"
                     } else {
                         "chains (FASP_PROXY, FASP_PROXY_POST)"

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-use crate::config::{self, Config};
-use crate::dataplane::{self, sysctl};
+use crate::config::{self, Config, ForwardingType};
+use crate::dataplane::{self, Backend};
 use crate::session::{self, Sessions, Shared};
 use crate::ssh::server::{self as frontend, FrontendConfig};
+use crate::sysctl;
 
 /// How long shutdown waits for sessions to end before removing what is left.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -91,7 +92,12 @@ fn prepare_dataplane(config: &Config) -> Result<Box<dyn dataplane::Forwarder>, S
             "could not turn on conntrack accounting: `fasp-proxy sessions` will show no counters"
         );
     }
-    let mut forwarder = dataplane::open(config).map_err(|e| e.to_string())?;
+    let backend = match config.server.forwarding_type {
+        ForwardingType::Nftables => Backend::Nftables,
+        ForwardingType::Iptables => Backend::Iptables,
+    };
+    let mut forwarder =
+        dataplane::open(backend, &config.server.iptables_path).map_err(|e| e.to_string())?;
     forwarder
         .prepare()
         .map_err(|e| format!("preparing {}: {e}", forwarder.kind()))?;

@@ -5,20 +5,15 @@ use std::io;
 
 use uuid::Uuid;
 
-use super::entry::SessionKey;
+use super::entry::{EntryError, SessionKey};
 use super::netlink::Errno;
 
 /// Why a data plane operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     /// The entry itself is unusable (mixed IP families, port 0, …).
-    #[error("session {id}: {why}")]
-    InvalidEntry {
-        /// The session.
-        id: Uuid,
-        /// What is wrong.
-        why: String,
-    },
+    #[error(transparent)]
+    InvalidEntry(#[from] EntryError),
     /// Another entry already holds the key; nothing was changed.
     #[error("session {id}: the forwarding key {key} is already taken{}; nothing was changed",
         owner.map(|o| format!(" by session {o}")).unwrap_or_default())]

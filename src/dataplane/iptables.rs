@@ -53,8 +53,7 @@ use super::conntrack;
 use super::entry::{InstalledEntry, SessionEntry, SessionKey};
 use super::error::{DataplaneError, Errors};
 use super::netlink::NfnlSocket;
-use super::{Forwarder, ReconcileReport};
-use crate::config::ForwardingType;
+use super::{Backend, Forwarder, ReconcileReport};
 
 /// The chain holding the sessions' DNAT rules, jumped to from `nat PREROUTING`.
 pub const CHAIN: &str = "FASP_PROXY";
@@ -328,8 +327,8 @@ impl IptablesForwarder {
 }
 
 impl Forwarder for IptablesForwarder {
-    fn kind(&self) -> ForwardingType {
-        ForwardingType::Iptables
+    fn kind(&self) -> Backend {
+        Backend::Iptables
     }
 
     /// Creates the chains with `-N` if missing (declaring an existing chain in a `--noflush`

@@ -20,12 +20,34 @@ pub mod iptables;
 pub mod memory;
 pub mod netlink;
 pub mod nftables;
-pub mod sysctl;
 
-pub use entry::{InstalledEntry, SessionEntry, SessionKey};
+pub use entry::{EntryError, InstalledEntry, SessionEntry, SessionKey};
 pub use error::{DataplaneError, Errors};
 
-use crate::config::{Config, ForwardingType};
+use std::fmt;
+use std::path::Path;
+
+/// Which backend a [`Forwarder`] is: the kernel interface it drives (or none, for the
+/// in-memory one). The configuration's `<forwarding_type>` names one of the first two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// [`nftables::NftablesForwarder`].
+    Nftables,
+    /// [`iptables::IptablesForwarder`].
+    Iptables,
+    /// [`memory::MemoryForwarder`]: no kernel object, for tests.
+    Memory,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Nftables => "nftables",
+            Backend::Iptables => "iptables",
+            Backend::Memory => "memory",
+        })
+    }
+}
 
 /// What a reconcile did: entries kept and entries dropped (with their flows).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,7 +63,7 @@ pub struct ReconcileReport {
 /// and reconcile may take more than one (see each backend).
 pub trait Forwarder: Send {
     /// Which kernel interface this backend drives.
-    fn kind(&self) -> ForwardingType;
+    fn kind(&self) -> Backend;
 
     /// Creates what the proxy owns (tables, maps, chains, jump rules) if missing, leaving existing
     /// session entries in place (use [`Forwarder::reconcile`] to drop those of a previous life).
@@ -79,18 +101,14 @@ pub trait Forwarder: Send {
     fn purge(&mut self) -> Result<ReconcileReport, Errors>;
 }
 
-/// Opens the backend the configuration asks for, in the current network namespace.
-pub fn open(config: &Config) -> Result<Box<dyn Forwarder>, DataplaneError> {
-    open_backend(config.server.forwarding_type, &config.server.iptables_path)
-}
-
-/// Opens one backend in the current network namespace; `iptables_path` serves the iptables one.
-pub fn open_backend(
-    kind: ForwardingType,
-    iptables_path: &std::path::Path,
-) -> Result<Box<dyn Forwarder>, DataplaneError> {
+/// Opens one backend in the current network namespace; `iptables_path` is the iptables binary
+/// the iptables backend uses (the others ignore it). [`Backend::Memory`] opens an empty
+/// [`memory::MemoryForwarder`] (keep its [`memory::MemoryForwarder::handle`] by building it
+/// directly instead).
+pub fn open(kind: Backend, iptables_path: &Path) -> Result<Box<dyn Forwarder>, DataplaneError> {
     Ok(match kind {
-        ForwardingType::Nftables => Box::new(nftables::NftablesForwarder::open()?),
-        ForwardingType::Iptables => Box::new(iptables::IptablesForwarder::open(iptables_path)?),
+        Backend::Nftables => Box::new(nftables::NftablesForwarder::open()?),
+        Backend::Iptables => Box::new(iptables::IptablesForwarder::open(iptables_path)?),
+        Backend::Memory => Box::new(memory::MemoryForwarder::new()),
     })
 }

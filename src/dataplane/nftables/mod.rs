@@ -18,8 +18,7 @@ use super::conntrack;
 use super::entry::{InstalledEntry, SessionEntry, SessionKey};
 use super::error::{DataplaneError, Errors};
 use super::netlink::{Errno, NfnlSocket};
-use super::{Forwarder, ReconcileReport};
-use crate::config::ForwardingType;
+use super::{Backend, Forwarder, ReconcileReport};
 
 /// Socket buffers: room for the ACKs of the largest batch (see `MAX_BATCH`).
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -359,8 +358,8 @@ fn kernel_result(what: &str, results: &[Result<(), Errno>]) -> Result<(), Datapl
 }
 
 impl Forwarder for NftablesForwarder {
-    fn kind(&self) -> ForwardingType {
-        ForwardingType::Nftables
+    fn kind(&self) -> Backend {
+        Backend::Nftables
     }
 
     fn prepare(&mut self) -> Result<(), DataplaneError> {
