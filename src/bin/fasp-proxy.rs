@@ -133,11 +133,7 @@ fn purge(config_path: &Path) -> ExitCode {
                     } else {
                         "ies"
                     },
-                    if kind == Backend::Nftables {
-                        "tables (ip and ip6 fasp_proxy)"
-                    } else {
-                        "chains (FASP_PROXY, FASP_PROXY_POST)"
-                    }
+                    kind.owned_objects()
                 );
                 for entry in &report.removed {
                     println!("  {entry}");

@@ -16,6 +16,7 @@ pub mod command;
 pub mod conntrack;
 pub mod entry;
 pub mod error;
+pub mod family;
 pub mod iptables;
 pub mod memory;
 pub mod netlink;
@@ -23,6 +24,7 @@ pub mod nftables;
 
 pub use entry::{EntryError, InstalledEntry, SessionEntry, SessionKey};
 pub use error::{DataplaneError, Errors};
+pub use family::Family;
 
 use std::fmt;
 use std::path::Path;
@@ -37,6 +39,26 @@ pub enum Backend {
     Iptables,
     /// [`memory::MemoryForwarder`]: no kernel object, for tests.
     Memory,
+}
+
+impl Backend {
+    /// What the proxy owns in the kernel with this backend, named from the backend's own
+    /// constants, for messages: `tables (ip and ip6 fasp_proxy)`, `chains (FASP_PROXY,
+    /// FASP_PROXY_POST)`.
+    pub fn owned_objects(self) -> String {
+        match self {
+            Backend::Nftables => format!(
+                "tables ({} and {} {})",
+                Family::V4.nft_keyword(),
+                Family::V6.nft_keyword(),
+                nftables::ruleset::TABLE
+            ),
+            Backend::Iptables => {
+                format!("chains ({}, {})", iptables::CHAIN, iptables::POST_CHAIN)
+            }
+            Backend::Memory => "in-memory entries".to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Backend {
@@ -101,6 +123,31 @@ pub trait Forwarder: Send {
     fn purge(&mut self) -> Result<ReconcileReport, Errors>;
 }
 
+/// The install of every backend: checks `entry`, `add`s its kernel entries (in one batch: all
+/// or nothing; a taken key refused), then `finish`es (deletes the stale conntrack flows of the
+/// client tuple). When `finish` fails after `add` succeeded, the session's entries are removed
+/// again (the caller never owned them), so nothing of it is left half-installed, and `finish`'s
+/// error is returned; should that removal fail too, [`Forwarder::reconcile`] drops the rest.
+fn install_or_roll_back<F: Forwarder, T>(
+    fw: &mut F,
+    entry: &SessionEntry,
+    add: impl FnOnce(&mut F, &SessionEntry) -> Result<(), DataplaneError>,
+    finish: impl FnOnce(&mut F) -> Result<T, DataplaneError>,
+) -> Result<(), DataplaneError> {
+    entry.validate()?;
+    add(fw, entry)?;
+    if let Err(e) = finish(fw) {
+        if let Err(rollback) = fw.remove(entry) {
+            log::warn!(
+                "session {}: removing a failed install's entries: {rollback}",
+                entry.id
+            );
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Opens one backend in the current network namespace; `iptables_path` is the iptables binary
 /// the iptables backend uses (the others ignore it). [`Backend::Memory`] opens an empty
 /// [`memory::MemoryForwarder`] (keep its [`memory::MemoryForwarder::handle`] by building it
@@ -111,4 +158,53 @@ pub fn open(kind: Backend, iptables_path: &Path) -> Result<Box<dyn Forwarder>, D
         Backend::Iptables => Box::new(iptables::IptablesForwarder::open(iptables_path)?),
         Backend::Memory => Box::new(memory::MemoryForwarder::new()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::{Call, MemoryForwarder};
+    use super::*;
+    use crate::dataplane::entry::sample_entry;
+
+    #[test]
+    fn a_failure_after_the_entries_were_added_removes_them_again() {
+        let mut fw = MemoryForwarder::new();
+        let handle = fw.handle();
+        let entry = sample_entry();
+        let err = install_or_roll_back(
+            &mut fw,
+            &entry,
+            |fw, e| fw.install(e),
+            |_| -> Result<(), _> { Err(DataplaneError::Setup("conntrack said no".into())) },
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "conntrack said no");
+        assert!(handle.installed().is_empty(), "nothing half-installed");
+        assert_eq!(
+            handle.calls(),
+            vec![Call::Install(entry.id), Call::Remove(entry.id)]
+        );
+        // A refused add is not rolled back: it changed nothing, and the key is another's.
+        fw.install(&entry).unwrap();
+        let other = SessionEntry {
+            id: uuid::Uuid::from_u128(7),
+            ..entry.clone()
+        };
+        let err = install_or_roll_back(&mut fw, &other, |fw, e| fw.install(e), |_| Ok(()));
+        assert!(matches!(err, Err(DataplaneError::KeyTaken { .. })));
+        assert_eq!(handle.installed(), vec![entry]);
+    }
+
+    #[test]
+    fn backends_name_what_they_own() {
+        assert_eq!(
+            Backend::Nftables.owned_objects(),
+            "tables (ip and ip6 fasp_proxy)"
+        );
+        assert_eq!(
+            Backend::Iptables.owned_objects(),
+            "chains (FASP_PROXY, FASP_PROXY_POST)"
+        );
+        assert_eq!(Backend::Iptables.to_string(), "iptables");
+    }
 }
