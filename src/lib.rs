@@ -32,4 +32,5 @@ pub mod policy;
 pub mod protocol;
 pub mod session;
 pub mod ssh;
+pub mod sysctl;
 pub mod transfer;

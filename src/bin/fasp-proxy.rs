@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use fasp_proxy::config::ForwardingType;
 use fasp_proxy::config::{self, create, render, summary};
 use fasp_proxy::daemon;
-use fasp_proxy::dataplane::{self, DataplaneError};
+use fasp_proxy::dataplane::{self, Backend, DataplaneError};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A proxy for FASP-style file transfers: an SSH front end authenticates users and bridges each
@@ -214,9 +213,9 @@ fn purge(config_path: &Path) -> ExitCode {
         Err(_) => PathBuf::from(config::DEFAULT_IPTABLES_PATH),
     };
     let mut failed = false;
-    for kind in [ForwardingType::Nftables, ForwardingType::Iptables] {
+    for kind in [Backend::Nftables, Backend::Iptables] {
         let name = kind.to_string();
-        let opened = dataplane::open_backend(kind, &iptables_path);
+        let opened = dataplane::open(kind, &iptables_path);
         let mut forwarder = match opened {
             Ok(f) => f,
             Err(DataplaneError::Setup(why)) => {
@@ -239,11 +238,7 @@ fn purge(config_path: &Path) -> ExitCode {
                     } else {
                         "ies"
                     },
-                    if kind == ForwardingType::Nftables {
-                        "tables (ip and ip6 fasp_proxy)"
-                    } else {
-                        "chains (FASP_PROXY, FASP_PROXY_POST)"
-                    }
+                    kind.owned_objects()
                 );
                 for entry in &report.removed {
                     println!("  {entry}");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::Diagnostic;
 use super::model::{display_net, Config};
-use crate::dataplane::sysctl;
+use crate::sysctl;
 
 /// What the checks need to know about the machine.
 #[derive(Debug, Clone, Default)]

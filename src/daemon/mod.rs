@@ -21,11 +21,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::dataplane::{self, sysctl, Forwarder};
+use crate::config::{Config, ForwardingType};
+use crate::dataplane::{self, Backend, Forwarder};
 use crate::session::registry::CloseReason;
 use crate::session::{self, Sessions, Shared};
 use crate::ssh::server::{self as frontend, FrontendConfig, FrontendError};
+use crate::sysctl;
 
 /// How long shutdown waits for sessions to end before removing what is left.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -91,8 +92,12 @@ pub fn prepare_dataplane(config: &Config) -> Result<Box<dyn Forwarder>, DaemonEr
             "could not turn on conntrack accounting: `fasp-proxy sessions` will show no counters"
         );
     }
-    let mut forwarder =
-        dataplane::open(config).map_err(|e| DaemonError::Dataplane(e.to_string()))?;
+    let backend = match config.server.forwarding_type {
+        ForwardingType::Nftables => Backend::Nftables,
+        ForwardingType::Iptables => Backend::Iptables,
+    };
+    let mut forwarder = dataplane::open(backend, &config.server.iptables_path)
+        .map_err(|e| DaemonError::Dataplane(e.to_string()))?;
     forwarder
         .prepare()
         .map_err(|e| DaemonError::Dataplane(format!("preparing {}: {e}", forwarder.kind())))?;

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::error::DataplaneError;
-
 /// One session's forwarding: UDP from `client[:client_port]` to `proxy_addr:proxy_port` is sent
 /// on to `backend`, with the source rewritten to `snat` (or masqueraded) so replies come back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +66,8 @@ impl SessionEntry {
 
     /// Checks the entry can be programmed: one IP family throughout, no port 0, a lifetime the
     /// kernel can hold.
-    pub fn validate(&self) -> Result<(), DataplaneError> {
-        let bad = |why: String| DataplaneError::InvalidEntry { id: self.id, why };
+    pub fn validate(&self) -> Result<(), EntryError> {
+        let bad = |why: String| EntryError { id: self.id, why };
         let v4 = self.client.is_ipv4();
         let mut addrs = vec![
             ("proxy address", self.proxy_addr),
@@ -103,6 +101,16 @@ impl SessionEntry {
         }
         Ok(())
     }
+}
+
+/// Why a [`SessionEntry`] cannot be programmed (mixed IP families, port 0, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session {id}: {why}")]
+pub struct EntryError {
+    /// The session.
+    pub id: Uuid,
+    /// What is wrong.
+    pub why: String,
 }
 
 /// A session entry as read back from the kernel.

@@ -5,20 +5,15 @@ use std::io;
 
 use uuid::Uuid;
 
-use super::entry::SessionKey;
+use super::entry::{EntryError, SessionKey};
 use super::netlink::Errno;
 
 /// Why a data plane operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     /// The entry itself is unusable (mixed IP families, port 0, …).
-    #[error("session {id}: {why}")]
-    InvalidEntry {
-        /// The session.
-        id: Uuid,
-        /// What is wrong.
-        why: String,
-    },
+    #[error(transparent)]
+    InvalidEntry(#[from] EntryError),
     /// Another entry already holds the key; nothing was changed.
     #[error("session {id}: the forwarding key {key} is already taken{}; nothing was changed",
         owner.map(|o| format!(" by session {o}")).unwrap_or_default())]
@@ -76,15 +71,26 @@ impl DataplaneError {
 pub struct Errors(pub Vec<DataplaneError>);
 
 impl Errors {
-    /// Records the error of a step, if it failed.
-    pub fn note<T>(&mut self, result: Result<T, DataplaneError>) -> Option<T> {
+    /// Adds an error, or every error of an [`Errors`]: the list stays flat (netavark's
+    /// `NetavarkErrorList`), never a list of lists.
+    pub fn push(&mut self, error: impl Into<Errors>) {
+        self.0.extend(error.into().0);
+    }
+
+    /// Records the error(s) of a step, if it failed.
+    pub fn note<T, E: Into<Errors>>(&mut self, result: Result<T, E>) -> Option<T> {
         match result {
             Ok(v) => Some(v),
             Err(e) => {
-                self.0.push(e);
+                self.push(e);
                 None
             }
         }
+    }
+
+    /// Whether no step failed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// `Ok(value)` if no step failed, else all the errors.
@@ -120,3 +126,27 @@ impl fmt::Display for Errors {
 }
 
 impl std::error::Error for Errors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushing_errors_into_errors_flattens_them() {
+        let step = |n: u32| DataplaneError::Setup(format!("step {n}"));
+        let mut inner = Errors::default();
+        inner.push(step(1));
+        inner.push(step(2));
+        let mut outer = Errors::default();
+        outer.push(step(0));
+        outer.push(inner);
+        assert_eq!(outer.note(Err::<(), _>(step(3))), None);
+        assert_eq!(outer.note(Ok::<_, Errors>(5)), Some(5));
+        assert_eq!(outer.0.len(), 4);
+        assert_eq!(
+            outer.to_string(),
+            "4 steps failed:\n  - step 0\n  - step 1\n  - step 2\n  - step 3"
+        );
+        assert!(Errors::default().into_result(()).is_ok());
+    }
+}

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::entry::{InstalledEntry, SessionEntry, SessionKey};
 use super::error::{DataplaneError, Errors};
+use super::Backend;
 use super::{Forwarder, ReconcileReport};
-use crate::config::ForwardingType;
 
 /// One call made to a [`MemoryForwarder`], with the session it was about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,10 +135,8 @@ fn installed(entry: &SessionEntry) -> InstalledEntry {
 }
 
 impl Forwarder for MemoryForwarder {
-    /// Not a kernel interface; reported as the default backend until dataplane has its own
-    /// backend names.
-    fn kind(&self) -> ForwardingType {
-        ForwardingType::Nftables
+    fn kind(&self) -> Backend {
+        Backend::Memory
     }
 
     fn prepare(&mut self) -> Result<(), DataplaneError> {
@@ -167,7 +165,7 @@ impl Forwarder for MemoryForwarder {
 
     fn refresh(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
         self.state().calls.push(Call::Refresh(entry.id));
-        entry.validate()
+        Ok(entry.validate()?)
     }
 
     fn remove(&mut self, entry: &SessionEntry) -> Result<(), Errors> {

@@ -16,16 +16,60 @@ pub mod command;
 pub mod conntrack;
 pub mod entry;
 pub mod error;
+pub mod family;
 pub mod iptables;
 pub mod memory;
 pub mod netlink;
 pub mod nftables;
-pub mod sysctl;
 
-pub use entry::{InstalledEntry, SessionEntry, SessionKey};
+pub use entry::{EntryError, InstalledEntry, SessionEntry, SessionKey};
 pub use error::{DataplaneError, Errors};
+pub use family::Family;
 
-use crate::config::{Config, ForwardingType};
+use std::fmt;
+use std::path::Path;
+
+/// Which backend a [`Forwarder`] is: the kernel interface it drives (or none, for the
+/// in-memory one). The configuration's `<forwarding_type>` names one of the first two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// [`nftables::NftablesForwarder`].
+    Nftables,
+    /// [`iptables::IptablesForwarder`].
+    Iptables,
+    /// [`memory::MemoryForwarder`]: no kernel object, for tests.
+    Memory,
+}
+
+impl Backend {
+    /// What the proxy owns in the kernel with this backend, named from the backend's own
+    /// constants, for messages: `tables (ip and ip6 fasp_proxy)`, `chains (FASP_PROXY,
+    /// FASP_PROXY_POST)`.
+    pub fn owned_objects(self) -> String {
+        match self {
+            Backend::Nftables => format!(
+                "tables ({} and {} {})",
+                Family::V4.nft_keyword(),
+                Family::V6.nft_keyword(),
+                nftables::ruleset::TABLE
+            ),
+            Backend::Iptables => {
+                format!("chains ({}, {})", iptables::CHAIN, iptables::POST_CHAIN)
+            }
+            Backend::Memory => "in-memory entries".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Nftables => "nftables",
+            Backend::Iptables => "iptables",
+            Backend::Memory => "memory",
+        })
+    }
+}
 
 /// What a reconcile did: entries kept and entries dropped (with their flows).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,7 +85,7 @@ pub struct ReconcileReport {
 /// and reconcile may take more than one (see each backend).
 pub trait Forwarder: Send {
     /// Which kernel interface this backend drives.
-    fn kind(&self) -> ForwardingType;
+    fn kind(&self) -> Backend;
 
     /// Creates what the proxy owns (tables, maps, chains, jump rules) if missing, leaving existing
     /// session entries in place (use [`Forwarder::reconcile`] to drop those of a previous life).
@@ -79,18 +123,88 @@ pub trait Forwarder: Send {
     fn purge(&mut self) -> Result<ReconcileReport, Errors>;
 }
 
-/// Opens the backend the configuration asks for, in the current network namespace.
-pub fn open(config: &Config) -> Result<Box<dyn Forwarder>, DataplaneError> {
-    open_backend(config.server.forwarding_type, &config.server.iptables_path)
+/// The install of every backend: checks `entry`, `add`s its kernel entries (in one batch: all
+/// or nothing; a taken key refused), then `finish`es (deletes the stale conntrack flows of the
+/// client tuple). When `finish` fails after `add` succeeded, the session's entries are removed
+/// again (the caller never owned them), so nothing of it is left half-installed, and `finish`'s
+/// error is returned; should that removal fail too, [`Forwarder::reconcile`] drops the rest.
+fn install_or_roll_back<F: Forwarder, T>(
+    fw: &mut F,
+    entry: &SessionEntry,
+    add: impl FnOnce(&mut F, &SessionEntry) -> Result<(), DataplaneError>,
+    finish: impl FnOnce(&mut F) -> Result<T, DataplaneError>,
+) -> Result<(), DataplaneError> {
+    entry.validate()?;
+    add(fw, entry)?;
+    if let Err(e) = finish(fw) {
+        if let Err(rollback) = fw.remove(entry) {
+            log::warn!(
+                "session {}: removing a failed install's entries: {rollback}",
+                entry.id
+            );
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
-/// Opens one backend in the current network namespace; `iptables_path` serves the iptables one.
-pub fn open_backend(
-    kind: ForwardingType,
-    iptables_path: &std::path::Path,
-) -> Result<Box<dyn Forwarder>, DataplaneError> {
+/// Opens one backend in the current network namespace; `iptables_path` is the iptables binary
+/// the iptables backend uses (the others ignore it). [`Backend::Memory`] opens an empty
+/// [`memory::MemoryForwarder`] (keep its [`memory::MemoryForwarder::handle`] by building it
+/// directly instead).
+pub fn open(kind: Backend, iptables_path: &Path) -> Result<Box<dyn Forwarder>, DataplaneError> {
     Ok(match kind {
-        ForwardingType::Nftables => Box::new(nftables::NftablesForwarder::open()?),
-        ForwardingType::Iptables => Box::new(iptables::IptablesForwarder::open(iptables_path)?),
+        Backend::Nftables => Box::new(nftables::NftablesForwarder::open()?),
+        Backend::Iptables => Box::new(iptables::IptablesForwarder::open(iptables_path)?),
+        Backend::Memory => Box::new(memory::MemoryForwarder::new()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::{Call, MemoryForwarder};
+    use super::*;
+    use crate::dataplane::entry::sample_entry;
+
+    #[test]
+    fn a_failure_after_the_entries_were_added_removes_them_again() {
+        let mut fw = MemoryForwarder::new();
+        let handle = fw.handle();
+        let entry = sample_entry();
+        let err = install_or_roll_back(
+            &mut fw,
+            &entry,
+            |fw, e| fw.install(e),
+            |_| -> Result<(), _> { Err(DataplaneError::Setup("conntrack said no".into())) },
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "conntrack said no");
+        assert!(handle.installed().is_empty(), "nothing half-installed");
+        assert_eq!(
+            handle.calls(),
+            vec![Call::Install(entry.id), Call::Remove(entry.id)]
+        );
+        // A refused add is not rolled back: it changed nothing, and the key is another's.
+        fw.install(&entry).unwrap();
+        let other = SessionEntry {
+            id: uuid::Uuid::from_u128(7),
+            ..entry.clone()
+        };
+        let err = install_or_roll_back(&mut fw, &other, |fw, e| fw.install(e), |_| Ok(()));
+        assert!(matches!(err, Err(DataplaneError::KeyTaken { .. })));
+        assert_eq!(handle.installed(), vec![entry]);
+    }
+
+    #[test]
+    fn backends_name_what_they_own() {
+        assert_eq!(
+            Backend::Nftables.owned_objects(),
+            "tables (ip and ip6 fasp_proxy)"
+        );
+        assert_eq!(
+            Backend::Iptables.owned_objects(),
+            "chains (FASP_PROXY, FASP_PROXY_POST)"
+        );
+        assert_eq!(Backend::Iptables.to_string(), "iptables");
+    }
 }

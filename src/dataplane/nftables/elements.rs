@@ -29,6 +29,7 @@ use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
 };
 
+pub use crate::dataplane::family::Family;
 use crate::dataplane::netlink::{Errno, NfnlSocket};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -41,45 +42,11 @@ const UDATA_SET_ELEM_COMMENT: u8 = 0;
 /// nft accepts comments up to 128 bytes; the udata blob max is 256.
 const MAX_COMMENT: usize = 128;
 
-/// The address family of a table: `ip` or `ip6`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// `table ip …`.
-    Ip,
-    /// `table ip6 …`.
-    Ip6,
-}
-
-impl Family {
-    /// The family of an address.
-    pub fn of(addr: &IpAddr) -> Family {
-        if addr.is_ipv4() {
-            Family::Ip
-        } else {
-            Family::Ip6
-        }
-    }
-
-    /// The nft keyword: `ip` or `ip6`.
-    pub fn keyword(self) -> &'static str {
-        match self {
-            Family::Ip => "ip",
-            Family::Ip6 => "ip6",
-        }
-    }
-
-    fn proto(self) -> NetfilterProtoFamily {
-        match self {
-            Family::Ip => NetfilterProtoFamily::IPv4,
-            Family::Ip6 => NetfilterProtoFamily::IPv6,
-        }
-    }
-
-    fn addr_len(self) -> usize {
-        match self {
-            Family::Ip => 4,
-            Family::Ip6 => 16,
-        }
+/// The netlink protocol family of a table of `family`.
+fn proto(family: Family) -> NetfilterProtoFamily {
+    match family {
+        Family::V4 => NetfilterProtoFamily::IPv4,
+        Family::V6 => NetfilterProtoFamily::IPv6,
     }
 }
 
@@ -281,7 +248,7 @@ impl SetRef {
     }
 
     fn message(&self, m: NfTablesMessage) -> NetfilterMessage {
-        NetfilterMessage::new(NetfilterHeader::new(self.family.proto(), 0, 0), m)
+        NetfilterMessage::new(NetfilterHeader::new(proto(self.family), 0, 0), m)
     }
 
     fn elem_attrs(&self, e: &Element, refresh: bool) -> io::Result<Vec<SetElementAttribute>> {
@@ -318,7 +285,7 @@ impl SetRef {
         let mut v = Vec::with_capacity(parts.len() * self.family.addr_len());
         for (part, kind) in parts.iter().zip(shape) {
             match (part, kind) {
-                (Part::Addr(a), Kind::Addr) if Family::of(a) == self.family => put_addr(&mut v, a),
+                (Part::Addr(a), Kind::Addr) if Family::of(*a) == self.family => put_addr(&mut v, a),
                 (Part::Port(p), Kind::Port) => put_port(&mut v, *p),
                 _ => return Err(invalid("component does not fit the set's type or family")),
             }
@@ -393,8 +360,8 @@ fn put_port(v: &mut Vec<u8>, p: u16) {
 
 fn get_addr(fam: Family, b: &[u8]) -> Option<IpAddr> {
     match fam {
-        Family::Ip => Some(IpAddr::from(<[u8; 4]>::try_from(b.get(..4)?).ok()?)),
-        Family::Ip6 => Some(IpAddr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?)),
+        Family::V4 => Some(IpAddr::from(<[u8; 4]>::try_from(b.get(..4)?).ok()?)),
+        Family::V6 => Some(IpAddr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?)),
     }
 }
 
@@ -437,7 +404,7 @@ mod tests {
 
     fn v4map() -> SetRef {
         SetRef {
-            family: Family::Ip,
+            family: Family::V4,
             table: "fasp_proxy",
             name: "sessions",
             key: KEY3,
@@ -480,7 +447,7 @@ mod tests {
     #[test]
     fn ip6_layout_and_shape_checks() {
         let m = SetRef {
-            family: Family::Ip6,
+            family: Family::V6,
             ..v4map()
         };
         let k = vec![

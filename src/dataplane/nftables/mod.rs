@@ -18,8 +18,7 @@ use super::conntrack;
 use super::entry::{InstalledEntry, SessionEntry, SessionKey};
 use super::error::{DataplaneError, Errors};
 use super::netlink::{Errno, NfnlSocket};
-use super::{Forwarder, ReconcileReport};
-use crate::config::ForwardingType;
+use super::{Backend, Forwarder, ReconcileReport};
 
 /// Socket buffers: room for the ACKs of the largest batch (see `MAX_BATCH`).
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -94,7 +93,7 @@ impl NftablesForwarder {
     /// Finds out whether re-adding an element restarts its timer: adds a probe element with a
     /// 60 s timeout, re-adds it with 61 s, and reads the timeout back.
     fn probe_refresh(&mut self) -> Result<bool, DataplaneError> {
-        let set = ruleset::set(Family::Ip, Collection::Masquerade, false);
+        let set = ruleset::set(Family::V4, Collection::Masquerade, false);
         // 0.0.0.0 . 0 never matches a real packet.
         let key = vec![Part::Addr(IpAddr::from([0, 0, 0, 0])), Part::Port(0)];
         let probe = |secs| Element {
@@ -190,7 +189,7 @@ impl NftablesForwarder {
 
     /// Which session holds `key`, from the DNAT map's comments.
     fn owner_of(&mut self, key: &SessionKey) -> Option<Uuid> {
-        let family = Family::of(&key.client);
+        let family = Family::of(key.client);
         let set = ruleset::set(family, Collection::Sessions, key.client_port.is_some());
         let parts = key_parts(key);
         set.list(&mut self.sock)
@@ -203,7 +202,7 @@ impl NftablesForwarder {
     /// Every element of every collection, by family and key.
     fn read_all(&mut self) -> Result<BTreeMap<SessionKey, Found>, DataplaneError> {
         let mut found: BTreeMap<SessionKey, Found> = BTreeMap::new();
-        for family in [Family::Ip, Family::Ip6] {
+        for family in Family::ALL {
             for set in ruleset::all_sets(family) {
                 let listed = match set.list(&mut self.sock) {
                     Ok(l) => l,
@@ -211,7 +210,12 @@ impl NftablesForwarder {
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                     Err(e) => {
                         return Err(DataplaneError::io(
-                            format!("listing {} {} {}", family.keyword(), set.table, set.name),
+                            format!(
+                                "listing {} {} {}",
+                                family.nft_keyword(),
+                                set.table,
+                                set.name
+                            ),
                             e,
                         ))
                     }
@@ -231,6 +235,30 @@ impl NftablesForwarder {
         Ok(found)
     }
 
+    /// A session's two elements, in one transaction: all or nothing. A taken key is
+    /// [`DataplaneError::KeyTaken`] (naming the owner from the DNAT map's comment), a missing
+    /// table a [`DataplaneError::Setup`].
+    fn add_elements(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
+        let what = format!("session {}: installing {}", entry.id, entry.key());
+        let results = self.transaction(&what, &Self::element_ops(entry, false))?;
+        if results.contains(&Err(Errno::EXIST)) {
+            let key = entry.key();
+            return Err(DataplaneError::KeyTaken {
+                id: entry.id,
+                key,
+                owner: self.owner_of(&key),
+            });
+        }
+        if results.contains(&Err(Errno::NOENT)) {
+            return Err(DataplaneError::Setup(format!(
+                "{what}: the proxy's table {} {} is missing; prepare() creates it",
+                Family::of(entry.client).nft_keyword(),
+                ruleset::TABLE
+            )));
+        }
+        kernel_result(&what, &results)
+    }
+
     fn drop_entries(
         &mut self,
         found: Vec<(SessionKey, Found)>,
@@ -245,7 +273,7 @@ impl NftablesForwarder {
                 for (op, r) in ops.iter().zip(results) {
                     if let Err(errno) = r {
                         if errno != Errno::NOENT {
-                            errors.0.push(DataplaneError::Kernel {
+                            errors.push(DataplaneError::Kernel {
                                 what: format!("deleting an element of {}", op.set().name),
                                 errno,
                             });
@@ -269,7 +297,7 @@ impl NftablesForwarder {
 /// The two collections a session has an element in: the DNAT map, and the SNAT map or the
 /// masquerade set, keyed with or without the client port.
 fn session_sets(entry: &SessionEntry) -> [SetRef; 2] {
-    let family = Family::of(&entry.client);
+    let family = Family::of(entry.client);
     let with_port = entry.client_port.is_some();
     let nat = if entry.snat.is_some() {
         Collection::SourceNat
@@ -359,12 +387,12 @@ fn kernel_result(what: &str, results: &[Result<(), Errno>]) -> Result<(), Datapl
 }
 
 impl Forwarder for NftablesForwarder {
-    fn kind(&self) -> ForwardingType {
-        ForwardingType::Nftables
+    fn kind(&self) -> Backend {
+        Backend::Nftables
     }
 
     fn prepare(&mut self) -> Result<(), DataplaneError> {
-        let script: String = [Family::Ip, Family::Ip6]
+        let script: String = Family::ALL
             .into_iter()
             .map(ruleset::prepare_script)
             .collect();
@@ -375,32 +403,10 @@ impl Forwarder for NftablesForwarder {
     }
 
     fn install(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
-        entry.validate()?;
-        let what = format!("session {}: installing {}", entry.id, entry.key());
-        let results = self.transaction(&what, &Self::element_ops(entry, false))?;
-        if results.contains(&Err(Errno::EXIST)) {
-            let key = entry.key();
-            return Err(DataplaneError::KeyTaken {
-                id: entry.id,
-                key,
-                owner: self.owner_of(&key),
-            });
-        }
-        if results.contains(&Err(Errno::NOENT)) {
-            return Err(DataplaneError::Setup(format!(
-                "{what}: the proxy's table {} {} is missing; prepare() creates it",
-                Family::of(&entry.client).keyword(),
-                ruleset::TABLE
-            )));
-        }
-        kernel_result(&what, &results)?;
-        // Only now: a stale un-NATed flow of the same tuple would shadow the new entry. If
-        // that fails the install fails whole: the entry goes again (the caller never owned it).
-        if let Err(e) = conntrack::delete_session_flows(&mut self.sock, entry) {
-            let _ = self.remove(entry);
-            return Err(e);
-        }
-        Ok(())
+        // Then: a stale un-NATed flow of the same tuple would shadow the new entry.
+        super::install_or_roll_back(self, entry, Self::add_elements, |fw| {
+            conntrack::delete_session_flows(&mut fw.sock, entry)
+        })
     }
 
     fn refresh(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
@@ -434,7 +440,7 @@ impl Forwarder for NftablesForwarder {
                 for (op, r) in ops.iter().zip(results) {
                     match r {
                         Ok(()) | Err(Errno::NOENT) => {}
-                        Err(errno) => errors.0.push(DataplaneError::Kernel {
+                        Err(errno) => errors.push(DataplaneError::Kernel {
                             what: format!(
                                 "session {}: deleting its element of {}",
                                 entry.id,
@@ -445,7 +451,7 @@ impl Forwarder for NftablesForwarder {
                     }
                 }
             }
-            Err(e) => errors.0.push(DataplaneError::io(
+            Err(e) => errors.push(DataplaneError::io(
                 format!("session {}: deleting its elements", entry.id),
                 e,
             )),
@@ -481,17 +487,8 @@ impl Forwarder for NftablesForwarder {
 
     fn purge(&mut self) -> Result<ReconcileReport, Errors> {
         let mut errors = Errors::default();
-        let report = match self.reconcile(&[]) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.0.extend(e.0);
-                ReconcileReport::default()
-            }
-        };
-        let script: String = [Family::Ip, Family::Ip6]
-            .into_iter()
-            .map(ruleset::purge_script)
-            .collect();
+        let report = errors.note(self.reconcile(&[])).unwrap_or_default();
+        let script: String = Family::ALL.into_iter().map(ruleset::purge_script).collect();
         errors.note(self.nft(&script));
         errors.into_result(report)
     }

@@ -93,10 +93,10 @@ pub fn all_sets(family: Family) -> Vec<SetRef> {
 /// add rule ip fasp_proxy postrouting ct status dnat meta l4proto udp ct original ip saddr . ct original proto-dst @masq_sessions_any_port masquerade
 /// ```
 pub fn prepare_script(family: Family) -> String {
-    let f = family.keyword();
+    let f = family.nft_keyword();
     let addr = match family {
-        Family::Ip => "ipv4_addr",
-        Family::Ip6 => "ipv6_addr",
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
     };
     let mut s = format!("add table {f} {TABLE}\n");
     for set in all_sets(family) {
@@ -140,7 +140,7 @@ fn type_name(kind: Kind, addr: &'static str) -> &'static str {
 /// delete succeed either way, in one transaction): `add table ip fasp_proxy` then
 /// `delete table ip fasp_proxy`.
 pub fn purge_script(family: Family) -> String {
-    let f = family.keyword();
+    let f = family.nft_keyword();
     format!("add table {f} {TABLE}\ndelete table {f} {TABLE}\n")
 }
 
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn ip_script_matches_the_documented_text() {
-        let script = prepare_script(Family::Ip);
+        let script = prepare_script(Family::V4);
         // The doc comment above is the script: keep them identical.
         let documented: String = include_str!("ruleset.rs")
             .lines()
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn ip6_script_uses_ip6_types_and_expressions() {
-        let script = prepare_script(Family::Ip6);
+        let script = prepare_script(Family::V6);
         assert!(script.contains("add map ip6 fasp_proxy sessions { type ipv6_addr . inet_service . inet_service : ipv6_addr . inet_service; flags timeout; }"));
         assert!(script.contains("dnat ip6 to ip6 saddr . udp sport . udp dport map @sessions"));
         assert!(script.contains("ct original ip6 saddr"));
@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn six_collections_per_family() {
-        let names: Vec<&str> = all_sets(Family::Ip).iter().map(|s| s.name).collect();
+        let names: Vec<&str> = all_sets(Family::V4).iter().map(|s| s.name).collect();
         assert_eq!(
             names,
             [
