@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::cli::{Args, Plan};
 use super::progress::ProgressLine;
-use crate::protocol::frame::{read_frame, write_frame};
+use crate::protocol::frame::write_frame;
+use crate::protocol::reader::read_frame;
 use crate::protocol::{Direction, Frame, SessionInit, VERSION};
 use crate::ssh::client::{self as ssh, ClientConfig, HostKeyPolicy};
 use crate::transfer::{self, Control, Options, Role};

@@ -6,7 +6,8 @@ use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::protocol::frame::{read_frame, write_frame};
+use crate::protocol::frame::write_frame;
+use crate::protocol::reader::read_frame;
 use crate::protocol::{
     Direction, ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit, KEY_LEN, VERSION,
 };

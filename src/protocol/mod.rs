@@ -1,14 +1,17 @@
 //! The open transfer protocol (specified in `docs/protocol.md`): control frames carried over the
 //! SSH exec channel, and the UDP datagrams of the data channel.
 //!
-//! This module is pure: types and their codecs, strict and allocation-bounded, never panicking
-//! on any input. It is shared by `ascp` (both sides) and by the proxy's handshake parser.
+//! Types and their codecs, strict and allocation-bounded, never panicking on any input, and
+//! [`reader`], the one frame reader over a byte stream (blocking for `ascp`, async for the
+//! proxy's handshake). Shared by `ascp` (both sides) and by the proxy.
 
 pub mod datagram;
 pub mod frame;
+pub mod reader;
 
 pub use datagram::{Datagram, DatagramHeader, DatagramKind, NackRange};
-pub use frame::{Decoder, Frame};
+pub use frame::Frame;
+pub use reader::{Decoder, FrameReader, RawFrame, ReadError};
 
 use uuid::Uuid;
 

@@ -6,7 +6,8 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 
 use super::{Control, TransferError};
-use crate::protocol::frame::{read_frame, write_frame};
+use crate::protocol::frame::write_frame;
+use crate::protocol::reader::read_frame;
 use crate::protocol::Frame;
 
 /// What the reader thread reports.

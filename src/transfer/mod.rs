@@ -49,7 +49,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const MIN_DATAGRAM_SIZE: usize = 256;
 
 /// The control channel once the handshake is done: frames are read and written with
-/// [`crate::protocol::frame::read_frame`] / [`crate::protocol::frame::write_frame`].
+/// [`crate::protocol::reader::read_frame`] / [`crate::protocol::frame::write_frame`].
 pub struct Control {
     /// Frames from the peer.
     pub reader: Box<dyn Read + Send>,
