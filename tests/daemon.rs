@@ -386,7 +386,8 @@ fn encode(frame: &Frame) -> Vec<u8> {
     out
 }
 
-/// Reads one frame (prefix, then body); `Ok(None)` at end of stream.
+/// Reads one frame exactly (prefix, then body; no read-ahead, since the tests go on reading the
+/// same stream raw); `Ok(None)` at end of stream.
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Frame>> {
     let mut prefix = [0u8; 4];
     if r.read_exact(&mut prefix).await.is_err() {
@@ -455,12 +456,19 @@ async fn a_transfer_installs_one_entry_and_removes_it_when_it_ends() {
     let files = Files::new();
     let server = backend(&files).await;
     let mut d = Daemon::start(&files, &options(vec![server.addr])).await;
-    let mut client = Client::start_transfer(&files, &d).await;
+    // Bytes the client sends right behind its request (read ahead with it by the proxy's
+    // frame reader) reach the server after the request, before anything else.
+    let mut client = Client::connect(&files, &d).await;
+    client.request("/upload").await;
+    client.stream.write_all(b"ping").await.unwrap();
+    match read_frame(&mut client.stream).await {
+        Ok(Some(Frame::SessionAccept(a))) => assert_eq!(a.server_udp_port, SERVER_UDP_PORT),
+        other => panic!("expected the accept, got {other:?}"),
+    }
     let installed = d.kernel.installed();
     assert_eq!(installed.len(), 1);
     assert_eq!(installed[0].backend.port(), SERVER_UDP_PORT);
     // The control channel crosses both ways; the client's EOF ends the transfer.
-    client.stream.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
     client.stream.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"ping");

@@ -30,7 +30,8 @@ use self::registry::{CloseReason, CloseSignal, Refusal, Registry, SessionInfo};
 use crate::config::{Config, Rule};
 use crate::dataplane::{DataplaneError, Forwarder, SessionEntry};
 use crate::policy::{self, Balancer, Request};
-use crate::protocol::{frame, ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit};
+use crate::protocol::reader::{FrameReader, RawFrame};
+use crate::protocol::{ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit};
 use crate::ssh::client::{self as ssh_client, ClientConfig, HostKeyPolicy};
 use crate::ssh::server::{ExecFinish, ExecHandler, ExecRequest};
 
@@ -286,27 +287,37 @@ impl Session {
         close: CloseSignal,
     ) -> Finished {
         let (id, peer) = (self.id, self.peer);
-        // 1. The client's SessionInit.
-        let (init_bytes, init) =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(client_read)).await {
-                Err(_) => {
-                    return Err(SessionError::Aborted(format!(
-                        "no session request within {}s",
-                        HANDSHAKE_TIMEOUT.as_secs()
-                    )))
-                }
-                Ok(Err(e)) => {
-                    return Err(SessionError::Aborted(format!(
-                        "bad session request from {peer}: {e}"
-                    )))
-                }
-                Ok(Ok((bytes, Frame::SessionInit(init)))) => (bytes, init),
-                Ok(Ok(_)) => {
-                    return Err(SessionError::Aborted(
-                        "the first frame was not a session request".into(),
-                    ))
-                }
-            };
+        // 1. The client's SessionInit (bytes the client sent after it go to the server first).
+        let mut client_frames = FrameReader::new(&mut *client_read);
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, client_frames.read_frame()).await;
+        let (init_bytes, init) = match read {
+            Err(_) => {
+                return Err(SessionError::Aborted(format!(
+                    "no session request within {}s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(SessionError::Aborted(format!(
+                    "bad session request from {peer}: {e}"
+                )))
+            }
+            Ok(Ok(None)) => {
+                return Err(SessionError::Aborted(
+                    "the client closed the channel before its session request".into(),
+                ))
+            }
+            Ok(Ok(Some(RawFrame {
+                bytes,
+                frame: Frame::SessionInit(init),
+            }))) => (bytes, init),
+            Ok(Ok(Some(_))) => {
+                return Err(SessionError::Aborted(
+                    "the first frame was not a session request".into(),
+                ))
+            }
+        };
+        let (_, client_leftover) = client_frames.into_parts();
         // 2. The rule, the account and key on the internal server.
         let config = Arc::clone(&self.shared.config);
         let request = Request {
@@ -343,38 +354,52 @@ impl Session {
             .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
             .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
         let (mut backend_read, mut backend_write) = backend_stream.into_split();
-        // 4. Forward the request unchanged; read the answer.
+        // 4. Forward the request unchanged; read the answer (bytes the server sent after it go
+        // to the client right after the rewritten answer).
         backend_write
             .write_all(&init_bytes)
             .await
             .map_err(|e| SessionError::Aborted(format!("writing to {addr}: {e}")))?;
-        let accept =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut backend_read)).await {
-                Err(_) => {
-                    return Err(SessionError::Aborted(format!(
-                        "{addr} did not answer the session request"
-                    )))
-                }
-                Ok(Err(e)) => {
-                    return Err(SessionError::Aborted(format!(
-                        "bad answer from {addr}: {e}"
-                    )))
-                }
-                Ok(Ok((_, Frame::SessionAccept(a)))) => a,
-                Ok(Ok((bytes, Frame::Error(e)))) => {
-                    // The server refused (e.g. no such file): pass its words on, then end.
-                    let _ = client_write.write_all(&bytes).await;
-                    return Err(SessionError::ServerRefused(format!(
-                        "{addr} refused: {}",
-                        e.message
-                    )));
-                }
-                Ok(Ok(_)) => {
-                    return Err(SessionError::Aborted(format!(
-                        "{addr} answered with an unexpected frame"
-                    )))
-                }
-            };
+        let mut server_frames = FrameReader::new(&mut backend_read);
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, server_frames.read_frame()).await;
+        let accept = match read {
+            Err(_) => {
+                return Err(SessionError::Aborted(format!(
+                    "{addr} did not answer the session request"
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(SessionError::Aborted(format!(
+                    "bad answer from {addr}: {e}"
+                )))
+            }
+            Ok(Ok(None)) => {
+                return Err(SessionError::Aborted(format!(
+                    "{addr} closed the channel without answering"
+                )))
+            }
+            Ok(Ok(Some(RawFrame {
+                frame: Frame::SessionAccept(a),
+                ..
+            }))) => a,
+            Ok(Ok(Some(RawFrame {
+                bytes,
+                frame: Frame::Error(e),
+            }))) => {
+                // The server refused (e.g. no such file): pass its words on, then end.
+                let _ = client_write.write_all(&bytes).await;
+                return Err(SessionError::ServerRefused(format!(
+                    "{addr} refused: {}",
+                    e.message
+                )));
+            }
+            Ok(Ok(Some(_))) => {
+                return Err(SessionError::Aborted(format!(
+                    "{addr} answered with an unexpected frame"
+                )))
+            }
+        };
+        let (_, server_leftover) = server_frames.into_parts();
         // 5. The kernel entry, before the client learns the port.
         let entry = self
             .install(rule, &init, &accept, addr, held, close)
@@ -401,12 +426,16 @@ impl Session {
             .map_err(|e| SessionError::Aborted(format!("writing to the client: {e}")))?;
         // 6. The control channel both ways until the server's side ends.
         let registry = &self.shared.registry;
+        let pending = relay::Pending {
+            to_server: client_leftover,
+            to_client: server_leftover,
+        };
         relay::relay(
             client_read,
             client_write,
             &mut backend_read,
             &mut backend_write,
-            &[],
+            pending,
             || registry.touch(id),
         )
         .await
@@ -551,35 +580,4 @@ async fn send_error(client: &mut OwnedWriteHalf, code: ErrorCode, message: &str)
     if frame.encode(&mut out).is_ok() {
         let _ = client.write_all(&out).await;
     }
-}
-
-/// Reads one whole frame (length prefix checked against the limit before its body is read).
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<(Vec<u8>, Frame), String> {
-    use tokio::io::AsyncReadExt;
-    let mut prefix = [0u8; 4];
-    r.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
-    let total = match frame::frame_len(prefix) {
-        Ok(total) => total,
-        Err(crate::protocol::ProtocolError::Text(_)) => {
-            let mut rest = vec![0u8; frame::TEXT_SHOWN];
-            let got = tokio::time::timeout(Duration::from_secs(1), r.read(&mut rest))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(0);
-            rest.truncate(got);
-            let text = frame::stray_text(&prefix, &rest);
-            return Err(crate::protocol::ProtocolError::Text(text).to_string());
-        }
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut bytes = vec![0u8; total];
-    bytes[..4].copy_from_slice(&prefix);
-    r.read_exact(&mut bytes[4..])
-        .await
-        .map_err(|e| e.to_string())?;
-    let frame = Frame::decode(&bytes).map_err(|e| e.to_string())?;
-    Ok((bytes, frame))
 }

@@ -6,10 +6,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Size of each direction's copy buffer.
 const CHUNK: usize = 16 * 1024;
 
+/// Bytes already read past the handshake's frames (a frame reader reads ahead), to be passed on
+/// before anything else read from the same side.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Read from the client after its request.
+    pub to_server: Vec<u8>,
+    /// Read from the server after its answer.
+    pub to_client: Vec<u8>,
+}
+
 /// Copies both ways until the server side ends; a side's EOF is passed on as EOF.
 ///
-/// `to_server_first` are bytes already read from the client past its last frame: they go to
-/// the server before anything else. `activity` is called for every chunk copied.
+/// `pending` bytes go first, each to its side. `activity` is called for every chunk copied.
 ///
 /// The session ends when the server side ends: nothing the client still sends can matter, and
 /// the client gets the exit status at once instead of waiting to close its side first. The
@@ -21,7 +30,7 @@ pub async fn relay<CR, CW, SR, SW>(
     client_write: &mut CW,
     server_read: &mut SR,
     server_write: &mut SW,
-    to_server_first: &[u8],
+    pending: Pending,
     activity: impl Fn(),
 ) -> Result<(), String>
 where
@@ -31,17 +40,19 @@ where
     SW: AsyncWrite + Unpin,
 {
     let upstream = async {
-        if !to_server_first.is_empty() {
-            server_write
-                .write_all(to_server_first)
-                .await
-                .map_err(|e| format!("writing to the internal server: {e}"))?;
-        }
+        server_write
+            .write_all(&pending.to_server)
+            .await
+            .map_err(|e| format!("writing to the internal server: {e}"))?;
         copy(client_read, server_write, &activity)
             .await
             .map_err(|e| format!("writing to the internal server: {e}"))
     };
     let downstream = async {
+        client_write
+            .write_all(&pending.to_client)
+            .await
+            .map_err(|e| format!("writing to the client: {e}"))?;
         copy(server_read, client_write, &activity)
             .await
             .map_err(|e| format!("writing to the client: {e}"))
@@ -90,7 +101,11 @@ mod tests {
         let (mut cr, mut cw) = tokio::io::split(proxy_client);
         let (mut sr, mut sw) = tokio::io::split(proxy_server);
         let seen = AtomicUsize::new(0);
-        let relay = relay(&mut cr, &mut cw, &mut sr, &mut sw, b"early", || {
+        let pending = Pending {
+            to_server: b"early".to_vec(),
+            to_client: b"first:".to_vec(),
+        };
+        let relay = relay(&mut cr, &mut cw, &mut sr, &mut sw, pending, || {
             seen.fetch_add(1, Ordering::Relaxed);
         });
         let peers = async {
@@ -99,9 +114,9 @@ mod tests {
             server.read_exact(&mut got).await.unwrap();
             assert_eq!(&got, b"early-up");
             server.write_all(b"down").await.unwrap();
-            let mut got = [0u8; 4];
+            let mut got = [0u8; 10];
             client.read_exact(&mut got).await.unwrap();
-            assert_eq!(&got, b"down");
+            assert_eq!(&got, b"first:down");
             drop(server);
             let mut rest = Vec::new();
             client.read_to_end(&mut rest).await.unwrap();
