@@ -29,19 +29,15 @@ use ipnet::IpNet;
 use log::{debug, info, warn};
 use russh::keys::{HashAlg, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, SshId};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, SshId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-use super::authorized_keys::check_user_key;
+use super::access::{Access, PasswordRefusal};
 pub use super::authorized_keys::{
     authorized_key_matches, expand_pattern, AUTHORIZED_KEYS_MAX, HARMLESS_OPTIONS,
 };
 use super::bridge::{self, Outbound};
-use super::pam;
-
-/// Longest a PAM check may take (a module may ask a directory server).
-const PAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the front end is set up (from `<rproxy>`).
 #[derive(Debug, Clone)]
@@ -158,9 +154,8 @@ const SHELL_REFUSED: &str = "fasp-proxy: interactive shells are not available he
 /// What every connection shares.
 struct Shared {
     russh: Arc<russh::server::Config>,
-    authorized_keys: String,
-    allowed_commands: Vec<String>,
-    password_pam_service: Option<String>,
+    /// Who may connect, log in and run what.
+    access: Access,
     auth_timeout: Duration,
     handler: Arc<dyn ExecHandler>,
 }
@@ -209,15 +204,17 @@ pub fn with_listener(
             why: e.to_string(),
         }
     })?;
+    let access = Access::new(
+        config.authorized_keys.clone(),
+        config.password_pam_service.clone(),
+        config.allowed_clients.clone(),
+        config.allowed_commands.clone(),
+    );
     let russh_config = russh::server::Config {
         server_id: SshId::Standard(
             concat!("SSH-2.0-fasp-proxy_", env!("CARGO_PKG_VERSION")).into(),
         ),
-        methods: if config.password_pam_service.is_some() {
-            MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
-        } else {
-            MethodSet::from(&[MethodKind::PublicKey][..])
-        },
+        methods: access.methods(),
         auth_rejection_time: config.auth_rejection_delay,
         // OpenSSH opens with a "none" probe to learn the methods: nothing to hide there.
         auth_rejection_time_initial: Some(Duration::ZERO),
@@ -233,9 +230,7 @@ pub fn with_listener(
     };
     let shared = Arc::new(Shared {
         russh: Arc::new(russh_config),
-        authorized_keys: config.authorized_keys.clone(),
-        allowed_commands: config.allowed_commands.clone(),
-        password_pam_service: config.password_pam_service.clone(),
+        access,
         auth_timeout: config.auth_timeout,
         handler,
     });
@@ -296,12 +291,7 @@ async fn accept_loop(
             }
         };
         let peer = canonical(peer);
-        if !config.allowed_clients.is_empty()
-            && !config
-                .allowed_clients
-                .iter()
-                .any(|net| net.contains(&peer.ip()))
-        {
+        if !shared.access.client_allowed(peer.ip()) {
             info!("Refused connection from {peer}: not in allowed clients");
             drop(socket);
             continue;
@@ -434,24 +424,12 @@ struct Connection {
 }
 
 impl Connection {
-    /// Whether `key` may log in as `user` (looks the user up and reads their authorized keys
-    /// off the runtime's threads).
+    /// Whether `key` may log in as `user` ([`Access::check_key`]; why not goes to the debug log).
     async fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
-        let pattern = self.shared.authorized_keys.clone();
-        let user_owned = user.to_string();
-        let key_owned = key.clone();
-        let peer = self.peer;
-        let checked =
-            tokio::task::spawn_blocking(move || check_user_key(&pattern, &user_owned, &key_owned))
-                .await;
-        match checked {
-            Ok(Ok(())) => true,
-            Ok(Err(why)) => {
-                debug!("{peer}: key {} for {user}: {why}", fingerprint(key));
-                false
-            }
-            Err(e) => {
-                warn!("{peer}: checking the key for {user} failed: {e}");
+        match self.shared.access.check_key(user, key).await {
+            Ok(()) => true,
+            Err(why) => {
+                debug!("{}: key {} for {user}: {why}", self.peer, fingerprint(key));
                 false
             }
         }
@@ -478,17 +456,7 @@ impl Connection {
     }
 
     fn commands_list(&self) -> String {
-        let quoted: Vec<String> = self
-            .shared
-            .allowed_commands
-            .iter()
-            .map(|c| format!("'{c}'"))
-            .collect();
-        if quoted.is_empty() {
-            "nothing".to_string()
-        } else {
-            quoted.join(", ")
-        }
+        self.shared.access.commands_list()
     }
 }
 
@@ -500,43 +468,26 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let Some(service) = self.shared.password_pam_service.clone() else {
-            info!(
-                "{}: password authentication refused for {user}: not enabled",
-                self.peer
-            );
-            return Ok(Auth::reject());
-        };
-        let (user_owned, password_owned) = (user.to_string(), password.to_string());
-        let client = self.peer.ip().to_string();
-        let checking = tokio::task::spawn_blocking(move || {
-            pam::check_password(&service, &user_owned, &password_owned, &client)
-        });
-        let outcome = match tokio::time::timeout(PAM_TIMEOUT, checking).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(pam::PamError {
-                stage: "PAM unavailable",
-                message: e.to_string(),
-            }),
-            Err(_) => Err(pam::PamError {
-                stage: "PAM unavailable",
-                message: format!("no answer within {}s", PAM_TIMEOUT.as_secs()),
-            }),
-        };
-        match outcome {
+        let access = &self.shared.access;
+        match access.check_password(user, password, self.peer.ip()).await {
             Ok(()) => {
                 info!("{}: accepted password for {user}", self.peer);
                 self.user = Some(user.to_string());
                 Ok(Auth::Accept)
+            }
+            Err(PasswordRefusal::NotEnabled) => {
+                info!(
+                    "{}: password authentication refused for {user}: not enabled",
+                    self.peer
+                );
+                Ok(Auth::reject())
             }
             Err(e) => {
                 warn!("{}: refused password for {user}: {e}", self.peer);
                 // Auth::reject() would stop offering `password` on this connection: one typo
                 // and the user must reconnect. Keep offering both (within the attempt limit).
                 Ok(Auth::Reject {
-                    proceed_with_methods: Some(MethodSet::from(
-                        &[MethodKind::PublicKey, MethodKind::Password][..],
-                    )),
+                    proceed_with_methods: Some(access.methods()),
                     partial_success: false,
                 })
             }
@@ -805,7 +756,7 @@ impl russh::server::Handler for Connection {
             // A second command on a channel already in use.
             return session.channel_failure(channel);
         };
-        if !self.shared.allowed_commands.contains(&command) {
+        if !self.shared.access.command_allowed(&command) {
             info!("{}: {user}: command not allowed: {command:?}", self.peer);
             let message = format!(
                 "fasp-proxy: command not allowed: {}; only {} may run",

@@ -1,0 +1,190 @@
+//! Who may connect, log in, and run what: the front end's decisions, kept apart from its SSH
+//! protocol handling. `ssh::server` asks; this module decides, from the `<rproxy>` settings
+//! (the client allow-list, the `authorized_keys_file` pattern, password logins through PAM,
+//! the commands that may run).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use russh::keys::PublicKey;
+use russh::{MethodKind, MethodSet};
+
+use super::authorized_keys::check_user_key;
+use super::pam::{self, PamError};
+
+/// Longest a PAM check may take (a module may ask a directory server).
+pub const PAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The front end's access rules.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Authorized keys path pattern: `%u` user, `%h` home, `%%`.
+    authorized_keys: String,
+    /// `Some(PAM service)`: password logins are accepted, checked by PAM with that service.
+    password_pam_service: Option<String>,
+    /// Clients allowed to connect; empty allows all.
+    allowed_clients: Vec<IpNet>,
+    /// Exact command lines a user may run.
+    allowed_commands: Vec<String>,
+}
+
+/// Why a password login was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRefusal {
+    /// Password logins are off (`<password_authentication>false`).
+    #[error("not enabled")]
+    NotEnabled,
+    /// PAM refused, or could not be asked.
+    #[error("{0}")]
+    Pam(PamError),
+}
+
+impl Access {
+    /// The rules: keys from `authorized_keys` (a pattern), passwords through PAM service
+    /// `password_pam_service` if set, connections from `allowed_clients` (all if empty), and
+    /// exactly `allowed_commands`.
+    pub fn new(
+        authorized_keys: String,
+        password_pam_service: Option<String>,
+        allowed_clients: Vec<IpNet>,
+        allowed_commands: Vec<String>,
+    ) -> Access {
+        Access {
+            authorized_keys,
+            password_pam_service,
+            allowed_clients,
+            allowed_commands,
+        }
+    }
+
+    /// Whether a client at `ip` may connect at all (checked before any SSH is spoken).
+    pub fn client_allowed(&self, ip: IpAddr) -> bool {
+        self.allowed_clients.is_empty() || self.allowed_clients.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The authentication methods offered: public keys, and passwords when enabled.
+    pub fn methods(&self) -> MethodSet {
+        if self.password_pam_service.is_some() {
+            MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+        } else {
+            MethodSet::from(&[MethodKind::PublicKey][..])
+        }
+    }
+
+    /// Whether `key` may log in as `user`: the user exists and the key is listed in the file
+    /// the pattern names for them. Reads the file on a blocking thread; the error says why not
+    /// (for the debug log: it is never shown to the client).
+    pub async fn check_key(&self, user: &str, key: &PublicKey) -> Result<(), String> {
+        let pattern = self.authorized_keys.clone();
+        let (user, key) = (user.to_string(), key.clone());
+        tokio::task::spawn_blocking(move || check_user_key(&pattern, &user, &key))
+            .await
+            .map_err(|e| format!("checking the key failed: {e}"))?
+    }
+
+    /// Whether `password` is `user`'s, for a client at `client`: PAM decides (authentication
+    /// and account), on a blocking thread, within [`PAM_TIMEOUT`].
+    pub async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<(), PasswordRefusal> {
+        let Some(service) = self.password_pam_service.clone() else {
+            return Err(PasswordRefusal::NotEnabled);
+        };
+        let (user, password, client) = (user.to_string(), password.to_string(), client.to_string());
+        let checking = tokio::task::spawn_blocking(move || {
+            pam::check_password(&service, &user, &password, &client)
+        });
+        let unavailable = |message: String| PamError {
+            stage: "PAM unavailable",
+            message,
+        };
+        let outcome = match tokio::time::timeout(PAM_TIMEOUT, checking).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(unavailable(e.to_string())),
+            Err(_) => Err(unavailable(format!(
+                "no answer within {}s",
+                PAM_TIMEOUT.as_secs()
+            ))),
+        };
+        outcome.map_err(PasswordRefusal::Pam)
+    }
+
+    /// Whether `command` may run: it must be exactly one of the allowed command lines.
+    pub fn command_allowed(&self, command: &str) -> bool {
+        self.allowed_commands.iter().any(|c| c == command)
+    }
+
+    /// The allowed commands, quoted, for messages ("'ascp --server'", or "nothing").
+    pub fn commands_list(&self) -> String {
+        let quoted: Vec<String> = self
+            .allowed_commands
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect();
+        if quoted.is_empty() {
+            "nothing".to_string()
+        } else {
+            quoted.join(", ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(clients: &[&str], commands: &[&str]) -> Access {
+        Access::new(
+            "/nonexistent/%u.keys".into(),
+            None,
+            clients.iter().map(|c| c.parse().unwrap()).collect(),
+            commands.iter().map(|c| c.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn clients_commands_and_methods() {
+        let open = access(&[], &["ascp --server"]);
+        assert!(open.client_allowed("203.0.113.9".parse().unwrap()));
+        let a = access(
+            &["192.0.2.0/24", "2001:db8::/32"],
+            &["ascp --server", "ascp4 -S."],
+        );
+        assert!(a.client_allowed("192.0.2.77".parse().unwrap()));
+        assert!(a.client_allowed("2001:db8::5".parse().unwrap()));
+        assert!(!a.client_allowed("198.51.100.1".parse().unwrap()));
+        assert!(a.command_allowed("ascp --server"));
+        assert!(!a.command_allowed("ascp --server "), "exact lines only");
+        assert!(!a.command_allowed("ascp --server; id"));
+        assert_eq!(a.commands_list(), "'ascp --server', 'ascp4 -S.'");
+        assert_eq!(access(&[], &[]).commands_list(), "nothing");
+        assert!(!a.methods().contains(&MethodKind::Password));
+        let with_passwords = Access::new(String::new(), Some("fasp-proxy".into()), vec![], vec![]);
+        assert!(with_passwords.methods().contains(&MethodKind::Password));
+    }
+
+    #[tokio::test]
+    async fn passwords_off_are_refused_without_asking_pam_and_unknown_users_have_no_keys() {
+        let a = access(&[], &[]);
+        assert_eq!(
+            a.check_password("root", "secret", "192.0.2.2".parse().unwrap())
+                .await,
+            Err(PasswordRefusal::NotEnabled)
+        );
+        let key = PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl t",
+        )
+        .unwrap();
+        let err = a
+            .check_key("no-such-user-fasp-proxy", &key)
+            .await
+            .unwrap_err();
+        assert!(err.contains("no such user"), "{err}");
+        let err = a.check_key("root", &key).await.unwrap_err();
+        assert!(err.contains("/nonexistent/root.keys"), "{err}");
+    }
+}
