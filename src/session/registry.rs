@@ -260,11 +260,13 @@ impl Registry {
         g.sessions.remove(&id)
     }
 
-    /// Live sessions whose last activity is older than `limit` at `now`.
+    /// Transferring sessions (those with a kernel entry; the handshake has time limits of its
+    /// own) whose last activity is older than `limit` at `now`.
     pub fn idle(&self, limit: std::time::Duration, now: Instant) -> Vec<Uuid> {
         self.lock()
             .sessions
             .values()
+            .filter(|s| s.entry.is_some())
             .filter(|s| now.saturating_duration_since(s.last_activity) > limit)
             .map(|s| s.id)
             .collect()
@@ -293,6 +295,19 @@ mod tests {
             started: SystemTime::now(),
             last_activity: Instant::now(),
             forwarded: None,
+        }
+    }
+
+    fn entry(id: Uuid) -> SessionEntry {
+        SessionEntry {
+            id,
+            client: "192.0.2.2".parse().unwrap(),
+            client_port: Some(40000),
+            proxy_addr: "192.0.2.1".parse().unwrap(),
+            proxy_port: 33001,
+            backend: "198.51.100.2:33001".parse().unwrap(),
+            snat: None,
+            lifetime: std::time::Duration::from_secs(60),
         }
     }
 
@@ -351,6 +366,15 @@ mod tests {
         let _sa = r.add_within(a, 10).unwrap();
         let _sb = r.add_within(b, 10).unwrap();
         let limit = std::time::Duration::from_secs(60);
+        tokio::time::advance(std::time::Duration::from_secs(100)).await;
+        assert!(
+            r.idle(limit, Instant::now()).is_empty(),
+            "still in the handshake"
+        );
+        for id in [a_id, b_id] {
+            r.set_entry(id, entry(id), "198.51.100.2:22".parse().unwrap());
+            r.touch(id);
+        }
         tokio::time::advance(std::time::Duration::from_secs(50)).await;
         r.touch(b_id);
         tokio::time::advance(std::time::Duration::from_secs(11)).await;
