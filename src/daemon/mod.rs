@@ -233,10 +233,7 @@ async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if sessions.len() < live_before {
             // Sessions ended: hand the memory they used back to the system, so a burst of
             // sessions does not leave the daemon's resident size at its peak.
-            // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            session::trim_heap();
         }
         live_before = sessions.len();
         for s in sessions {

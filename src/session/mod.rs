@@ -189,6 +189,9 @@ struct Held {
 /// A logged-in internal server and the transfer command running there.
 struct Backend {
     client: ssh_client::Client,
+    /// The remote command's stdin/stdout, kept open until the command's exit status is in
+    /// (closing it first would cut the channel's last messages short).
+    io: Option<(OwnedReadHalf, OwnedWriteHalf)>,
     /// How the remote command ended; `None` until it was started.
     outcome: Option<tokio::task::JoinHandle<ssh_client::ExecOutcome>>,
 }
@@ -267,6 +270,7 @@ impl Session {
                     .and_then(Result::ok);
             }
             backend.client.close().await;
+            drop(backend.io);
         }
         if let Some(entry) = held.entry {
             let removed = self.shared.dataplane(move |f| f.remove(&entry)).await;
@@ -275,6 +279,11 @@ impl Session {
             }
         }
         self.shared.registry.remove(id);
+        if self.shared.registry.is_empty() {
+            // The last session ended: give the memory of the burst back now, not at the next
+            // upkeep tick.
+            trim_heap();
+        }
         outcome
     }
 
@@ -341,6 +350,7 @@ impl Session {
         info!("[{id}] Established SSH connection with server {addr}");
         let backend = held.backend.insert(Backend {
             client,
+            io: None,
             outcome: None,
         });
         let exec =
@@ -430,7 +440,7 @@ impl Session {
             to_server: client_leftover,
             to_client: server_leftover,
         };
-        relay::relay(
+        let relayed = relay::relay(
             client_read,
             client_write,
             &mut backend_read,
@@ -438,8 +448,11 @@ impl Session {
             pending,
             || registry.touch(id),
         )
-        .await
-        .map_err(SessionError::Aborted)
+        .await;
+        if let Some(backend) = held.backend.as_mut() {
+            backend.io = Some((backend_read, backend_write));
+        }
+        relayed.map_err(SessionError::Aborted)
     }
 
     /// Logs in to one of the rule's internal servers, in the balancer's order; a server that
@@ -567,6 +580,15 @@ impl Session {
             }
             None => Err(failed("the data plane thread failed".into())),
         }
+    }
+}
+
+/// Hands the heap's free memory back to the system, so a burst of sessions does not leave the
+/// daemon's resident size at its peak.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
