@@ -23,8 +23,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::frame::{frame_len, stray_text, Frame, LEN_PREFIX, TEXT_SHOWN};
 use super::{ProtocolError, MAX_FRAME};
 
-/// Bytes [`FrameReader`] asks for per read (its buffer holds at most one frame plus this).
+/// Most bytes [`FrameReader`] asks for per read (its buffer holds at most one frame plus this).
 pub const READ_CHUNK: usize = 8 * 1024;
+
+/// Fewest bytes [`FrameReader`] asks for per read. It asks for what the frame being read still
+/// needs, within `MIN_READ..=READ_CHUNK`, so a reader waiting for a small frame (the proxy's
+/// idle sessions wait for a `SessionInit` of a few hundred bytes) holds a small buffer.
+const MIN_READ: usize = 512;
 
 /// How long [`FrameReader`] waits for the rest of a line of stray text to show it.
 const TEXT_WAIT: Duration = Duration::from_secs(1);
@@ -302,7 +307,8 @@ pub enum ReadError {
 pub struct FrameReader<R> {
     inner: R,
     decoder: Decoder,
-    chunk: Box<[u8]>,
+    /// The read buffer, sized by [`FrameReader::buffer`].
+    chunk: Vec<u8>,
     /// The wait for the rest of a line of stray text was done (it is done once).
     text_waited: bool,
 }
@@ -313,7 +319,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             decoder: Decoder::new(),
-            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            chunk: Vec::new(),
             text_waited: false,
         }
     }
@@ -331,6 +337,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(ProtocolError::Text(seen)) => {
                     if self.decoder.text_pending() && !self.text_waited {
                         self.text_waited = true;
+                        let want = TEXT_SHOWN.max(MIN_READ);
+                        self.chunk.resize(want, 0);
                         let read =
                             tokio::time::timeout(TEXT_WAIT, self.inner.read(&mut self.chunk));
                         if let Ok(Ok(n)) = read.await {
@@ -346,9 +354,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 Err(e) => return Err(ReadError::Protocol(e)),
             }
+            let want = self.decoder.needed().clamp(MIN_READ, READ_CHUNK);
+            if self.chunk.len() < want {
+                self.chunk.resize(want, 0);
+            }
             let n = self
                 .inner
-                .read(&mut self.chunk)
+                .read(&mut self.chunk[..want])
                 .await
                 .map_err(ReadError::Io)?;
             if n == 0 {
