@@ -37,7 +37,9 @@ const PROXY_ALT_B: &str = "192.0.2.20";
 /// A name the client resolves (through a private /etc/hosts) to [`PROXY_ALT_B`].
 const PROXY_NAME: &str = "files.example.com";
 
-struct Lab {
+/// The proxy tests' setup, built on the one namespace lab ([`lab::Topology`]): the lab's
+/// hosts, the internal servers' sshd, a work directory and the daemon under test.
+struct ProxyLab {
     topo: Topology,
     servers: Vec<Sshd>,
     dir: tempfile::TempDir,
@@ -46,19 +48,19 @@ struct Lab {
     sshd_extra: String,
 }
 
-impl Lab {
+impl ProxyLab {
     /// `n` internal servers, each running sshd whose transfer command is the ascp under test.
-    fn new(n: usize) -> Lab {
-        Lab::with_sshd_config(n, "")
+    fn new(n: usize) -> ProxyLab {
+        ProxyLab::with_sshd_config(n, "")
     }
 
-    /// Like [`Lab::new`], with `extra` appended to each sshd_config (after the `ForceCommand`).
-    fn with_sshd_config(n: usize, extra: &str) -> Lab {
+    /// Like [`ProxyLab::new`], with `extra` appended to each sshd_config (after the `ForceCommand`).
+    fn with_sshd_config(n: usize, extra: &str) -> ProxyLab {
         let topo = Topology::new(n);
         let sshd_extra = format!("ForceCommand {ASCP} --server\n{extra}");
         let servers = (0..n).map(|i| start_sshd(&topo, i, &sshd_extra)).collect();
         let dir = tempfile::tempdir().unwrap();
-        Lab {
+        ProxyLab {
             topo,
             servers,
             dir,
@@ -110,7 +112,7 @@ impl Lab {
         self.configure_full(rules, extra, "")
     }
 
-    /// Like [`Lab::configure`], with `server_extra` put into `<server>` (e.g.
+    /// Like [`ProxyLab::configure`], with `server_extra` put into `<server>` (e.g.
     /// `<forwarding_type>`). May be called again to rewrite the configuration.
     fn configure_full(&self, rules: &str, extra: &str, server_extra: &str) -> PathBuf {
         let etc = self.path("etc");
@@ -423,7 +425,7 @@ fn ok(out: &Output) -> String {
 
 #[test]
 fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let key = lab.servers[0].client_key.display().to_string();
     let conf = lab.configure(
         &format!(
@@ -506,7 +508,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
 
 #[test]
 fn the_daemon_refuses_to_start_on_a_bad_configuration() {
-    let lab = Lab::new(1);
+    let lab = ProxyLab::new(1);
     let conf = lab.configure(
         "<rule><host>198.51.100.2:99999</host><keyfile>/k</keyfile></rule>",
         "",
@@ -533,7 +535,7 @@ fn the_daemon_refuses_to_start_on_a_bad_configuration() {
 }
 
 /// A default rule to server 0 with its key.
-fn default_rule(lab: &Lab) -> String {
+fn default_rule(lab: &ProxyLab) -> String {
     format!(
         "<rule><host>{}:22</host><keyfile>{}</keyfile></rule>",
         lab::server_v4(0),
@@ -542,7 +544,7 @@ fn default_rule(lab: &Lab) -> String {
 }
 
 /// Uploads `src` as `user@host:dst` (fast, small files) and checks it arrived.
-fn upload(lab: &Lab, src: &Path, user_host: &str, dst: &Path) {
+fn upload(lab: &ProxyLab, src: &Path, user_host: &str, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     let remote = format!("{user_host}:{}", dst.display());
     ok(&lab.ascp(&["-q", "-l", "200m", src.to_str().unwrap(), &remote]));
@@ -555,7 +557,7 @@ fn upload(lab: &Lab, src: &Path, user_host: &str, dst: &Path) {
 
 #[test]
 fn address_prefix_name_and_default_rules_each_route_to_their_own_server() {
-    let mut lab = Lab::new(3);
+    let mut lab = ProxyLab::new(3);
     lab.add_proxy_addresses();
     let key = |i: usize| lab.servers[i].client_key.display().to_string();
     let rules = format!(
@@ -621,7 +623,7 @@ fn address_prefix_name_and_default_rules_each_route_to_their_own_server() {
 
 #[test]
 fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
-    let mut lab = Lab::new(3);
+    let mut lab = ProxyLab::new(3);
     lab.trust_key_everywhere();
     let rule = format!(
         "<rule><hosts><host>{}:22</host><host>{}:22</host><host>{}:22</host></hosts>\
@@ -701,7 +703,7 @@ fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
 
 #[test]
 fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and_goes_after() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure_full(
         &default_rule(&lab),
         "",
@@ -750,7 +752,7 @@ fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and
 
 #[test]
 fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_left() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
     let (src, _dst, remote) = lab.upload_files("payload.bin", 20_000_000, 4, "server_in");
@@ -804,7 +806,7 @@ fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_l
 
 #[test]
 fn refusals_say_why_and_leave_no_kernel_entry() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     lab.add_proxy_addresses();
     // Only 192.0.2.1 has a rule; one session at a time.
     let rule = format!(
@@ -930,7 +932,7 @@ fn refusals_say_why_and_leave_no_kernel_entry() {
 
 #[test]
 fn a_client_outside_the_allow_list_is_closed_before_ssh() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure(
         &default_rule(&lab),
         "<allowed_clients><cidr>203.0.113.0/24</cidr></allowed_clients>",
@@ -960,7 +962,7 @@ fn a_client_outside_the_allow_list_is_closed_before_ssh() {
 }
 
 /// Runs `args` in the client namespace with `input` on stdin.
-fn client_exec_stdin(lab: &Lab, args: &[String], input: &[u8]) -> Output {
+fn client_exec_stdin(lab: &ProxyLab, args: &[String], input: &[u8]) -> Output {
     use std::io::Write;
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", lab.topo.client.name()])
@@ -982,7 +984,7 @@ fn client_exec_stdin(lab: &Lab, args: &[String], input: &[u8]) -> Output {
 
 #[test]
 fn openssh_ssh_logs_in_and_runs_the_transfer_command() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
     let mut args: Vec<String> = vec!["timeout".into(), "30".into()];
@@ -1101,7 +1103,7 @@ fn squash_and_individual_accounts_own_what_they_upload() {
         "Match User faspsquash,faspuser\n    AuthorizedKeysFile {}/%u.keys\n",
         shared.path().display()
     );
-    let mut lab = Lab::with_sshd_config(1, &sshd_extra);
+    let mut lab = ProxyLab::with_sshd_config(1, &sshd_extra);
     lab.add_proxy_addresses();
     // The proxy's keys towards the internal server: one for the squash account, one per user.
     let squash_key = lab.path("squash_key");
@@ -1190,7 +1192,7 @@ fn squash_and_individual_accounts_own_what_they_upload() {
 
 #[test]
 fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
     let (src, dst, remote) = lab.upload_files("payload.bin", 20_000_000, 6, "server_in");
@@ -1265,7 +1267,7 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
 
 #[test]
 fn an_idle_session_is_ended_and_its_entry_removed() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure(
         &default_rule(&lab),
         "<session_idle_timeout>2</session_idle_timeout>",
@@ -1321,7 +1323,8 @@ fn an_idle_session_is_ended_and_its_entry_removed() {
 
 #[test]
 fn ipv6_clients_and_servers_work_through_the_proxy() {
-    let mut lab = Lab::with_sshd_config(1, &format!("ListenAddress [{}]:22", lab::server_v6(0)));
+    let mut lab =
+        ProxyLab::with_sshd_config(1, &format!("ListenAddress [{}]:22", lab::server_v6(0)));
     let rule = format!(
         "<rule><host>[{}]:22</host><keyfile>{}</keyfile></rule>",
         lab::server_v6(0),
@@ -1423,7 +1426,7 @@ fn pam_dir_with_shipped_service(dir: &Path) -> Vec<String> {
 #[test]
 fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
     let account = lab::PasswordAccount::create("faspsecret");
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     // The proxy user logs in with a password; the backend leg is root with server 0's key.
     let rule = format!(
         "<rule><host>{}:22</host><squash_user>root</squash_user><keyfile>{}</keyfile></rule>",
@@ -1451,7 +1454,7 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
     // ascp with no key at all (an empty HOME), the password from ASPERA_SCP_PASS.
     let home = lab.path("empty_home");
     std::fs::create_dir(&home).unwrap();
-    let ascp_with_password = |lab: &Lab, password: &str| {
+    let ascp_with_password = |lab: &ProxyLab, password: &str| {
         let pass = format!("ASPERA_SCP_PASS={password}");
         let home = format!("HOME={}", home.display());
         let known = lab.path("proxy_known_hosts").display().to_string();
@@ -1519,7 +1522,7 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
-    let ssh_with_password = |lab: &Lab| {
+    let ssh_with_password = |lab: &ProxyLab| {
         let _ = std::fs::remove_file(&asked);
         let mut args: Vec<String> = [
             "env".into(),
@@ -1592,7 +1595,7 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
 
 #[test]
 fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
     // A transfer is running when the second one starts.
@@ -1606,7 +1609,7 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() 
         running.log()
     );
     // The ruleset without the element timers (which run down and are refreshed).
-    let ruleset = |lab: &Lab| -> String {
+    let ruleset = |lab: &ProxyLab| -> String {
         lab.topo
             .proxy
             .exec(&["nft", "list", "ruleset"])
@@ -1649,7 +1652,7 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() 
 
 #[test]
 fn shutdown_ends_a_session_still_waiting_for_its_request() {
-    let mut lab = Lab::new(1);
+    let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
     lab.start(&conf);
     // OpenSSH runs the transfer command but sends nothing on stdin (kept open by `sleep`):
