@@ -42,6 +42,44 @@ else
     echo "==> system packages present: ${REQUIRED_PACKAGES[*]}"
 fi
 
+# --- IBM's ascp, the real client the interop tests run (idempotent) -----------------------
+# PyPI's cos-aspera wheel carries IBM ascp 3.9 for Linux x86-64 with a client licence. It is
+# fetched once into a cache outside the repository (never committed), checked against its
+# SHA-256, unpacked, and named to the tests by FASP_PROXY_IBM_ASCP_DIR. The tests use it as a
+# black box: they run it and watch what it sends and prints.
+IBM_WHEEL_VERSION=0.1.163682
+IBM_WHEEL_SHA256=0a4394d03972ce469e6e7295b797e882535f18e46fdc7b52ed73f5d9442aa191
+IBM_CACHE=${FASP_PROXY_TEST_CACHE:-/var/cache/fasp-proxy-tests}/cos-aspera-${IBM_WHEEL_VERSION}
+IBM_ASCP_DIR="$IBM_CACHE/cos_aspera-${IBM_WHEEL_VERSION}.data/purelib/cos_aspera"
+if [[ ! -x "$IBM_ASCP_DIR/ascp" ]]; then
+    echo "==> fetching IBM ascp (PyPI cos-aspera ${IBM_WHEEL_VERSION}) into $IBM_CACHE"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found (needed to fetch IBM's client wheel)"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends python3-pip
+    fi
+    staging=$(mktemp -d "${IBM_CACHE}.XXXXXX" 2>/dev/null) || {
+        mkdir -p "$(dirname "$IBM_CACHE")"
+        staging=$(mktemp -d "${IBM_CACHE}.XXXXXX")
+    }
+    python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux1_x86_64 \
+        --python-version 3.6 -d "$staging" "cos-aspera==${IBM_WHEEL_VERSION}" ||
+        { rm -rf "$staging"; die "could not download cos-aspera==${IBM_WHEEL_VERSION} from PyPI"; }
+    wheel=("$staging"/cos_aspera-*.whl)
+    echo "${IBM_WHEEL_SHA256}  ${wheel[0]}" | sha256sum -c --quiet - ||
+        { rm -rf "$staging"; die "cos-aspera wheel checksum mismatch"; }
+    python3 -m zipfile -e "${wheel[0]}" "$staging" ||
+        { rm -rf "$staging"; die "could not unpack ${wheel[0]}"; }
+    rm -f "${wheel[0]}"
+    chmod 0755 "$staging/cos_aspera-${IBM_WHEEL_VERSION}.data/purelib/cos_aspera/ascp"
+    rm -rf "$IBM_CACHE"
+    mv "$staging" "$IBM_CACHE"
+else
+    echo "==> IBM ascp present: $IBM_ASCP_DIR"
+fi
+export FASP_PROXY_IBM_ASCP_DIR="$IBM_ASCP_DIR"
+
 # --- cargo --------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1; then
     die "cargo not found in PATH. Install Rust (https://rustup.rs).
