@@ -17,7 +17,7 @@
 #        /etc/systemd/system/fasp-proxy.service                mode 644, replaced (changes belong
 #                                                              in a drop-in: systemctl edit)
 #        /etc/pam.d/fasp-proxy                                 mode 644, only if missing
-#        /etc/fasp-proxy/aspera.conf + ssh_host_ed25519_key    `fasp-proxy create-config`, only
+#        /etc/fasp-proxy/aspera.conf + ssh_host_{ed25519,rsa}_key `fasp-proxy create-config`, only
 #                                                              if aspera.conf is missing
 #      The unit's ExecStart names /usr/local/bin/fasp-proxy: with another PREFIX the installed
 #      unit is rewritten to name PREFIX/bin/fasp-proxy.
@@ -111,7 +111,8 @@ fi
 
 if [[ -e $CONF_DIR/aspera.conf ]]; then
 	say "kept /etc/fasp-proxy/aspera.conf (exists)"
-elif [[ -e $CONF_DIR/ssh_host_ed25519_key || -e $CONF_DIR/ssh_host_ed25519_key.pub ]]; then
+elif [[ -e $CONF_DIR/ssh_host_ed25519_key || -e $CONF_DIR/ssh_host_ed25519_key.pub ||
+	-e $CONF_DIR/ssh_host_rsa_key || -e $CONF_DIR/ssh_host_rsa_key.pub ]]; then
 	# create-config writes both or nothing; a host key of yours is never replaced.
 	say "NOTE: /etc/fasp-proxy has a host key but no aspera.conf: write one (fasp-proxy spec"
 	say "      lists every option; etc/aspera.conf is an annotated sample); the key is kept"
@@ -120,9 +121,10 @@ else
 	"$BIN_DIR/fasp-proxy" create-config --dir "$CONF_DIR" >/dev/null
 	if [[ -n $DESTDIR ]]; then
 		# Staged: the file names its host key under DESTDIR; name it where it will live.
-		sed -i "s|<ssh_host_key>$DESTDIR/|<ssh_host_key>/|" "$CONF_DIR/aspera.conf"
+		sed -i -e "s|<ssh_host_key>$DESTDIR/|<ssh_host_key>/|" \
+			-e "s|<ssh_host_rsa_key>$DESTDIR/|<ssh_host_rsa_key>/|" "$CONF_DIR/aspera.conf"
 	fi
-	say "created /etc/fasp-proxy/aspera.conf and its SSH host key"
+	say "created /etc/fasp-proxy/aspera.conf and its SSH host keys (Ed25519, RSA)"
 fi
 
 # 4. systemd, and what is left

@@ -135,8 +135,13 @@ fn create_config_twice_refuses_and_leaves_files_identical() {
     let out = fasp_proxy(&["create-config", "--dir", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("host key fingerprint: SHA256:"));
+    assert!(text(&out.stdout).contains("RSA host key fingerprint: SHA256:"));
     let before = snapshot(&target);
-    assert_eq!(before.len(), 3);
+    assert_eq!(
+        before.len(),
+        5,
+        "aspera.conf and two host keys with their .pub"
+    );
 
     // What it wrote is a valid configuration pointing at the key it made.
     let conf = target.join("aspera.conf");

@@ -13,13 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fasp_proxy::config::CommandShape;
 use fasp_proxy::daemon::{self, DaemonError, Setup};
 use fasp_proxy::dataplane::memory::{Call, MemoryForwarder, MemoryHandle};
 use fasp_proxy::protocol::{
     Direction, ErrorCode, ErrorFrame, Frame, Overwrite, ResumeLevel, SessionAccept, SessionInit,
 };
 use fasp_proxy::ssh::client::{self as ssh_client, ClientConfig, ExecOutcome, HostKeyPolicy};
-use fasp_proxy::ssh::server::{self as frontend, ExecHandler, ExecRequest, FrontendConfig};
+use fasp_proxy::ssh::server::{
+    self as frontend, CommandKind, ExecHandler, ExecRequest, FrontendConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -35,8 +38,13 @@ const REFUSE: &str = "refuse";
 
 // --- the internal server ------------------------------------------------------------------
 
+/// What IBM's ascp, client-licensed, says as a server at the end of every session.
+const CLIENT_LICENSE: &str = "Server has only a client license";
+
 /// Plays `ascp --server` on an internal server: answers the request (or holds it, or refuses
 /// it, as its destination says), then echoes the control channel until the client's EOF.
+/// Plays IBM's `ascp -S. -V1` too: echoes every byte until the client's EOF, then ends with
+/// IBM's client-licence refusal.
 struct Transfer {
     execs: Arc<AtomicUsize>,
 }
@@ -44,6 +52,24 @@ struct Transfer {
 impl ExecHandler for Transfer {
     fn exec(&self, request: ExecRequest) {
         self.execs.fetch_add(1, Ordering::SeqCst);
+        if request.kind == CommandKind::Opaque {
+            tokio::spawn(async move {
+                let ExecRequest { mut io, finish, .. } = request;
+                let mut buf = [0u8; 1024];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                finish.finish(1, &format!("Session Stop (Error: {CLIENT_LICENSE})\n"));
+            });
+            return;
+        }
         tokio::spawn(async move {
             let ExecRequest { mut io, finish, .. } = request;
             let Ok(Some(Frame::SessionInit(init))) = read_frame(&mut io).await else {
@@ -111,10 +137,13 @@ impl Backend {
         let config = FrontendConfig {
             listen: addr,
             host_key: files.backend_host_key.clone(),
+            rsa_host_key: None,
+            ssh_rsa_legacy: false,
             authorized_keys: files.backend_authorized.display().to_string(),
             password_pam_service: None,
             allowed_clients: Vec::new(),
             allowed_commands: vec!["ascp --server".into()],
+            opaque_commands: CommandShape::ibm(),
             max_unauthenticated: 10,
             auth_rejection_delay: Duration::from_millis(10),
             auth_timeout: Duration::from_secs(10),
@@ -308,6 +337,11 @@ struct Client {
 
 impl Client {
     async fn connect(files: &Files, daemon: &Daemon) -> Client {
+        Client::exec(files, daemon, "ascp --server").await
+    }
+
+    /// An SSH exec of `command` through the proxy.
+    async fn exec(files: &Files, daemon: &Daemon, command: &str) -> Client {
         let config = ClientConfig {
             host: daemon.addr.ip().to_string(),
             port: daemon.addr.port(),
@@ -319,7 +353,7 @@ impl Client {
             timeout: Duration::from_secs(5),
         };
         let ssh = ssh_client::connect(&config).await.unwrap();
-        let exec = ssh.exec("ascp --server").await.unwrap();
+        let exec = ssh.exec(command).await.unwrap();
         exec.stream.set_nonblocking(true).unwrap();
         Client {
             stream: tokio::net::UnixStream::from_std(exec.stream).unwrap(),
@@ -707,4 +741,94 @@ async fn the_daemon_returns_when_shutdown_resolves_with_no_sessions() {
     let mut d = Daemon::start(&files, &options(vec!["127.0.0.1:9".parse().unwrap()])).await;
     d.stop().await.unwrap();
     assert_eq!(d.kernel.calls(), vec![Call::Reconcile(vec![])]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ibm_session_is_bridged_unread_over_an_any_port_entry_removed_at_its_end() {
+    let _clock = StillClock::hold();
+    let files = Files::new();
+    let server = backend(&files).await;
+    let mut d = Daemon::start(&files, &options(vec![server.addr])).await;
+    let mut client = Client::exec(&files, &d, "ascp -S. -V1").await;
+    // Not a frame of ours: the proxy must not read it, only pass it on.
+    let opaque = b"\x00\x00\x00\x00FASP? proprietary bytes\n";
+    client.stream.write_all(opaque).await.unwrap();
+    let mut echo = vec![0u8; opaque.len()];
+    client.stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo[..], &opaque[..]);
+    let installed = d.kernel.installed();
+    assert_eq!(installed.len(), 1);
+    let entry = &installed[0];
+    assert_eq!(entry.client_port, None, "any source port: {entry:?}");
+    assert_eq!(entry.proxy_port, 33001);
+    assert_eq!(entry.backend, SocketAddr::new(server.addr.ip(), 33001));
+    client.stream.shutdown().await.unwrap();
+    let (status, stderr) = client.ended().await;
+    assert_eq!(status, Some(1), "the server's own exit status");
+    assert!(
+        stderr.contains(CLIENT_LICENSE),
+        "the server's words: {stderr}"
+    );
+    settle().await;
+    d.assert_every_install_removed();
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn ibm_sessions_of_one_client_share_one_entry_and_one_server_until_the_last_ends() {
+    let _clock = StillClock::hold();
+    let files = Files::new();
+    let (a, b) = (backend(&files).await, backend(&files).await);
+    let mut d = Daemon::start(&files, &options(vec![a.addr, b.addr])).await;
+    let mut first = Client::exec(&files, &d, "ascp -S. -V1").await;
+    first.stream.write_all(b"1").await.unwrap();
+    first.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+    // Round robin would take the other server; the shared key keeps the second on the first's.
+    let mut second = Client::exec(&files, &d, "ascp4 -S.").await;
+    second.stream.write_all(b"2").await.unwrap();
+    second.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+    assert_eq!((a.sessions(), b.sessions()), (2, 0));
+    assert_eq!(d.installs(), 1, "{:?}", d.kernel.calls());
+    // The first leaving keeps the entry for the second; the last one removes it.
+    first.stream.shutdown().await.unwrap();
+    first.ended().await;
+    settle().await;
+    assert_eq!(d.kernel.installed().len(), 1);
+    second.stream.shutdown().await.unwrap();
+    second.ended().await;
+    settle().await;
+    d.assert_every_install_removed();
+    // With none live, the next one is balanced again (to the other server).
+    let mut third = Client::exec(&files, &d, "ascp -S. -V1").await;
+    third.stream.write_all(b"3").await.unwrap();
+    third.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+    assert_eq!((a.sessions(), b.sessions()), (2, 1));
+    third.stream.shutdown().await.unwrap();
+    third.ended().await;
+    settle().await;
+    d.assert_every_install_removed();
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_ibm_sessions_and_removes_their_shared_entry() {
+    let _clock = StillClock::hold();
+    let files = Files::new();
+    let server = backend(&files).await;
+    let mut d = Daemon::start(&files, &options(vec![server.addr])).await;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::exec(&files, &d, "ascp -S. -V1").await;
+        c.stream.write_all(b"x").await.unwrap();
+        c.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+        clients.push(c);
+    }
+    assert_eq!(d.installs(), 1);
+    d.stop().await.unwrap();
+    for c in clients {
+        let (status, stderr) = c.ended().await;
+        assert_eq!(status, Some(1));
+        assert!(stderr.contains("shutting down"), "{stderr}");
+    }
+    d.assert_every_install_removed();
 }

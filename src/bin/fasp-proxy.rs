@@ -268,6 +268,12 @@ fn create_config(dir: &Path) -> ExitCode {
             println!("wrote {}", created.host_key_pub.display());
             println!("host key fingerprint: {}", created.fingerprint);
             println!(
+                "wrote {} and {} (RSA host key, for clients that know no other kind)",
+                created.rsa_host_key.display(),
+                created.rsa_host_key_pub.display()
+            );
+            println!("RSA host key fingerprint: {}", created.rsa_fingerprint);
+            println!(
                 "next: add your rules, then `fasp-proxy check-config {}`",
                 created.config.display()
             );

@@ -1,12 +1,13 @@
-//! `create-config`: writes a default `aspera.conf` and a fresh Ed25519 SSH host key, never
-//! overwriting anything.
+//! `create-config`: writes a default `aspera.conf` and fresh SSH host keys (Ed25519, and
+//! RSA-3072 for clients that know no other kind), never overwriting anything.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use ssh_key::{Algorithm, LineEnding, PrivateKey};
+use ssh_key::private::RsaKeypair;
+use ssh_key::{LineEnding, PrivateKey};
 
 use super::render;
 
@@ -14,6 +15,10 @@ use super::render;
 pub const CONFIG_FILE: &str = "aspera.conf";
 /// File name of the SSH host private key written by [`create`].
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
+/// File name of the RSA SSH host private key written by [`create`].
+pub const RSA_HOST_KEY_FILE: &str = "ssh_host_rsa_key";
+/// Size of the RSA host key, bits.
+pub const RSA_HOST_KEY_BITS: usize = 3072;
 
 /// Why `create-config` refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +58,16 @@ pub struct Created {
     pub host_key_pub: PathBuf,
     /// The host key's SHA-256 fingerprint, for clients to verify.
     pub fingerprint: String,
+    /// The RSA private host key (mode 0600).
+    pub rsa_host_key: PathBuf,
+    /// The RSA public host key.
+    pub rsa_host_key_pub: PathBuf,
+    /// The RSA host key's SHA-256 fingerprint.
+    pub rsa_fingerprint: String,
 }
 
-/// Writes `aspera.conf`, `ssh_host_ed25519_key` and its `.pub` into `dir` (made if missing).
+/// Writes `aspera.conf`, `ssh_host_ed25519_key`, `ssh_host_rsa_key` and their `.pub` files into
+/// `dir` (made if missing).
 /// Refuses, writing nothing, if any of them exists; on a write failure removes what it wrote.
 pub fn create(dir: &Path) -> Result<Created, CreateError> {
     let io = |path: &Path| {
@@ -70,28 +82,46 @@ pub fn create(dir: &Path) -> Result<Created, CreateError> {
     let config = dir.join(CONFIG_FILE);
     let host_key = dir.join(HOST_KEY_FILE);
     let host_key_pub = dir.join(format!("{HOST_KEY_FILE}.pub"));
-    let existing: Vec<PathBuf> = [&config, &host_key, &host_key_pub]
-        .into_iter()
-        .filter(|p| p.symlink_metadata().is_ok())
-        .cloned()
-        .collect();
+    let rsa_host_key = dir.join(RSA_HOST_KEY_FILE);
+    let rsa_host_key_pub = dir.join(format!("{RSA_HOST_KEY_FILE}.pub"));
+    let existing: Vec<PathBuf> = [
+        &config,
+        &host_key,
+        &host_key_pub,
+        &rsa_host_key,
+        &rsa_host_key_pub,
+    ]
+    .into_iter()
+    .filter(|p| p.symlink_metadata().is_ok())
+    .cloned()
+    .collect();
     if !existing.is_empty() {
         return Err(CreateError::Exists(existing));
     }
 
-    let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)?;
+    let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)?;
     let private = key.to_openssh(LineEnding::LF)?;
     let public = key.public_key().to_openssh()?;
     let fingerprint = key.public_key().fingerprint(Default::default()).to_string();
-    let host_key_text = host_key.to_string_lossy().into_owned();
-    let config_text = render::default_config(&host_key_text);
+    let rsa = PrivateKey::from(RsaKeypair::random(
+        &mut rand_core::OsRng,
+        RSA_HOST_KEY_BITS,
+    )?);
+    let rsa_private = rsa.to_openssh(LineEnding::LF)?;
+    let rsa_public = rsa.public_key().to_openssh()?;
+    let rsa_fingerprint = rsa.public_key().fingerprint(Default::default()).to_string();
+    let config_text =
+        render::default_config(&host_key.to_string_lossy(), &rsa_host_key.to_string_lossy());
     let public_text = format!("{public} fasp-proxy\n");
+    let rsa_public_text = format!("{rsa_public} fasp-proxy\n");
 
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     let mut written: Vec<PathBuf> = Vec::new();
-    let files: [(&PathBuf, &[u8], u32); 3] = [
+    let files: [(&PathBuf, &[u8], u32); 5] = [
         (&host_key, private.as_bytes(), 0o600),
         (&host_key_pub, public_text.as_bytes(), 0o644),
+        (&rsa_host_key, rsa_private.as_bytes(), 0o600),
+        (&rsa_host_key_pub, rsa_public_text.as_bytes(), 0o644),
         (&config, config_text.as_bytes(), 0o644),
     ];
     for (path, contents, mode) in files {
@@ -109,6 +139,9 @@ pub fn create(dir: &Path) -> Result<Created, CreateError> {
         host_key,
         host_key_pub,
         fingerprint,
+        rsa_host_key,
+        rsa_host_key_pub,
+        rsa_fingerprint,
     })
 }
 
@@ -134,6 +167,7 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CreateError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssh_key::Algorithm;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -149,6 +183,24 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let key = PrivateKey::read_openssh_file(&created.host_key).unwrap();
         assert_eq!(key.algorithm(), Algorithm::Ed25519);
+        let rsa = PrivateKey::read_openssh_file(&created.rsa_host_key).unwrap();
+        assert!(matches!(rsa.algorithm(), Algorithm::Rsa { .. }));
+        let bits = rsa
+            .key_data()
+            .rsa()
+            .unwrap()
+            .public
+            .n
+            .as_positive_bytes()
+            .unwrap()
+            .len()
+            * 8;
+        assert_eq!(bits, RSA_HOST_KEY_BITS);
+        let mode = fs::metadata(&created.rsa_host_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         let before: Vec<Vec<u8>> = [&created.config, &created.host_key, &created.host_key_pub]
             .iter()
             .map(|p| fs::read(p).unwrap())
@@ -156,7 +208,7 @@ mod tests {
 
         let err = create(&target).unwrap_err();
         assert!(
-            matches!(err, CreateError::Exists(ref v) if v.len() == 3),
+            matches!(err, CreateError::Exists(ref v) if v.len() == 5),
             "{err}"
         );
         assert!(err.to_string().contains("nothing was changed"));

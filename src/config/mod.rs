@@ -8,6 +8,7 @@
 //!
 //! [`environment`] adds warnings that depend on the machine (local addresses, key files).
 
+pub mod command;
 pub mod create;
 pub mod diagnostic;
 pub mod environment;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use super::command::CommandShape;
+
 /// The whole `aspera.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -80,6 +82,13 @@ pub struct ReverseProxy {
     pub ssh_listen: SocketAddr,
     /// `<ssh_host_key>`: the front end's SSH host private key.
     pub ssh_host_key: PathBuf,
+    /// `<ssh_host_rsa_key>`: a second host key (RSA), for clients that know no other kind.
+    pub ssh_host_rsa_key: Option<PathBuf>,
+    /// `<ssh_rsa_legacy>`: ssh-rsa (SHA-1) signatures accepted for host and user keys.
+    pub ssh_rsa_legacy: bool,
+    /// The commands accepted as opaque sessions (`<opaque_commands>`, IBM's when it is empty);
+    /// empty when `<opaque_sessions>` is false.
+    pub opaque_commands: Vec<CommandShape>,
     /// `<authorized_keys_file>`: pattern with `%u` and `%h`.
     pub authorized_keys_file: String,
     /// `<password_authentication>`: password logins (through PAM) besides public keys.
@@ -147,6 +156,9 @@ pub struct Rule {
     pub balancing: Option<Balancing>,
     /// `<proxy_port>`: client-facing UDP port; 0 = the internal server's own port.
     pub proxy_port: u16,
+    /// `<backend_udp_port>`: the internal servers' UDP port for opaque sessions (also the
+    /// client-facing port of their kernel entries).
+    pub backend_udp_port: u16,
     /// `<squash_user>`: `None` means each user logs in as themself.
     pub squash_user: Option<String>,
     /// `<keyfile>`: private key path, may hold `$(user)`.
@@ -278,6 +290,7 @@ mod tests {
             hosts: vec!["198.51.100.2:22".parse().unwrap()],
             balancing: None,
             proxy_port: 33001,
+            backend_udp_port: 33001,
             squash_user: None,
             keyfile: "/k".into(),
             src_port_filtering: true,

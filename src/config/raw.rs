@@ -54,6 +54,14 @@ pub struct RawReverseProxy {
     pub ssh_port: Option<String>,
     /// `<ssh_host_key>`.
     pub ssh_host_key: Option<String>,
+    /// `<ssh_host_rsa_key>`.
+    pub ssh_host_rsa_key: Option<String>,
+    /// `<ssh_rsa_legacy>`.
+    pub ssh_rsa_legacy: Option<String>,
+    /// `<opaque_sessions>`.
+    pub opaque_sessions: Option<String>,
+    /// `<opaque_commands>`.
+    pub opaque_commands: RawOpaqueCommands,
     /// `<authorized_keys_file>`.
     pub authorized_keys_file: Option<String>,
     /// `<password_authentication>`.
@@ -78,6 +86,14 @@ pub struct RawReverseProxy {
 pub struct RawAllowedClients {
     /// `<cidr>` entries.
     pub cidr: Vec<String>,
+}
+
+/// `<opaque_commands>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawOpaqueCommands {
+    /// `<command>` entries.
+    pub command: Vec<String>,
 }
 
 /// `<rules>`.
@@ -106,6 +122,8 @@ pub struct RawRule {
     pub balancing: Option<String>,
     /// `<proxy_port>`.
     pub proxy_port: Option<String>,
+    /// `<backend_udp_port>`.
+    pub backend_udp_port: Option<String>,
     /// `<squash_user>`.
     pub squash_user: Option<String>,
     /// `<keyfile>`.

@@ -58,26 +58,27 @@ fn push_commented(out: &mut String, line: &str, comment: &str) {
     let _ = writeln!(out, "{line}{}<!-- {comment} -->", " ".repeat(pad));
 }
 
-/// A commented default `aspera.conf` whose SSH host key is `host_key`.
-pub fn default_config(host_key: &str) -> String {
+/// A commented default `aspera.conf` whose SSH host keys are `host_key` and `rsa_host_key`
+/// (blank: none).
+pub fn default_config(host_key: &str, rsa_host_key: &str) -> String {
     let mut out = String::from(
         "<?xml version='1.0' encoding='UTF-8'?>\n\
          <!-- fasp-proxy configuration, written by `fasp-proxy create-config`.\n     \
          Every option is shown with its default. Check your changes with\n     \
          `fasp-proxy check-config`; `fasp-proxy spec` lists every option. -->\n",
     );
-    default_tag(&ROOT, 0, host_key, &mut out);
+    default_tag(&ROOT, 0, [host_key, rsa_host_key], &mut out);
     out
 }
 
-fn default_tag(tag: &Tag, depth: usize, host_key: &str, out: &mut String) {
+fn default_tag(tag: &Tag, depth: usize, host_keys: [&str; 2], out: &mut String) {
     let indent = "  ".repeat(depth);
     match tag.kind {
         Kind::Leaf { default, values } => {
-            let value = if tag.name == "ssh_host_key" {
-                host_key
-            } else {
-                default
+            let value = match tag.name {
+                "ssh_host_key" => host_keys[0],
+                "ssh_host_rsa_key" => host_keys[1],
+                _ => default,
             };
             let _ = writeln!(out, "{indent}<!-- {} ({values}) -->", tag.meaning);
             let _ = writeln!(out, "{indent}<{0}>{value}</{0}>", tag.name);
@@ -98,7 +99,7 @@ fn default_tag(tag: &Tag, depth: usize, host_key: &str, out: &mut String) {
                         let _ = writeln!(out, "{inner}-->");
                     }
                 } else {
-                    default_tag(child, depth + 1, host_key, out);
+                    default_tag(child, depth + 1, host_keys, out);
                 }
             }
             let _ = writeln!(out, "{indent}</{}>", tag.name);
@@ -155,12 +156,17 @@ mod tests {
 
     #[test]
     fn default_config_is_valid_and_uses_the_host_key() {
-        let text = default_config("/tmp/x/ssh_host_ed25519_key");
+        let text = default_config("/tmp/x/ssh_host_ed25519_key", "/tmp/x/ssh_host_rsa_key");
         let loaded = parse_str(&text, Path::new("aspera.conf")).unwrap();
         assert_eq!(
             loaded.config.server.rproxy.ssh_host_key,
             Path::new("/tmp/x/ssh_host_ed25519_key")
         );
+        assert_eq!(
+            loaded.config.server.rproxy.ssh_host_rsa_key.as_deref(),
+            Some(Path::new("/tmp/x/ssh_host_rsa_key"))
+        );
+        assert!(!loaded.config.server.rproxy.ssh_rsa_legacy);
         assert!(!loaded.config.server.rproxy.enabled);
         // The examples inside comments are themselves valid once uncommented.
         let uncommented = text

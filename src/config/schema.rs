@@ -159,6 +159,12 @@ const RULE_CHILDREN: &[Tag] = &[
         "sessions share the client-facing UDP port (told apart by client address and port); false = each live session gets a port of its own",
     ),
     leaf(
+        "backend_udp_port",
+        "33001",
+        "port",
+        "internal servers' UDP port for opaque sessions (IBM clients); the proxy forwards the same port number",
+    ),
+    leaf(
         "bind_source_address",
         "",
         "IP address[,IP address...]",
@@ -217,6 +223,18 @@ const RPROXY_CHILDREN: &[Tag] = &[
         "SSH host private key of the front end (create-config makes one)",
     ),
     leaf(
+        "ssh_host_rsa_key",
+        "",
+        "path",
+        "a second host key, RSA (create-config makes one): for clients that know no other kind; blank = none",
+    ),
+    leaf(
+        "ssh_rsa_legacy",
+        "false",
+        "true|false",
+        "also accept ssh-rsa (SHA-1) signatures from host key and user keys, as IBM ascp 3.x needs; off = SHA-2 only",
+    ),
+    leaf(
         "authorized_keys_file",
         "%h/.ssh/authorized_keys",
         "path pattern",
@@ -233,6 +251,25 @@ const RPROXY_CHILDREN: &[Tag] = &[
         "fasp-proxy",
         "PAM service name",
         "PAM service for password logins: /etc/pam.d/<name> (missing file = PAM's 'other')",
+    ),
+    leaf(
+        "opaque_sessions",
+        "true",
+        "true|false",
+        "accept IBM's transfer commands (opaque_commands) and bridge them byte for byte to the internal server",
+    ),
+    section(
+        "opaque_commands",
+        "the remote commands run as opaque sessions; empty = IBM's: ascp -S. -V1, ascp4 -S., ascp --no-mgmt-port-files -M {n} -S. -V1 {arg}, async -q -S -s-, ascmd",
+        &[Tag {
+            name: "command",
+            meaning: "one command shape: literal words, {n} = a number, {arg} = one plain argument",
+            repeated: true,
+            kind: Kind::Leaf {
+                default: "",
+                values: "command shape",
+            },
+        }],
     ),
     section(
         "allowed_clients",

@@ -117,6 +117,10 @@ fn every_tag_set() {
       <ssh_bind_address>2001:db8::1</ssh_bind_address>
       <ssh_port>2233</ssh_port>
       <ssh_host_key>/srv/key</ssh_host_key>
+      <ssh_host_rsa_key>/srv/rsa_key</ssh_host_rsa_key>
+      <ssh_rsa_legacy>true</ssh_rsa_legacy>
+      <opaque_sessions>true</opaque_sessions>
+      <opaque_commands><command>ascp -S. -V1</command><command>myxfer -M {n} {arg}</command></opaque_commands>
       <authorized_keys_file>/etc/keys/%u</authorized_keys_file>
       <password_authentication>true</password_authentication>
       <pam_service>sshd</pam_service>
@@ -129,6 +133,7 @@ fn every_tag_set() {
           <balancing>round_robin</balancing>
           <hosts><host>198.51.100.10:2222</host><host>198.51.100.11</host></hosts>
           <proxy_port>0</proxy_port>
+          <backend_udp_port>33002</backend_udp_port>
           <squash_user>xfer</squash_user>
           <keyfile>/home/$(user)/.ssh/id_rsa</keyfile>
           <src_port_filtering>false</src_port_filtering>
@@ -163,7 +168,8 @@ fn every_tag_set() {
   </paths></access></file_system>
 </CONF>"#;
     let loaded = parse(text).unwrap();
-    // Only the settings this version parses but does not act on are warned about.
+    // Warned about: what opaque sessions cannot do (a host_domain rule), the legacy SHA-1
+    // signatures, and the settings this version parses but does not act on.
     let warned: Vec<&str> = loaded
         .warnings
         .iter()
@@ -172,6 +178,8 @@ fn every_tag_set() {
     assert_eq!(
         warned,
         [
+            "CONF/server/rproxy/ssh_rsa_legacy",
+            "CONF/server/rproxy/rules/rule[1]",
             "CONF/server/proxy/enabled",
             "CONF/server/enable_http",
             "CONF/file_system"
@@ -179,8 +187,9 @@ fn every_tag_set() {
         "{:?}",
         loaded.warnings
     );
-    assert!(loaded
-        .warnings
+    assert!(loaded.warnings[0].message.contains("SHA-1"));
+    assert!(loaded.warnings[1].message.contains("host name"));
+    assert!(loaded.warnings[2..]
         .iter()
         .all(|w| w.message.contains("not implemented") || w.message.contains("not enforced")));
     let c = loaded.config;
@@ -196,6 +205,13 @@ fn every_tag_set() {
         "[2001:db8::1]:2233".parse::<SocketAddr>().unwrap()
     );
     assert_eq!(r.ssh_host_key, Path::new("/srv/key"));
+    assert_eq!(
+        r.ssh_host_rsa_key.as_deref(),
+        Some(Path::new("/srv/rsa_key"))
+    );
+    assert!(r.ssh_rsa_legacy);
+    let shapes: Vec<String> = r.opaque_commands.iter().map(|c| c.to_string()).collect();
+    assert_eq!(shapes, ["ascp -S. -V1", "myxfer -M {n} {arg}"]);
     assert_eq!(r.authorized_keys_file, "/etc/keys/%u");
     assert!(r.password_authentication);
     assert_eq!(r.pam_service, "sshd");
@@ -206,7 +222,7 @@ fn every_tag_set() {
     assert_eq!(r.faulty_host_hold_time, Duration::from_secs(30));
     let rule = &r.rules[0];
     assert_eq!(rule.number, 1);
-    assert_eq!(rule.pos.line, 19);
+    assert_eq!(rule.pos.line, 23);
     assert_eq!(rule.host_ip.unwrap().to_string(), "203.0.113.0/24");
     let d = rule.host_domain.as_ref().unwrap();
     assert_eq!((d.name.as_str(), d.port), ("files.example.com", Some(2233)));
@@ -215,6 +231,7 @@ fn every_tag_set() {
     assert_eq!(rule.hosts[0].port(), 2222);
     assert_eq!(rule.hosts[1].port(), 22);
     assert_eq!(rule.proxy_port, 0);
+    assert_eq!(rule.backend_udp_port, 33002);
     assert_eq!(rule.squash_user.as_deref(), Some("xfer"));
     assert_eq!(rule.keyfile, "/home/$(user)/.ssh/id_rsa");
     assert!(!rule.src_port_filtering);
@@ -528,4 +545,40 @@ fn hostile_input_is_refused_without_panic() {
     ] {
         assert!(parse(text).is_err(), "accepted: {text:.60}");
     }
+}
+
+#[test]
+fn opaque_commands_default_to_ibms_can_be_replaced_or_turned_off_and_bad_ones_are_errors() {
+    let base = |rproxy: &str| {
+        format!(
+            "<CONF><server><rproxy>{rproxy}<rules><rule><host>198.51.100.2</host><keyfile>/k</keyfile></rule></rules></rproxy></server></CONF>"
+        )
+    };
+    let c = parse(&base("")).unwrap().config;
+    assert_eq!(c.server.rproxy.opaque_commands, CommandShape::ibm());
+    assert_eq!(c.server.rproxy.rules[0].backend_udp_port, 33001);
+    assert!(!c.server.rproxy.ssh_rsa_legacy);
+    assert_eq!(c.server.rproxy.ssh_host_rsa_key, None);
+    let c = parse(&base("<opaque_sessions>false</opaque_sessions>"))
+        .unwrap()
+        .config;
+    assert!(c.server.rproxy.opaque_commands.is_empty());
+    let err = parse(&base(
+        "<opaque_commands><command>ascp -S. ; id</command><command>ascp --server</command></opaque_commands>",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("opaque_commands/command[1]"), "{err}");
+    assert!(err.contains("fasp-proxy's own transfer command"), "{err}");
+    // A <proxy_port> other than the backend's UDP port cannot apply to IBM clients: said.
+    let loaded =
+        parse(&base("").replace("<keyfile>", "<proxy_port>40000</proxy_port><keyfile>")).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("cannot have their UDP port rewritten")),
+        "{:?}",
+        loaded.warnings
+    );
 }

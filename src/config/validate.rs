@@ -238,6 +238,28 @@ impl Checker {
                 self.error(&path, "<cidr> is empty");
             }
         }
+        let opaque_sessions = self.required(
+            &format!("{P}/opaque_sessions"),
+            &raw.opaque_sessions,
+            values::boolean,
+        );
+        let mut opaque_commands = Vec::new();
+        for (i, text) in raw.opaque_commands.command.iter().enumerate() {
+            let path = format!("{P}/opaque_commands/command[{}]", i + 1);
+            match CommandShape::parse(text) {
+                Ok(shape) if shape.program() == "ascp" && shape.matches("ascp --server") => {
+                    self.error(&path, "\"ascp --server\" is fasp-proxy's own transfer command, always accepted and always parsed; it cannot be an opaque command");
+                }
+                Ok(shape) => opaque_commands.push(shape),
+                Err(e) => self.error(&path, format!("<command>: {e}")),
+            }
+        }
+        if opaque_commands.is_empty() {
+            opaque_commands = CommandShape::ibm();
+        }
+        if !opaque_sessions {
+            opaque_commands.clear();
+        }
         let rules = raw
             .rules
             .rule
@@ -262,6 +284,19 @@ impl Checker {
                 &raw.ssh_host_key,
                 |s| values::absolute_path(s, &[]),
             )),
+            ssh_host_rsa_key: self
+                .optional(
+                    &format!("{P}/ssh_host_rsa_key"),
+                    &raw.ssh_host_rsa_key,
+                    |s| values::absolute_path(s, &[]),
+                )
+                .map(PathBuf::from),
+            ssh_rsa_legacy: self.required(
+                &format!("{P}/ssh_rsa_legacy"),
+                &raw.ssh_rsa_legacy,
+                values::boolean,
+            ),
+            opaque_commands,
             authorized_keys_file: self.required(
                 &format!("{P}/authorized_keys_file"),
                 &raw.authorized_keys_file,
@@ -444,6 +479,11 @@ impl Checker {
             proxy_port: self.required(&format!("{p}/proxy_port"), &raw.proxy_port, |s| {
                 values::port(s, true)
             }),
+            backend_udp_port: self.required(
+                &format!("{p}/backend_udp_port"),
+                &raw.backend_udp_port,
+                |s| values::port(s, false),
+            ),
             squash_user: self.optional(
                 &format!("{p}/squash_user"),
                 &raw.squash_user,
@@ -538,6 +578,41 @@ impl Checker {
         FileSystem { paths }
     }
 
+    /// What opaque sessions (IBM clients) cannot do, said for the rules it concerns: their host
+    /// name is inside IBM's own stream, so rules are matched by address alone, and their UDP
+    /// port cannot be rewritten.
+    fn opaque_checks(&mut self, rproxy: &ReverseProxy) {
+        let rules_path = |r: &Rule| format!("CONF/server/rproxy/rules/rule[{}]", r.number);
+        for rule in &rproxy.rules {
+            self.rule = Some(rule.label());
+            if rule.host_domain.is_some() {
+                let goes = match rproxy.rules.iter().find(|r| {
+                    r.host_domain.is_none() && (r.host_ip.is_none() || r.host_ip == rule.host_ip)
+                }) {
+                    Some(r) => format!("they go to {} instead", r.label()),
+                    None => "they are refused unless another rule matches by address".to_string(),
+                };
+                self.warning(
+                    &rules_path(rule),
+                    format!(
+                        "opaque sessions (IBM clients) carry the host name inside their own stream, \
+                         so this host_domain rule never matches one; {goes}"
+                    ),
+                );
+            }
+            if rule.proxy_port != 0 && rule.proxy_port != rule.backend_udp_port {
+                self.warning(
+                    &format!("{}/proxy_port", rules_path(rule)),
+                    format!(
+                        "opaque sessions (IBM clients) cannot have their UDP port rewritten: they \
+                         use port {} on the proxy and on the internal server, not <proxy_port> {}",
+                        rule.backend_udp_port, rule.proxy_port
+                    ),
+                );
+            }
+        }
+    }
+
     /// Checks that involve more than one value.
     fn cross_checks(&mut self, config: &Config) {
         let server = &config.server;
@@ -556,7 +631,18 @@ impl Checker {
                 self.error(&rules_path(rule), message);
             }
         }
+        if !rproxy.opaque_commands.is_empty() {
+            self.opaque_checks(rproxy);
+        }
         self.rule = None;
+        if rproxy.ssh_rsa_legacy {
+            self.warning(
+                "CONF/server/rproxy/ssh_rsa_legacy",
+                "ssh-rsa (SHA-1) signatures are accepted from clients and offered for the RSA host \
+                 key: needed by IBM ascp 3.x, weaker than SHA-2; turn it off once no such client \
+                 is left",
+            );
+        }
         if rproxy.enabled && rproxy.rules.is_empty() {
             self.error(
                 "CONF/server/rproxy/rules",

@@ -69,8 +69,8 @@ async fn refresh_counters(shared: &Shared) {
 pub fn table(registry: &Registry) -> String {
     let sessions = registry.snapshot();
     let mut out = format!(
-        "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<19} {:>6} {:>10} {:>12}\n",
-        "SESSION", "USER", "CLIENT", "RULE", "SERVER", "UDP", "AGE", "PACKETS", "BYTES"
+        "{:<36}  {:<10} {:<6} {:<21} {:<28} {:<21} {:<19} {:>6} {:>10} {:>12}\n",
+        "SESSION", "USER", "KIND", "CLIENT", "RULE", "SERVER", "UDP", "AGE", "PACKETS", "BYTES"
     );
     for s in &sessions {
         let age = SystemTime::now()
@@ -98,8 +98,17 @@ pub fn table(registry: &Registry) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<36}  {:<10} {:<21} {:<28} {:<21} {:<19} {:>5}s {:>10} {:>12}",
-            s.id, s.user, s.client, s.rule, server, udp, age, packets, bytes
+            "{:<36}  {:<10} {:<6} {:<21} {:<28} {:<21} {:<19} {:>5}s {:>10} {:>12}",
+            s.id,
+            s.user,
+            if s.opaque { "opaque" } else { "ascp" },
+            s.client,
+            s.rule,
+            server,
+            udp,
+            age,
+            packets,
+            bytes
         );
     }
     let _ = writeln!(

@@ -119,12 +119,15 @@ fn frontend_config(config: &Config) -> FrontendConfig {
     FrontendConfig {
         listen: rproxy.ssh_listen,
         host_key: rproxy.ssh_host_key.clone(),
+        rsa_host_key: rproxy.ssh_host_rsa_key.clone(),
+        ssh_rsa_legacy: rproxy.ssh_rsa_legacy,
         authorized_keys: rproxy.authorized_keys_file.clone(),
         password_pam_service: rproxy
             .password_authentication
             .then(|| rproxy.pam_service.clone()),
         allowed_clients: rproxy.allowed_clients.clone(),
         allowed_commands: vec![session::TRANSFER_COMMAND.to_string()],
+        opaque_commands: rproxy.opaque_commands.clone(),
         max_unauthenticated: MAX_UNAUTHENTICATED,
         auth_rejection_delay: AUTH_REJECTION_DELAY,
         auth_timeout: AUTH_TIMEOUT,

@@ -26,14 +26,14 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use self::error::SessionError;
-use self::registry::{CloseReason, CloseSignal, Refusal, Registry, SessionInfo};
+use self::registry::{CloseReason, CloseSignal, OpaqueJoin, Refusal, Registry, SessionInfo};
 use crate::config::{Config, Rule};
-use crate::dataplane::{DataplaneError, Forwarder, SessionEntry};
+use crate::dataplane::{DataplaneError, Forwarder, SessionEntry, SessionKey};
 use crate::policy::{self, Balancer, Request};
 use crate::protocol::reader::{FrameReader, RawFrame};
 use crate::protocol::{ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit};
 use crate::ssh::client::{self as ssh_client, ClientConfig, HostKeyPolicy};
-use crate::ssh::server::{ExecFinish, ExecHandler, ExecRequest};
+use crate::ssh::server::{CommandKind, ExecFinish, ExecHandler, ExecRequest};
 
 /// The command the proxy accepts from clients and runs on internal servers.
 pub const TRANSFER_COMMAND: &str = "ascp --server";
@@ -47,6 +47,8 @@ pub const BACKEND_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ENTRY_LIFETIME: Duration = Duration::from_secs(60);
 /// How many ports above the preferred one may be used to keep DNAT keys unique.
 pub const PORT_SPAN: u16 = 1000;
+/// Longest an opaque session waits for another one's shared entry to be installed or removed.
+pub const OPAQUE_WAIT: Duration = Duration::from_secs(10);
 
 /// What every session task shares.
 pub struct Shared {
@@ -132,6 +134,7 @@ impl ExecHandler for Sessions {
             started: SystemTime::now(),
             last_activity: Instant::now(),
             forwarded: None,
+            opaque: request.kind == CommandKind::Opaque,
         };
         let max = shared.config.server.rproxy.max_sessions as usize;
         let close = match shared.registry.add_within(info, max) {
@@ -152,6 +155,8 @@ impl ExecHandler for Sessions {
             user: request.user,
             peer,
             local: request.local,
+            command: request.command,
+            kind: request.kind,
         };
         shared
             .tasks
@@ -174,6 +179,10 @@ pub struct Session {
     peer: SocketAddr,
     /// The proxy address the client's connection arrived on.
     local: SocketAddr,
+    /// The command the client runs (run as it is on the internal server).
+    command: String,
+    /// Ours (parsed) or IBM's (opaque).
+    kind: CommandKind,
 }
 
 /// What a session holds that must be released however it ends. Owned by [`Session::run`],
@@ -184,6 +193,8 @@ struct Held {
     backend: Option<Backend>,
     /// The kernel entry, from just before its install is asked for.
     entry: Option<SessionEntry>,
+    /// An opaque session's place in the group sharing its key's entry.
+    opaque: Option<SessionKey>,
 }
 
 /// A logged-in internal server and the transfer command running there.
@@ -212,12 +223,24 @@ impl Session {
         let (mut client_read, mut client_write) = io.into_split();
         let mut held = Held::default();
         let end: Finished = {
-            let steps = self.steps(
-                &mut client_read,
-                &mut client_write,
-                &mut held,
-                close.clone(),
-            );
+            let step_close = close.clone();
+            let steps = async {
+                match self.kind {
+                    CommandKind::Parsed => {
+                        self.steps(&mut client_read, &mut client_write, &mut held, step_close)
+                            .await
+                    }
+                    CommandKind::Opaque => {
+                        self.opaque_steps(
+                            &mut client_read,
+                            &mut client_write,
+                            &mut held,
+                            step_close,
+                        )
+                        .await
+                    }
+                }
+            };
             tokio::select! {
                 biased;
                 reason = close.requested() => Err(SessionError::Closed(reason)),
@@ -276,6 +299,20 @@ impl Session {
             let removed = self.shared.dataplane(move |f| f.remove(&entry)).await;
             if let Some(Err(e)) = removed {
                 warn!("[{id}] removing the UDP forwarding: {e}");
+            }
+        }
+        if let Some(key) = held.opaque {
+            // The last opaque session of its key removes the shared entry.
+            if let Some(entry) = self.shared.registry.leave_opaque(id, key) {
+                info!(
+                    "[{id}] Removing UDP forwarding for {} (any source port): its last session ended",
+                    entry.client
+                );
+                let removed = self.shared.dataplane(move |f| f.remove(&entry)).await;
+                if let Some(Err(e)) = removed {
+                    warn!("[{id}] removing the UDP forwarding: {e}");
+                }
+                self.shared.registry.opaque_drained(key);
             }
         }
         self.shared.registry.remove(id);
@@ -346,7 +383,9 @@ impl Session {
         let keyfile = policy::keyfile(rule, &self.user)
             .map_err(|e| SessionError::Refused(format!("{}: {e}", rule.label())))?;
         // 3. An internal server: round robin, skipping and marking faulty ones.
-        let (addr, client) = self.connect_backend(rule, &backend_user, keyfile).await?;
+        let (addr, client) = self
+            .connect_backend(rule, &backend_user, keyfile, None)
+            .await?;
         info!("[{id}] Established SSH connection with server {addr}");
         let backend = held.backend.insert(Backend {
             client,
@@ -462,8 +501,12 @@ impl Session {
         rule: &Rule,
         user: &str,
         keyfile: PathBuf,
+        only: Option<SocketAddr>,
     ) -> Result<(SocketAddr, ssh_client::Client), SessionError> {
-        let candidates = self.shared.balancer().pick(rule, Instant::now());
+        let candidates = match only {
+            Some(host) => vec![host],
+            None => self.shared.balancer().pick(rule, Instant::now()),
+        };
         if candidates.is_empty() {
             return Err(SessionError::Setup(format!(
                 "every internal server of {} is marked faulty; try again later",
@@ -552,6 +595,29 @@ impl Session {
             lifetime: ENTRY_LIFETIME,
         };
         held.entry = Some(entry.clone());
+        match self.install_entry(&entry, close).await {
+            Ok(()) => {
+                self.shared
+                    .registry
+                    .set_entry(self.id, entry.clone(), backend);
+                Ok(entry)
+            }
+            Err(e) => {
+                // Nothing of it is installed (the backends' promise): nothing to remove.
+                held.entry = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Installs `entry` in the kernel, unless the session was asked to end (checked under
+    /// the data plane's lock, so no entry lands after the daemon's final reconcile). On an
+    /// error nothing of it is installed.
+    async fn install_entry(
+        &self,
+        entry: &SessionEntry,
+        close: CloseSignal,
+    ) -> Result<(), SessionError> {
         let to_install = entry.clone();
         let install =
             move |f: &mut dyn Forwarder| -> Result<Result<(), DataplaneError>, CloseReason> {
@@ -563,23 +629,135 @@ impl Session {
         let failed =
             |why: String| SessionError::Setup(format!("installing the UDP forwarding: {why}"));
         match self.shared.dataplane(install).await {
-            Some(Ok(Ok(()))) => {
-                self.shared
-                    .registry
-                    .set_entry(self.id, entry.clone(), backend);
-                Ok(entry)
-            }
-            // Nothing of it is installed (the backends' promise): nothing to remove.
-            Some(Ok(Err(e))) => {
-                held.entry = None;
-                Err(failed(e.to_string()))
-            }
-            Some(Err(reason)) => {
-                held.entry = None;
-                Err(SessionError::Closed(reason))
-            }
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(failed(e.to_string())),
+            Some(Err(reason)) => Err(SessionError::Closed(reason)),
             None => Err(failed("the data plane thread failed".into())),
         }
+    }
+
+    /// An opaque session (IBM's `ascp -S. -V1` and kin): the rule by the proxy address alone,
+    /// the group of opaque sessions sharing this client's entry (the first one picks the
+    /// internal server and installs the entry, the others go to the same server), the same
+    /// command on the internal server, then every byte relayed both ways unread.
+    async fn opaque_steps(
+        &self,
+        client_read: &mut OwnedReadHalf,
+        client_write: &mut OwnedWriteHalf,
+        held: &mut Held,
+        close: CloseSignal,
+    ) -> Finished {
+        let id = self.id;
+        let config = Arc::clone(&self.shared.config);
+        let request = Request {
+            local_addr: self.local.ip(),
+            requested_host: None,
+            requested_port: 0,
+        };
+        let Some(rule) = policy::select_rule(&config.server.rproxy.rules, &request) else {
+            return Err(SessionError::Refused(format!(
+                "no rule matches this connection (to {}; IBM clients are matched by address): refused",
+                policy::canonical(self.local.ip()),
+            )));
+        };
+        let label = rule.label();
+        self.shared.registry.set_rule(id, label.clone());
+        let backend_user = policy::backend_user(rule, &self.user).to_string();
+        let keyfile = policy::keyfile(rule, &self.user)
+            .map_err(|e| SessionError::Refused(format!("{label}: {e}")))?;
+        // 1. Our place in the group of this client's opaque sessions.
+        let key = SessionKey {
+            client: self.peer.ip(),
+            client_port: None,
+            proxy_port: rule.backend_udp_port,
+        };
+        let waited_since = Instant::now();
+        let joined = loop {
+            match self.shared.registry.join_opaque(id, key, &label) {
+                OpaqueJoin::First => break None,
+                OpaqueJoin::Member(entry, backend) => break Some((entry, backend)),
+                OpaqueJoin::Conflict(why) => return Err(SessionError::Refused(why)),
+                OpaqueJoin::Wait(mut changes) => {
+                    let left = OPAQUE_WAIT.saturating_sub(waited_since.elapsed());
+                    if tokio::time::timeout(left, changes.changed()).await.is_err() {
+                        return Err(SessionError::Setup(format!(
+                            "another session's UDP forwarding for {key} did not settle within {}s",
+                            OPAQUE_WAIT.as_secs()
+                        )));
+                    }
+                }
+            }
+        };
+        held.opaque = Some(key);
+        if let Some((_, backend)) = &joined {
+            info!(
+                "[{id}] Joining the live UDP forwarding of {} (any source port): same internal server {backend}",
+                key.client
+            );
+        }
+        // 2. The internal server (the group's, if it has one) and the same command there.
+        let only = joined.as_ref().map(|(_, backend)| *backend);
+        let (addr, client) = self
+            .connect_backend(rule, &backend_user, keyfile, only)
+            .await?;
+        info!("[{id}] Established SSH connection with server {addr}");
+        let backend = held.backend.insert(Backend {
+            client,
+            io: None,
+            outcome: None,
+        });
+        let exec = backend.client.exec(&self.command).await.map_err(|e| {
+            SessionError::Setup(format!("starting {:?} on {addr}: {e}", self.command))
+        })?;
+        backend.outcome = Some(exec.outcome);
+        let backend_stream = exec
+            .stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
+            .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
+        let (mut backend_read, mut backend_write) = backend_stream.into_split();
+        // 3. The shared kernel entry: installed by the group's first session, before a byte
+        // crosses (the client learns the port from the server, inside the stream).
+        let entry = match joined {
+            Some((entry, _)) => entry,
+            None => {
+                let entry = SessionEntry {
+                    id,
+                    client: key.client,
+                    client_port: None,
+                    proxy_addr: policy::canonical(self.local.ip()),
+                    proxy_port: key.proxy_port,
+                    backend: SocketAddr::new(addr.ip(), rule.backend_udp_port),
+                    snat: self.shared.balancer().source_address(rule),
+                    lifetime: ENTRY_LIFETIME,
+                };
+                self.install_entry(&entry, close).await?;
+                self.shared
+                    .registry
+                    .opaque_installed(key, entry.clone(), addr);
+                entry
+            }
+        };
+        self.shared.registry.set_entry(id, entry.clone(), addr);
+        info!(
+            "[{id}] Setup UDP forwarding between {}:{} (any source port) and {}",
+            entry.client, entry.proxy_port, entry.backend
+        );
+        // 4. Every byte both ways, unread, until the server's side ends.
+        let registry = &self.shared.registry;
+        let relayed = relay::relay(
+            client_read,
+            client_write,
+            &mut backend_read,
+            &mut backend_write,
+            relay::Pending::default(),
+            || registry.touch(id),
+        )
+        .await;
+        if let Some(backend) = held.backend.as_mut() {
+            backend.io = Some((backend_read, backend_write));
+        }
+        relayed.map_err(SessionError::Aborted)
     }
 }
 

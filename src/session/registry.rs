@@ -36,6 +36,9 @@ pub struct SessionInfo {
     pub last_activity: Instant,
     /// Kernel counters last read: (packets, bytes) client → server.
     pub forwarded: Option<(u64, u64)>,
+    /// An opaque session (IBM's protocol, bridged unread; its entry is shared, see
+    /// [`Registry::join_opaque`]).
+    pub opaque: bool,
 }
 
 /// Why a session is asked to end from outside its own task.
@@ -107,6 +110,46 @@ struct Inner {
     keys: HashMap<SessionKey, Uuid>,
     /// Ports held by one session alone (`<udp_port_reuse>false`), and by whom.
     exclusive: HashMap<u16, Uuid>,
+    /// The entries of opaque sessions, each shared by every live opaque session of one client
+    /// address on one client-facing port.
+    opaque: HashMap<SessionKey, OpaqueGroup>,
+    /// Bumped whenever an opaque group is installed or goes, for sessions waiting on one.
+    opaque_changes: Option<watch::Sender<u64>>,
+}
+
+/// Opaque sessions sharing one kernel entry: the key cannot tell them apart (it has no client
+/// UDP port, which only IBM's own stream carries), so they all go to one internal server.
+#[derive(Debug)]
+struct OpaqueGroup {
+    /// The rule the first session matched; a session under another rule cannot join.
+    rule: String,
+    /// The sessions using the entry (the first one among them while it installs).
+    members: Vec<Uuid>,
+    state: GroupState,
+}
+
+#[derive(Debug, Clone)]
+enum GroupState {
+    /// Its first session is logging in to an internal server and installing the entry.
+    Installing,
+    /// The entry is in the kernel, forwarding to the internal server at this SSH address.
+    Live(SessionEntry, SocketAddr),
+    /// Its last session left; the entry is being removed from the kernel.
+    Draining,
+}
+
+/// What [`Registry::join_opaque`] tells an opaque session to do.
+#[derive(Debug)]
+pub enum OpaqueJoin {
+    /// No session holds the key: this one is the group's first; it picks an internal server,
+    /// installs the entry, then calls [`Registry::opaque_installed`].
+    First,
+    /// The entry is live: use it, and the internal server at this SSH address.
+    Member(SessionEntry, SocketAddr),
+    /// The group is being installed or removed: wait for a change, then ask again.
+    Wait(watch::Receiver<u64>),
+    /// The key is taken in a way this session cannot share (why, for the client).
+    Conflict(String),
 }
 
 impl Registry {
@@ -194,7 +237,11 @@ impl Registry {
             };
             // A session without source-port filtering takes every port of its client: it
             // conflicts with the port-specific keys of that client and port, and vice versa.
+            // Opaque sessions' keys are of that kind.
             let clash = g.exclusive.contains_key(&port)
+                || g.opaque
+                    .keys()
+                    .any(|k| k.proxy_port == port && (exclusive || k.client == client))
                 || g.keys.keys().any(|k| {
                     k.proxy_port == port
                         && (exclusive
@@ -212,6 +259,109 @@ impl Registry {
             }
         }
         None
+    }
+
+    /// Joins opaque session `id` (matched `rule`) to the group of `key` (client address, any
+    /// client port, client-facing port), making it the first if there is none. A key held by
+    /// a parsed session, alone (`<udp_port_reuse>false`), or by opaque sessions of another rule
+    /// is a conflict: one kernel entry cannot forward to two places.
+    pub fn join_opaque(&self, id: Uuid, key: SessionKey, rule: &str) -> OpaqueJoin {
+        let mut g = self.lock();
+        if let Some(owner) = g.exclusive.get(&key.proxy_port) {
+            return OpaqueJoin::Conflict(format!(
+                "UDP port {} is held by session {owner} alone (<udp_port_reuse>false)",
+                key.proxy_port
+            ));
+        }
+        if let Some((_, owner)) = g
+            .keys
+            .iter()
+            .find(|(k, _)| k.client == key.client && k.proxy_port == key.proxy_port)
+        {
+            return OpaqueJoin::Conflict(format!(
+                "UDP port {} for {} is held by session {owner}, a fasp-proxy transfer",
+                key.proxy_port, key.client
+            ));
+        }
+        let changes = g
+            .opaque_changes
+            .get_or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        match g.opaque.get_mut(&key) {
+            None => {
+                g.opaque.insert(
+                    key,
+                    OpaqueGroup {
+                        rule: rule.to_string(),
+                        members: vec![id],
+                        state: GroupState::Installing,
+                    },
+                );
+                OpaqueJoin::First
+            }
+            Some(group) if group.rule != rule => OpaqueJoin::Conflict(format!(
+                "{key} is in use by IBM sessions of {} going to another internal server; \
+                 one client address cannot use two rules' servers on the same UDP port at once",
+                group.rule
+            )),
+            Some(group) => match group.state.clone() {
+                GroupState::Live(entry, backend) => {
+                    group.members.push(id);
+                    OpaqueJoin::Member(entry, backend)
+                }
+                GroupState::Installing | GroupState::Draining => OpaqueJoin::Wait(changes),
+            },
+        }
+    }
+
+    /// The first session of `key`'s group installed `entry`, forwarding to the internal server
+    /// at SSH address `backend`; sessions waiting may join.
+    pub fn opaque_installed(&self, key: SessionKey, entry: SessionEntry, backend: SocketAddr) {
+        let mut g = self.lock();
+        if let Some(group) = g.opaque.get_mut(&key) {
+            group.state = GroupState::Live(entry, backend);
+        }
+        Self::opaque_changed(&mut g);
+    }
+
+    /// Opaque session `id` leaves `key`'s group. If it was the last one and the entry is live,
+    /// returns the entry: the caller removes it from the kernel, then calls
+    /// [`Registry::opaque_drained`] (until then the key is not handed out again).
+    pub fn leave_opaque(&self, id: Uuid, key: SessionKey) -> Option<SessionEntry> {
+        let mut g = self.lock();
+        let group = g.opaque.get_mut(&key)?;
+        group.members.retain(|m| *m != id);
+        let installing = matches!(group.state, GroupState::Installing);
+        if installing && !group.members.is_empty() {
+            // Only the first session installs; if it leaves before, the group goes and a
+            // waiting session starts it again.
+            group.members.clear();
+        }
+        if !group.members.is_empty() {
+            return None;
+        }
+        let state = std::mem::replace(&mut group.state, GroupState::Draining);
+        match state {
+            GroupState::Live(entry, _) => Some(entry),
+            GroupState::Installing | GroupState::Draining => {
+                g.opaque.remove(&key);
+                Self::opaque_changed(&mut g);
+                None
+            }
+        }
+    }
+
+    /// The entry [`Registry::leave_opaque`] returned is out of the kernel: the key is free.
+    pub fn opaque_drained(&self, key: SessionKey) {
+        let mut g = self.lock();
+        g.opaque.remove(&key);
+        Self::opaque_changed(&mut g);
+    }
+
+    fn opaque_changed(g: &mut Inner) {
+        if let Some(tx) = &g.opaque_changes {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Records the rule a session matched.
@@ -295,6 +445,7 @@ mod tests {
             started: SystemTime::now(),
             last_activity: Instant::now(),
             forwarded: None,
+            opaque: false,
         }
     }
 
@@ -461,5 +612,82 @@ mod tests {
             Some(33002),
             "freed with its session"
         );
+    }
+
+    fn opaque_key(client: &str, port: u16) -> SessionKey {
+        SessionKey {
+            client: client.parse().unwrap(),
+            client_port: None,
+            proxy_port: port,
+        }
+    }
+
+    #[tokio::test]
+    async fn opaque_sessions_of_one_client_share_one_entry_until_the_last_leaves() {
+        let r = Registry::new();
+        let key = opaque_key("192.0.2.2", 33001);
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        assert!(matches!(r.join_opaque(a, key, "rule 1"), OpaqueJoin::First));
+        let OpaqueJoin::Wait(mut changes) = r.join_opaque(b, key, "rule 1") else {
+            panic!("b must wait while a installs")
+        };
+        let mut e = entry(a);
+        e.client_port = None;
+        let backend: SocketAddr = "198.51.100.2:22".parse().unwrap();
+        r.opaque_installed(key, e.clone(), backend);
+        changes.changed().await.unwrap();
+        assert!(
+            matches!(r.join_opaque(b, key, "rule 1"), OpaqueJoin::Member(got, at) if got == e && at == backend)
+        );
+        assert!(
+            matches!(r.join_opaque(c, key, "rule 2"), OpaqueJoin::Conflict(why) if why.contains("rule 1"))
+        );
+        // A parsed session of that client cannot take the port, another client's can.
+        assert_eq!(
+            r.reserve_port(c, key.client, Some(40000), 33001, 1, false),
+            None
+        );
+        let other: IpAddr = "192.0.2.3".parse().unwrap();
+        assert_eq!(
+            r.reserve_port(c, other, Some(40000), 33001, 1, false),
+            Some(33001)
+        );
+        // The first one leaving keeps the entry for the other.
+        assert!(r.leave_opaque(a, key).is_none());
+        assert_eq!(r.leave_opaque(b, key), Some(e));
+        assert!(
+            matches!(r.join_opaque(a, key, "rule 1"), OpaqueJoin::Wait(_)),
+            "draining"
+        );
+        r.opaque_drained(key);
+        assert!(matches!(r.join_opaque(a, key, "rule 2"), OpaqueJoin::First));
+    }
+
+    #[test]
+    fn an_opaque_key_held_by_a_parsed_session_is_a_conflict_and_a_failed_first_frees_it() {
+        let r = Registry::new();
+        let key = opaque_key("192.0.2.2", 33001);
+        let parsed = Uuid::new_v4();
+        assert_eq!(
+            r.reserve_port(parsed, key.client, Some(40000), 33001, 1, false),
+            Some(33001)
+        );
+        assert!(
+            matches!(r.join_opaque(Uuid::new_v4(), key, "rule 1"), OpaqueJoin::Conflict(why) if why.contains("fasp-proxy transfer"))
+        );
+        r.remove(parsed);
+        let first = Uuid::new_v4();
+        assert!(matches!(
+            r.join_opaque(first, key, "rule 1"),
+            OpaqueJoin::First
+        ));
+        assert!(
+            r.leave_opaque(first, key).is_none(),
+            "nothing was installed"
+        );
+        assert!(matches!(
+            r.join_opaque(Uuid::new_v4(), key, "rule 1"),
+            OpaqueJoin::First
+        ));
     }
 }

@@ -7,11 +7,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use russh::keys::PublicKey;
+use russh::keys::{Algorithm, PublicKey};
 use russh::{MethodKind, MethodSet};
 
 use super::authorized_keys::check_user_key;
 use super::pam::{self, PamError};
+use crate::config::CommandShape;
 
 /// Longest a PAM check may take (a module may ask a directory server).
 pub const PAM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,8 +26,21 @@ pub struct Access {
     password_pam_service: Option<String>,
     /// Clients allowed to connect; empty allows all.
     allowed_clients: Vec<IpNet>,
-    /// Exact command lines a user may run.
+    /// Exact command lines a user may run (parsed sessions: fasp-proxy's own protocol).
     allowed_commands: Vec<String>,
+    /// Command shapes run as opaque sessions (IBM's protocol, bridged unread).
+    opaque_commands: Vec<CommandShape>,
+    /// ssh-rsa (SHA-1) signatures of user keys are accepted.
+    ssh_rsa_legacy: bool,
+}
+
+/// How an allowed command is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    /// fasp-proxy's own transfer command: its handshake is read and the UDP port rewritten.
+    Parsed,
+    /// One of the opaque command shapes (IBM's clients): bridged byte for byte.
+    Opaque,
 }
 
 /// Why a password login was refused.
@@ -55,7 +69,27 @@ impl Access {
             password_pam_service,
             allowed_clients,
             allowed_commands,
+            opaque_commands: Vec::new(),
+            ssh_rsa_legacy: false,
         }
+    }
+
+    /// The same rules, with `shapes` accepted as opaque sessions too.
+    pub fn with_opaque_commands(mut self, shapes: Vec<CommandShape>) -> Access {
+        self.opaque_commands = shapes;
+        self
+    }
+
+    /// The same rules, with ssh-rsa (SHA-1) signatures of user keys accepted if `on`.
+    pub fn with_ssh_rsa_legacy(mut self, on: bool) -> Access {
+        self.ssh_rsa_legacy = on;
+        self
+    }
+
+    /// Whether a user key may sign with `algorithm`: everything russh verifies but ssh-rsa
+    /// (SHA-1), which only `<ssh_rsa_legacy>` allows.
+    pub fn signature_allowed(&self, algorithm: &Algorithm) -> bool {
+        self.ssh_rsa_legacy || *algorithm != (Algorithm::Rsa { hash: None })
     }
 
     /// Whether a client at `ip` may connect at all (checked before any SSH is spoken).
@@ -113,9 +147,21 @@ impl Access {
         outcome.map_err(PasswordRefusal::Pam)
     }
 
-    /// Whether `command` may run: it must be exactly one of the allowed command lines.
+    /// Whether `command` may run, and how: exactly one of the allowed command lines (parsed),
+    /// else one of the opaque shapes; `None` for anything else.
+    pub fn classify(&self, command: &str) -> Option<CommandKind> {
+        if self.allowed_commands.iter().any(|c| c == command) {
+            Some(CommandKind::Parsed)
+        } else if self.opaque_commands.iter().any(|s| s.matches(command)) {
+            Some(CommandKind::Opaque)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `command` may run at all.
     pub fn command_allowed(&self, command: &str) -> bool {
-        self.allowed_commands.iter().any(|c| c == command)
+        self.classify(command).is_some()
     }
 
     /// The allowed commands, quoted, for messages ("'ascp --server'", or "nothing").
@@ -124,6 +170,7 @@ impl Access {
             .allowed_commands
             .iter()
             .map(|c| format!("'{c}'"))
+            .chain(self.opaque_commands.iter().map(|s| format!("'{s}'")))
             .collect();
         if quoted.is_empty() {
             "nothing".to_string()
@@ -165,6 +212,23 @@ mod tests {
         assert!(!a.methods().contains(&MethodKind::Password));
         let with_passwords = Access::new(String::new(), Some("fasp-proxy".into()), vec![], vec![]);
         assert!(with_passwords.methods().contains(&MethodKind::Password));
+    }
+
+    #[test]
+    fn opaque_shapes_and_sha1_signatures() {
+        let a = access(&[], &["ascp --server"]).with_opaque_commands(CommandShape::ibm());
+        assert_eq!(a.classify("ascp --server"), Some(CommandKind::Parsed));
+        assert_eq!(a.classify("ascp -S. -V1"), Some(CommandKind::Opaque));
+        assert_eq!(a.classify("ascp -S. -V1; id"), None);
+        assert!(a.commands_list().contains("'ascp4 -S.'"));
+        let sha1 = Algorithm::Rsa { hash: None };
+        let sha2 = Algorithm::Rsa {
+            hash: Some(russh::keys::HashAlg::Sha256),
+        };
+        assert!(!a.signature_allowed(&sha1));
+        assert!(a.signature_allowed(&sha2));
+        assert!(a.signature_allowed(&Algorithm::Ed25519));
+        assert!(a.with_ssh_rsa_legacy(true).signature_allowed(&sha1));
     }
 
     #[tokio::test]

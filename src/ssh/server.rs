@@ -17,6 +17,7 @@
 //!   one-line message on stderr and exit status 1 (the request itself is answered with success,
 //!   because OpenSSH's client drops the message and exits 255 on a failure reply there).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -27,17 +28,19 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use log::{debug, info, warn};
-use russh::keys::{HashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, SshId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
+pub use super::access::CommandKind;
 use super::access::{Access, PasswordRefusal};
 pub use super::authorized_keys::{
     authorized_key_matches, expand_pattern, AUTHORIZED_KEYS_MAX, HARMLESS_OPTIONS,
 };
 use super::bridge::{self, Outbound};
+use crate::config::CommandShape;
 
 /// How the front end is set up (from `<rproxy>`).
 #[derive(Debug, Clone)]
@@ -47,6 +50,11 @@ pub struct FrontendConfig {
     /// The host private key (`ssh_host_key`), OpenSSH format, unencrypted (as written by
     /// `fasp-proxy create-config`).
     pub host_key: PathBuf,
+    /// A second host key (`ssh_host_rsa_key`), for clients that know only RSA host keys.
+    pub rsa_host_key: Option<PathBuf>,
+    /// `ssh_rsa_legacy`: ssh-rsa (SHA-1) signatures offered for the RSA host key and accepted
+    /// from user keys. Off: SHA-2 only (`rsa-sha2-512`/`-256`).
+    pub ssh_rsa_legacy: bool,
     /// Authorized keys path pattern (`authorized_keys_file`): `%u` user, `%h` home, `%%`.
     /// A relative result is taken relative to the user's home, as OpenSSH does.
     pub authorized_keys: String,
@@ -57,6 +65,8 @@ pub struct FrontendConfig {
     pub allowed_clients: Vec<IpNet>,
     /// The exact command lines `exec` may run (e.g. `ascp --server`).
     pub allowed_commands: Vec<String>,
+    /// Command shapes `exec` may run as opaque sessions (IBM's clients).
+    pub opaque_commands: Vec<CommandShape>,
     /// Most connections not yet authenticated at once; more are closed on accept (0 counts
     /// as 1).
     pub max_unauthenticated: usize,
@@ -77,6 +87,8 @@ pub struct ExecRequest {
     pub local: SocketAddr,
     /// The command line.
     pub command: String,
+    /// How the command is run: parsed (ours) or opaque (IBM's).
+    pub kind: CommandKind,
     /// The command's stdin (read) and stdout (write). Reading gives EOF when the client sends
     /// EOF (or goes away). Shutting down the write half ends stdout: the client is sent EOF
     /// when the channel is finished (after any stderr, as sshd does), because SSH allows no
@@ -198,18 +210,22 @@ pub fn with_listener(
     listener: TcpListener,
     handler: Arc<dyn ExecHandler>,
 ) -> Result<Frontend, FrontendError> {
-    let key = russh::keys::load_secret_key(&config.host_key, None).map_err(|e| {
-        FrontendError::HostKey {
-            path: config.host_key.clone(),
+    let mut keys = Vec::new();
+    for path in std::iter::once(&config.host_key).chain(config.rsa_host_key.as_ref()) {
+        let key = russh::keys::load_secret_key(path, None).map_err(|e| FrontendError::HostKey {
+            path: path.clone(),
             why: e.to_string(),
-        }
-    })?;
+        })?;
+        keys.push(key);
+    }
     let access = Access::new(
         config.authorized_keys.clone(),
         config.password_pam_service.clone(),
         config.allowed_clients.clone(),
         config.allowed_commands.clone(),
-    );
+    )
+    .with_opaque_commands(config.opaque_commands.clone())
+    .with_ssh_rsa_legacy(config.ssh_rsa_legacy);
     let russh_config = russh::server::Config {
         server_id: SshId::Standard(
             concat!("SSH-2.0-fasp-proxy_", env!("CARGO_PKG_VERSION")).into(),
@@ -218,7 +234,11 @@ pub fn with_listener(
         auth_rejection_time: config.auth_rejection_delay,
         // OpenSSH opens with a "none" probe to learn the methods: nothing to hide there.
         auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![key],
+        keys,
+        preferred: russh::Preferred {
+            key: Cow::Owned(key_algorithms(config.ssh_rsa_legacy)),
+            ..russh::Preferred::default()
+        },
         max_auth_attempts: MAX_AUTH_ATTEMPTS,
         // The control channel of a long transfer may stay silent for hours: no inactivity
         // limit, but keepalives find clients that are gone.
@@ -380,6 +400,9 @@ async fn connection(
         ended = &mut running => {
             match ended {
                 Ok(()) => debug!("{peer}: closed before authenticating"),
+                Err(russh::Error::NoCommonAlgo { kind, ours, theirs }) => {
+                    info!("{}", no_common_algorithm(peer, kind, &ours, &theirs));
+                }
                 Err(e) => debug!("{peer}: closed before authenticating: {e}"),
             }
             return;
@@ -499,6 +522,15 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if !self.shared.access.signature_allowed(offer.algorithm) {
+            info!(
+                "{}: refused publickey for {user} ({}): ssh-rsa (SHA-1) signatures are off; \
+                 <ssh_rsa_legacy>true</ssh_rsa_legacy> allows them (IBM ascp 3.x needs it)",
+                self.peer,
+                fingerprint(offer.public_key)
+            );
+            return Ok(Auth::reject());
+        }
         if self.key_allowed(user, offer.public_key).await {
             Ok(Auth::Accept)
         } else {
@@ -512,6 +544,14 @@ impl russh::server::Handler for Connection {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         // Checked again: a client may sign without probing first.
+        if !self.shared.access.signature_allowed(key.algorithm) {
+            info!(
+                "{}: refused publickey for {user} ({}): ssh-rsa (SHA-1) signatures are off",
+                self.peer,
+                fingerprint(key.public_key)
+            );
+            return Ok(Auth::reject());
+        }
         if self.key_allowed(user, key.public_key).await {
             info!(
                 "{}: accepted publickey for {user} ({})",
@@ -756,7 +796,7 @@ impl russh::server::Handler for Connection {
             // A second command on a channel already in use.
             return session.channel_failure(channel);
         };
-        if !self.shared.access.command_allowed(&command) {
+        let Some(kind) = self.shared.access.classify(&command) else {
             info!("{}: {user}: command not allowed: {command:?}", self.peer);
             let message = format!(
                 "fasp-proxy: command not allowed: {}; only {} may run",
@@ -764,7 +804,7 @@ impl russh::server::Handler for Connection {
                 self.commands_list()
             );
             return self.refuse(channel, session, &message);
-        }
+        };
         if !self.shared.handler.admit() {
             info!("{}: {user}: session refused: too many sessions", self.peer);
             return self.refuse(
@@ -795,6 +835,7 @@ impl russh::server::Handler for Connection {
             peer: self.peer,
             local: self.local,
             command,
+            kind,
             io: theirs,
             finish: ExecFinish { tx: finish_tx },
         });
@@ -857,6 +898,39 @@ fn drain_now(local: &tokio::net::unix::OwnedReadHalf, buf: &mut [u8]) -> Option<
         Ok(0) | Err(_) => None,
         Ok(n) => Some(n),
     }
+}
+
+/// The host key and user key signature algorithms the front end offers and accepts: russh's
+/// defaults (Ed25519, ECDSA, RSA with SHA-2), and ssh-rsa (SHA-1) only with `legacy`.
+fn key_algorithms(legacy: bool) -> Vec<Algorithm> {
+    russh::Preferred::default()
+        .key
+        .iter()
+        .filter(|a| legacy || **a != (Algorithm::Rsa { hash: None }))
+        .cloned()
+        .collect()
+}
+
+/// The log line for a handshake that found no common algorithm, with the fix when the client
+/// knows only ssh-rsa (IBM ascp 3.x).
+fn no_common_algorithm(
+    peer: SocketAddr,
+    kind: russh::AlgorithmKind,
+    ours: &[String],
+    theirs: &[String],
+) -> String {
+    let mut line = format!(
+        "{peer}: SSH handshake failed: no common {kind:?} algorithm (client offers {}; we offer {})",
+        theirs.join(","),
+        ours.join(",")
+    );
+    if theirs.iter().any(|a| a == "ssh-rsa") {
+        line.push_str(
+            "; the client knows only ssh-rsa (SHA-1), as IBM ascp 3.x does: \
+             <ssh_rsa_legacy>true</ssh_rsa_legacy> with an <ssh_host_rsa_key> lets it in",
+        );
+    }
+    line
 }
 
 /// `command` with control characters escaped and cut to a sensible length, for a one-line
