@@ -56,8 +56,14 @@ impl ProxyLab {
 
     /// Like [`ProxyLab::new`], with `extra` appended to each sshd_config (after the `ForceCommand`).
     fn with_sshd_config(n: usize, extra: &str) -> ProxyLab {
+        ProxyLab::with_force_command(n, &format!("{ASCP} --server\n{extra}"))
+    }
+
+    /// `n` internal servers whose sshd runs `command` for every login (`ForceCommand`; the
+    /// client's command is in `$SSH_ORIGINAL_COMMAND`).
+    fn with_force_command(n: usize, command: &str) -> ProxyLab {
         let topo = Topology::new(n);
-        let sshd_extra = format!("ForceCommand {ASCP} --server\n{extra}");
+        let sshd_extra = format!("ForceCommand {command}\n");
         let servers = (0..n).map(|i| start_sshd(&topo, i, &sshd_extra)).collect();
         let dir = tempfile::tempdir().unwrap();
         ProxyLab {
@@ -1679,4 +1685,434 @@ fn shutdown_ends_a_session_still_waiting_for_its_request() {
         lab.log()
     );
     drop(waiting);
+}
+
+// --- IBM clients: opaque sessions ---------------------------------------------------------
+
+/// Where `scripts/test.sh` put IBM's ascp (PyPI's cos-aspera wheel), from
+/// `FASP_PROXY_IBM_ASCP_DIR`. The interop tests need it: without it they fail, saying how to
+/// get it.
+fn ibm_ascp_dir() -> PathBuf {
+    let dir = std::env::var_os("FASP_PROXY_IBM_ASCP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "FASP_PROXY_IBM_ASCP_DIR is not set: run the tests with ./scripts/test.sh, which \
+             fetches IBM's ascp (PyPI cos-aspera 0.1.163682) and sets it"
+            )
+        });
+    assert!(
+        dir.join("ascp").is_file(),
+        "FASP_PROXY_IBM_ASCP_DIR={} holds no ascp; rerun ./scripts/test.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// A server-side command script in `dir`: records each client command in `dir/commands`,
+/// then (for `ascp -S. -V1` only) waits `hold` seconds and runs IBM's ascp as the server.
+fn ibm_server_script(dir: &Path, hold: u32) -> PathBuf {
+    let ibm = ibm_ascp_dir();
+    let script = dir.join("ibm-server.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$SSH_ORIGINAL_COMMAND\" >> {dir}/commands\n\
+             case \"$SSH_ORIGINAL_COMMAND\" in\n\
+             'ascp -S. -V1') sleep {hold}; LD_LIBRARY_PATH={ibm} exec {ibm}/ascp -S. -V1 ;;\n\
+             *) echo \"not an IBM command: $SSH_ORIGINAL_COMMAND\" >&2; exit 1 ;;\n\
+             esac\n",
+            dir = dir.display(),
+            ibm = ibm.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+/// An RSA client key in PEM (what IBM's ascp reads), made in `dir`.
+fn rsa_client_key(dir: &Path) -> PathBuf {
+    let key = dir.join("id_rsa");
+    let status = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q", "-t", "rsa", "-b", "3072", "-m", "PEM", "-N", "", "-C", "ibm", "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    key
+}
+
+/// IBM's ascp in the client namespace: an upload of `src` to `destination` (host:path) with
+/// `key` on SSH port `port` (bounded).
+fn ibm_ascp(lab: &ProxyLab, key: &Path, port: &str, src: &Path, destination: &str) -> Output {
+    let ibm = ibm_ascp_dir();
+    let lib = format!("LD_LIBRARY_PATH={}", ibm.display());
+    let bin = ibm.join("ascp").display().to_string();
+    let key = key.display().to_string();
+    let src = src.display().to_string();
+    lab.topo.client.try_exec(&[
+        "env",
+        &lib,
+        "timeout",
+        "60",
+        &bin,
+        "-P",
+        port,
+        "-i",
+        &key,
+        &src,
+        destination,
+    ])
+}
+
+/// The proxy with IBM's legacy SSH on: its RSA host key and ssh-rsa (SHA-1) allowed, and the
+/// client's RSA key accepted for root.
+fn configure_for_ibm(lab: &ProxyLab, rsa_key: &Path, server_extra: &str) -> PathBuf {
+    let etc = lab.path("etc");
+    let conf = lab.configure_full(
+        &default_rule(lab),
+        &format!(
+            "<ssh_rsa_legacy>true</ssh_rsa_legacy><ssh_host_rsa_key>{}</ssh_host_rsa_key>",
+            etc.join("ssh_host_rsa_key").display()
+        ),
+        server_extra,
+    );
+    let mut keys = std::fs::read_to_string(etc.join("root.keys")).unwrap();
+    keys.push_str(&std::fs::read_to_string(rsa_key.with_extension("pub")).unwrap());
+    std::fs::write(etc.join("root.keys"), keys).unwrap();
+    conf
+}
+
+fn ibm_client_through_the_proxy(forwarding: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let script = ibm_server_script(work.path(), 3);
+    // The server also speaks IBM's legacy SSH, for the direct run.
+    let rsa = rsa_client_key(work.path());
+    let host_rsa = work.path().join("host_rsa");
+    std::fs::copy(&rsa, &host_rsa).unwrap();
+    std::fs::set_permissions(
+        &host_rsa,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut lab = ProxyLab::with_force_command(
+        1,
+        &format!(
+            "{}\nHostKey {}\nHostKeyAlgorithms +ssh-rsa\nPubkeyAcceptedAlgorithms +ssh-rsa",
+            script.display(),
+            host_rsa.display()
+        ),
+    );
+    let conf = configure_for_ibm(
+        &lab,
+        &rsa,
+        &format!("<forwarding_type>{forwarding}</forwarding_type>"),
+    );
+    lab.start(&conf);
+    let src = lab.path("ibm.bin");
+    std::fs::write(&src, content(100_000, 9)).unwrap();
+    let dst = format!("root@{}:/tmp/", lab::PROXY_CLIENT_V4);
+
+    // Direct first (the client routed to the server), to compare.
+    std::fs::write(
+        lab.servers[0].dir.path().join("authorized_keys"),
+        std::fs::read(rsa.with_extension("pub")).unwrap(),
+    )
+    .unwrap();
+    let direct = ibm_ascp(
+        &lab,
+        &rsa,
+        "22",
+        &src,
+        &format!("root@{}:/tmp/", lab::server_v4(0)),
+    );
+    assert!(
+        text(&direct.stdout).contains("Server has only a client license"),
+        "direct: {}",
+        describe(&direct)
+    );
+    // The proxy logs in to the server with server 0's key again.
+    lab.trust_key_everywhere();
+    std::fs::copy(
+        lab.servers[0].client_key.with_extension("pub"),
+        lab.servers[0].dir.path().join("authorized_keys"),
+    )
+    .unwrap();
+
+    // Through the proxy, observed while the server side holds the session.
+    let ibm = ibm_ascp_dir();
+    let lib = format!("LD_LIBRARY_PATH={}", ibm.display());
+    let bin = ibm.join("ascp").display().to_string();
+    let (key, src_s) = (rsa.display().to_string(), src.display().to_string());
+    let from = lab.log().len();
+    let client = lab.topo.client.spawn(&[
+        "env", &lib, "timeout", "60", &bin, "-P", "33001", "-i", &key, &src_s, &dst,
+    ]);
+    let shown = lab::wait_until(Duration::from_secs(20), || match forwarding {
+        "iptables" => lab.iptables_nat().contains("192.0.2.2"),
+        _ => lab.topo.nft_sessions_any_port().contains("192.0.2.2"),
+    });
+    assert!(
+        shown,
+        "no entry while the IBM session lived:\n{}\n{}\n{}",
+        lab.topo.nft_sessions_any_port(),
+        lab.iptables_nat(),
+        lab.log_since(from)
+    );
+    if forwarding == "nftables" {
+        let map = lab.topo.nft_sessions_any_port();
+        assert!(
+            map.contains("192.0.2.2 . 33001"),
+            "any source port, port 33001:\n{map}"
+        );
+    }
+    let mut client = client;
+    let status = client.wait_exit(Duration::from_secs(60));
+    let out = client.log();
+    assert!(
+        out.contains("Server has only a client license"),
+        "the IBM server's own words must reach the client:\n{out}\n{}",
+        lab.log_since(from)
+    );
+    assert_eq!(
+        status.code(),
+        direct.status.code(),
+        "same exit status as direct:\n{out}"
+    );
+    assert_ne!(status.code(), Some(0));
+    let log = lab.log_since(from);
+    assert!(log.contains("(any source port)"), "{log}");
+    assert!(log.contains("Connection closed"), "{log}");
+    let commands = std::fs::read_to_string(work.path().join("commands")).unwrap();
+    assert_eq!(commands.lines().last(), Some("ascp -S. -V1"), "{commands}");
+    let gone = lab::wait_until(Duration::from_secs(10), || {
+        !lab.topo.nft_sessions_any_port().contains("192.0.2.2")
+            && !lab.iptables_nat().contains("192.0.2.2")
+    });
+    assert!(
+        gone,
+        "the entry outlived the session:\n{}\n{}",
+        lab.topo.nft_sessions_any_port(),
+        lab.iptables_nat()
+    );
+    lab.stop();
+}
+
+#[test]
+fn ibm_ascp_reaches_ibms_server_through_the_proxy_with_nftables() {
+    ibm_client_through_the_proxy("nftables");
+}
+
+#[test]
+fn ibm_ascp_reaches_ibms_server_through_the_proxy_with_iptables() {
+    ibm_client_through_the_proxy("iptables");
+}
+
+#[test]
+fn with_legacy_ssh_off_ibm_ascp_is_refused_at_the_handshake_and_the_log_says_why() {
+    let work = tempfile::tempdir().unwrap();
+    let script = ibm_server_script(work.path(), 0);
+    let mut lab = ProxyLab::with_force_command(1, script.to_str().unwrap());
+    let rsa = rsa_client_key(work.path());
+    let conf = lab.configure(&default_rule(&lab), "");
+    lab.start(&conf);
+    let src = lab.path("ibm.bin");
+    std::fs::write(&src, b"x").unwrap();
+    let from = lab.log().len();
+    let out = ibm_ascp(
+        &lab,
+        &rsa,
+        "33001",
+        &src,
+        &format!("root@{}:/tmp/", lab::PROXY_CLIENT_V4),
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    let logged = lab::wait_until(Duration::from_secs(5), || {
+        lab.log_since(from).contains("SSH handshake failed")
+    });
+    let log = lab.log_since(from);
+    assert!(logged && log.contains("ssh_rsa_legacy"), "{log}");
+    assert!(
+        !work.path().join("commands").exists(),
+        "nothing reached the server"
+    );
+    assert!(!lab.topo.nft_sessions_any_port().contains("192.0.2.2"));
+}
+
+/// A server-side command script for the opaque UDP test: records which server ran it (its
+/// address, from `$SSH_CONNECTION`) in `dir`, then echoes stdin until EOF, as a held-open session.
+fn holding_script(dir: &Path) -> PathBuf {
+    let script = dir.join("hold.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -- $SSH_CONNECTION\nme=$3\n\
+             echo \"$SSH_ORIGINAL_COMMAND\" >> {dir}/ran-on-$me\nexec cat\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_ends() {
+    let work = tempfile::tempdir().unwrap();
+    let script = holding_script(work.path());
+    let mut lab = ProxyLab::with_force_command(2, script.to_str().unwrap());
+    lab.trust_key_everywhere();
+    let key = lab.servers[0].client_key.display().to_string();
+    let conf = lab.configure(
+        &format!(
+            "<rule><hosts><host>{}:22</host><host>{}:22</host></hosts><squash_user>root</squash_user><keyfile>{key}</keyfile></rule>",
+            lab::server_v4(0),
+            lab::server_v4(1)
+        ),
+        "",
+    );
+    lab.start(&conf);
+    // Two sessions from one client address, held open by their stdin.
+    let ssh_line = |secs: u32| {
+        let args = lab.ssh_args(&format!("root@{}", lab::PROXY_CLIENT_V4), &[]);
+        format!("sleep {secs} | {} 'ascp -S. -V1'", args.join(" "))
+    };
+    let first = lab.topo.client.spawn(&["sh", "-c", &ssh_line(8)]);
+    assert!(
+        lab::wait_until(Duration::from_secs(15), || lab
+            .topo
+            .nft_sessions_any_port()
+            .contains("192.0.2.2")),
+        "no entry:\n{}\n{}",
+        lab.log(),
+        first.log()
+    );
+    let second = lab.topo.client.spawn(&["sh", "-c", &ssh_line(4)]);
+    assert!(
+        lab::wait_until(Duration::from_secs(15), || lab
+            .log()
+            .contains("Joining the live UDP forwarding")),
+        "{}",
+        lab.log()
+    );
+    let ran_anywhere = || {
+        (0..2)
+            .filter(|i| {
+                work.path()
+                    .join(format!("ran-on-{}", lab::server_v4(*i)))
+                    .exists()
+            })
+            .count()
+    };
+    lab::wait_until(Duration::from_secs(5), || ran_anywhere() > 0);
+    let ran: Vec<String> = (0..2)
+        .filter(|i| {
+            work.path()
+                .join(format!("ran-on-{}", lab::server_v4(*i)))
+                .exists()
+        })
+        .map(|i| lab::server_v4(i).to_string())
+        .collect();
+    assert_eq!(
+        ran.len(),
+        1,
+        "both sessions on one server: {ran:?} {:?}\n{}",
+        std::fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>(),
+        lab.log()
+    );
+    let on = if ran[0] == lab::server_v4(0).to_string() {
+        0
+    } else {
+        1
+    };
+    let sinks: Vec<_> = (0..2)
+        .map(|i| {
+            lab::udp_socket(
+                &lab.topo.servers[i],
+                SocketAddr::new(lab::server_v4(i).into(), 33001),
+                Duration::from_millis(500),
+            )
+        })
+        .collect();
+    // Any source port of the client reaches that server's 33001, and only it.
+    for port in [40001u16, 40002] {
+        let sock = lab::udp_socket(
+            &lab.topo.client,
+            SocketAddr::new(lab::CLIENT_V4.into(), port),
+            Duration::from_millis(500),
+        );
+        sock.send_to(
+            b"opaque",
+            SocketAddr::new(lab::PROXY_CLIENT_V4.into(), 33001),
+        )
+        .unwrap();
+        let got = lab::try_recv(&sinks[on]);
+        assert_eq!(
+            got.map(|g| g.0),
+            Some(b"opaque".to_vec()),
+            "from port {port}"
+        );
+        assert!(lab::try_recv(&sinks[1 - on]).is_none());
+    }
+    // Both sessions end (their stdin closes); the entry and its flows go with the last.
+    let (mut first, mut second) = (first, second);
+    first.wait_exit(Duration::from_secs(20));
+    second.wait_exit(Duration::from_secs(20));
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || !lab
+            .topo
+            .nft_sessions_any_port()
+            .contains("192.0.2.2")),
+        "{}\n{}",
+        lab.topo.nft_sessions_any_port(),
+        lab.log()
+    );
+    let flows = lab.conntrack_from_port(40001);
+    assert!(
+        !flows.contains("198.51.100."),
+        "a forwarded flow is left:\n{flows}"
+    );
+    let sock = lab::udp_socket(
+        &lab.topo.client,
+        SocketAddr::new(lab::CLIENT_V4.into(), 40001),
+        Duration::from_millis(500),
+    );
+    sock.send_to(b"late", SocketAddr::new(lab::PROXY_CLIENT_V4.into(), 33001))
+        .unwrap();
+    assert!(
+        lab::try_recv(&sinks[on]).is_none(),
+        "forwarded after the sessions ended"
+    );
+
+    // kill -9 with an opaque session live, then a restart: nothing is left.
+    let _held = lab.topo.client.spawn(&["sh", "-c", &ssh_line(30)]);
+    assert!(
+        lab::wait_until(Duration::from_secs(15), || lab
+            .topo
+            .nft_sessions_any_port()
+            .contains("192.0.2.2")),
+        "{}",
+        lab.log()
+    );
+    let mut daemon = lab.daemon.take().unwrap();
+    let pid = daemon.pid().to_string();
+    lab.topo.proxy.exec(&["kill", "-KILL", &pid]);
+    daemon.wait_exit(Duration::from_secs(10));
+    assert!(
+        lab.topo.nft_sessions_any_port().contains("192.0.2.2"),
+        "outlives a killed daemon"
+    );
+    lab.start(&conf);
+    assert!(
+        !lab.topo.nft_sessions_any_port().contains("192.0.2.2"),
+        "after the restart:\n{}",
+        lab.topo.nft_sessions_any_port()
+    );
+    lab.stop();
 }

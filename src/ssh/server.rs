@@ -396,20 +396,31 @@ async fn connection(
     };
     let handle = running.handle();
     tokio::pin!(running);
-    let authed = tokio::select! {
+    let ended_early = |ended: Result<(), russh::Error>| match ended {
+        Ok(()) => debug!("{peer}: closed before authenticating"),
+        Err(russh::Error::NoCommonAlgo { kind, ours, theirs }) => {
+            info!("{}", no_common_algorithm(peer, kind, &ours, &theirs));
+        }
+        Err(e) => debug!("{peer}: closed before authenticating: {e}"),
+    };
+    let waited = tokio::select! {
         ended = &mut running => {
-            match ended {
-                Ok(()) => debug!("{peer}: closed before authenticating"),
-                Err(russh::Error::NoCommonAlgo { kind, ours, theirs }) => {
-                    info!("{}", no_common_algorithm(peer, kind, &ours, &theirs));
-                }
-                Err(e) => debug!("{peer}: closed before authenticating: {e}"),
-            }
+            ended_early(ended);
             return;
         }
         waited = tokio::time::timeout_at(deadline, authed_rx.wait_for(|a| *a)) => {
-            matches!(waited, Ok(Ok(_)))
+            waited.map(|r| r.is_ok())
         }
+    };
+    let authed = match waited {
+        Ok(true) => true,
+        // The handler is gone: the connection ended (e.g. the handshake failed); say why.
+        Ok(false) => {
+            let ended = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+            ended_early(ended.unwrap_or(Ok(())));
+            return;
+        }
+        Err(_) => false,
     };
     if !authed {
         info!(

@@ -756,6 +756,24 @@ impl Topology {
         )
     }
 
+    /// `nft list map ip fasp_proxy sessions_any_port` in the proxy namespace (empty if there is
+    /// none): the entries without source-port filtering (and those of IBM's opaque sessions).
+    pub fn nft_sessions_any_port(&self) -> String {
+        text(
+            &self
+                .proxy
+                .try_exec(&[
+                    "nft",
+                    "list",
+                    "map",
+                    "ip",
+                    "fasp_proxy",
+                    "sessions_any_port",
+                ])
+                .stdout,
+        )
+    }
+
     /// `nft list map ip fasp_proxy sessions` in the proxy namespace (empty if there is none):
     /// the proxy's per-session entries.
     pub fn nft_sessions(&self) -> String {
