@@ -15,8 +15,12 @@
 //! differences: the schema's root element is `conf` while every file says `CONF`, and the schema
 //! defines `<default><file_system>` twice (once for transfer settings, once for `<access>`), merged
 //! here into one entry.
+//!
+//! Also here: the reconciliation of IBM's per-rule `<forwarding_type>` with the server-level one,
+//! since the daemon has a single data-plane backend ([`one_forwarding_type`]).
 
 use super::diagnostic::{Diagnostic, Pos};
+use super::model::ForwardingType;
 use super::suggest;
 
 /// One element of IBM's schema.
@@ -941,6 +945,73 @@ pub fn check_attributes(
     found
 }
 
+/// One `<forwarding_type>` the file sets: `<server><forwarding_type>` or one in a `<rule>`.
+#[derive(Debug, Clone)]
+pub struct ForwardingSetting {
+    /// The value.
+    pub value: ForwardingType,
+    /// Where the tag is.
+    pub pos: Option<Pos>,
+    /// Its tag path.
+    pub path: String,
+    /// The label of the rule it is in; `None` for the server-level tag.
+    pub rule: Option<String>,
+}
+
+impl ForwardingSetting {
+    fn line(&self) -> u32 {
+        self.pos.map_or(0, |p| p.line)
+    }
+}
+
+/// The one data-plane backend of the daemon, from the server-level `<forwarding_type>` and the
+/// per-rule ones IBM's files carry: the server's when it is set, and then every rule that sets
+/// one must agree with it; otherwise every rule that sets one must agree with the others, and
+/// that value is used. `None` when nothing sets it (the default applies). Disagreements are
+/// errors naming both places.
+pub fn one_forwarding_type(
+    server: Option<&ForwardingSetting>,
+    rules: &[ForwardingSetting],
+) -> (Option<ForwardingType>, Vec<Diagnostic>) {
+    let mut errors = Vec::new();
+    let chosen = server.or_else(|| rules.first());
+    if let Some(chosen) = chosen {
+        for rule in rules {
+            if rule.value == chosen.value {
+                continue;
+            }
+            let other = match &chosen.rule {
+                None => format!(
+                    "<server><forwarding_type> {} (line {})",
+                    chosen.value,
+                    chosen.line()
+                ),
+                Some(label) => format!(
+                    "<forwarding_type> {} of {label} (line {})",
+                    chosen.value,
+                    chosen.line()
+                ),
+            };
+            let hint = if chosen.rule.is_none() {
+                "the daemon has one data-plane backend for every rule: drop the rule's <forwarding_type> or make the two agree"
+            } else {
+                "the daemon has one data-plane backend for every rule: make the rules agree, or set it once in <server><forwarding_type>"
+            };
+            let mut d = Diagnostic::error(
+                rule.pos,
+                format!("<forwarding_type> {} disagrees with {other}", rule.value),
+            )
+            .at_path(rule.path.clone())
+            .with_hint(hint);
+            if let Some(label) = &rule.rule {
+                d = d.in_rule(label.clone());
+            }
+            errors.push(d);
+        }
+    }
+    (chosen.map(|c| c.value), errors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1107,8 +1178,9 @@ mod tests {
                 }
             },
         );
-        // <CONF>, <server>, <rproxy> with 11 tags inside, <proxy> with its 9, 5 more in <server>.
-        assert_eq!(shared, 29);
+        // <CONF>, <server>, <rproxy> with 12 tags inside (a rule's <forwarding_type> among them),
+        // <proxy> with its 9, 5 more in <server> (not <forwarding_type>: IBM has it only in rules).
+        assert_eq!(shared, 30);
     }
 
     #[test]
@@ -1256,5 +1328,96 @@ mod tests {
             e,
             ["1 |  | unknown attribute name on <default> | <default> takes no attributes"]
         );
+    }
+
+    #[test]
+    fn forwarding_type_in_rules_only_is_used() {
+        let loaded = accepted(&with("", "<forwarding_type>iptables</forwarding_type>"));
+        assert_eq!(
+            loaded.config.server.forwarding_type,
+            ForwardingType::Iptables
+        );
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        // Nothing sets it: the default.
+        let loaded = accepted(&with("", "<forwarding_type></forwarding_type>"));
+        assert_eq!(
+            loaded.config.server.forwarding_type,
+            ForwardingType::Nftables
+        );
+    }
+
+    #[test]
+    fn forwarding_type_of_a_rule_must_agree_with_the_server() {
+        let agree = with(
+            "<forwarding_type>nftables</forwarding_type>",
+            "<forwarding_type>nftables</forwarding_type>",
+        );
+        assert_eq!(
+            accepted(&agree).config.server.forwarding_type,
+            ForwardingType::Nftables
+        );
+        let text = with(
+            "<forwarding_type>nftables</forwarding_type>",
+            "\n<forwarding_type>iptables</forwarding_type>",
+        );
+        let e = errors(&text);
+        assert_eq!(
+            e,
+            [
+                "8 | rule 1 (default rule) | <forwarding_type> iptables disagrees with \
+              <server><forwarding_type> nftables (line 3) | the daemon has one data-plane backend \
+              for every rule: drop the rule's <forwarding_type> or make the two agree"
+            ]
+        );
+        let err = parse(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("test.conf:8:1: error: rule 1 (default rule): <forwarding_type> iptables disagrees with <server><forwarding_type> nftables (line 3) [at CONF/server/rproxy/rules/rule[1]/forwarding_type]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn forwarding_types_of_rules_must_agree_with_each_other() {
+        let text = "<CONF version=\"2\"><server><rproxy><enabled>true</enabled><rules>\n\
+            <rule host_ip=\"192.0.2.1\"><host>198.51.100.2</host><keyfile>/k</keyfile><forwarding_type>iptables</forwarding_type></rule>\n\
+            <rule host_ip=\"192.0.2.2\"><host>198.51.100.3</host><keyfile>/k</keyfile></rule>\n\
+            <rule host_ip=\"192.0.2.3\"><host>198.51.100.4</host><keyfile>/k</keyfile><forwarding_type>nftables</forwarding_type></rule>\n\
+            </rules></rproxy></server></CONF>";
+        let e = errors(text);
+        assert_eq!(
+            e,
+            [
+                "4 | rule 3 (host_ip=\"192.0.2.3\") | <forwarding_type> nftables disagrees with \
+              <forwarding_type> iptables of rule 1 (host_ip=\"192.0.2.1\") (line 2) | the daemon \
+              has one data-plane backend for every rule: make the rules agree, or set it once in \
+              <server><forwarding_type>"
+            ]
+        );
+        let agree = text.replace(">nftables<", ">iptables<");
+        assert_eq!(
+            accepted(&agree).config.server.forwarding_type,
+            ForwardingType::Iptables
+        );
+    }
+
+    #[test]
+    fn forwarding_type_in_a_rule_is_checked_like_the_servers() {
+        let e = errors(&with("", "<forwarding_type>iptable</forwarding_type>"));
+        assert_eq!(
+            e,
+            [
+                "7 | rule 1 (default rule) | <forwarding_type>: \"iptable\" is not nftables or \
+              iptables; did you mean iptables? | "
+            ]
+        );
+        // A bad server value is reported once, not again against every rule.
+        let e = errors(&with(
+            "<forwarding_type>ipfw</forwarding_type>",
+            "<forwarding_type>iptables</forwarding_type>",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
     }
 }
