@@ -1420,4 +1420,34 @@ mod tests {
         ));
         assert_eq!(e.len(), 1, "{e:?}");
     }
+
+    #[test]
+    fn the_product_guide_examples_check_clean() {
+        let loaded = accepted(include_str!(
+            "../../tests/fixtures/ibm/guide_reverse_proxy.conf"
+        ));
+        assert_eq!(loaded.config.server.rproxy.rules.len(), 2);
+        assert_eq!(
+            loaded.config.server.forwarding_type,
+            ForwardingType::Iptables
+        );
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+
+        let loaded = accepted(include_str!(
+            "../../tests/fixtures/ibm/guide_load_balancing.conf"
+        ));
+        let rule = &loaded.config.server.rproxy.rules[0];
+        assert_eq!(rule.hosts.len(), 3);
+        assert!(!rule.src_port_filtering);
+        assert_eq!(
+            loaded.config.server.forwarding_type,
+            ForwardingType::Iptables
+        );
+        let paths: Vec<_> = not_used(&loaded)
+            .iter()
+            .filter_map(|d| d.tag_path.clone())
+            .collect();
+        assert_eq!(paths, ["CONF/server/server_name", "CONF/default"]);
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    }
 }
