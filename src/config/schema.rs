@@ -159,16 +159,16 @@ const RULE_CHILDREN: &[Tag] = &[
         "sessions share the client-facing UDP port (told apart by client address and port); false = each live session gets a port of its own",
     ),
     leaf(
-        "forwarding_type",
-        "",
-        "nftables|iptables",
-        "as in IBM's files; blank = <server><forwarding_type>, which it must agree with (one backend)",
-    ),
-    leaf(
         "bind_source_address",
         "",
         "IP address[,IP address...]",
         "source address(es) for forwarded UDP towards the internal server (SNAT); blank = masquerade",
+    ),
+    leaf(
+        "forwarding_type",
+        "",
+        "nftables|iptables",
+        "as in IBM's files; blank = <server><forwarding_type>, which it must agree with (one backend)",
     ),
 ];
 
