@@ -182,3 +182,133 @@ fn spec_version_and_help() {
     let out = fasp_proxy(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Runs `check-config` on `path`: exit status, stdout, stderr.
+fn check_config(path: &Path) -> (Option<i32>, String, String) {
+    let out = fasp_proxy(&["check-config", &path.to_string_lossy()]);
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The "not used by fasp-proxy" warnings of a `check-config` run.
+fn not_used(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(": warning: ") && l.contains("is not used by fasp-proxy"))
+        .collect()
+}
+
+#[test]
+fn check_config_accepts_the_aspera_conf_ibm_ships_with_its_client() {
+    let Some(dir) = std::env::var_os("FASP_PROXY_IBM_ASCP_DIR") else {
+        panic!(
+            "FASP_PROXY_IBM_ASCP_DIR is not set: it must name the directory of IBM's client \
+             (the cos-aspera wheel's purelib/cos_aspera) holding the aspera.conf IBM ships; \
+             scripts/test.sh sets it"
+        );
+    };
+    let file = Path::new(&dir).join("aspera.conf");
+    assert!(
+        file.is_file(),
+        "FASP_PROXY_IBM_ASCP_DIR={} holds no aspera.conf (scripts/test.sh sets the variable)",
+        Path::new(&dir).display()
+    );
+    let (code, stdout, stderr) = check_config(&file);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(!stderr.contains(": error: "), "{stderr}");
+    assert!(stdout.contains("valid (0 rules"), "{stdout}");
+    let ignored = not_used(&stderr);
+    assert_eq!(ignored.len(), 1, "{stderr}");
+    assert!(
+        ignored[0].starts_with(&format!("{}:4:1: warning: <default>", file.display()))
+            && ignored[0].ends_with("[at CONF/default]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_product_guide_examples_as_ibm_files() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ibm");
+    let cases: [(&str, &str, &[&str]); 2] = [
+        ("guide_reverse_proxy.conf", "valid (2 rules", &[]),
+        (
+            "guide_load_balancing.conf",
+            "valid (1 rule,",
+            &["CONF/server/server_name", "CONF/default"],
+        ),
+    ];
+    for (name, valid, ignored) in cases {
+        let (code, stdout, stderr) = check_config(&fixtures.join(name));
+        assert_eq!(code, Some(0), "{name}: {stdout}\n{stderr}");
+        assert!(!stderr.contains(": error: "), "{name}: {stderr}");
+        assert!(stdout.contains(valid), "{name}: {stdout}");
+        assert!(
+            stdout.contains("forwarding via iptables"),
+            "{name}: {stdout}"
+        );
+        let warned = not_used(&stderr);
+        assert_eq!(warned.len(), ignored.len(), "{name}: {stderr}");
+        for (line, path) in warned.iter().zip(ignored) {
+            assert!(line.ends_with(&format!("[at {path}]")), "{name}: {line}");
+        }
+    }
+}
+
+#[test]
+fn check_config_on_ibm_tags_warns_once_and_suggests_on_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let rproxy = "<rproxy><enabled>true</enabled><rules><rule><host>198.51.100.2</host>\
+                  <keyfile>/k</keyfile></rule></rules></rproxy>";
+    let ibm_only = dir.path().join("ibm_only.conf");
+    fs::write(
+        &ibm_only,
+        format!("<CONF version=\"2\">\n<server>\n<server_name>p</server_name>\n{rproxy}\n</server>\n</CONF>\n"),
+    )
+    .unwrap();
+    let (code, _, stderr) = check_config(&ibm_only);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        not_used(&stderr),
+        [format!(
+            "{}:3:1: warning: <server_name> (IBM's aspera.conf schema) is not used by \
+             fasp-proxy: ignored [at CONF/server/server_name]",
+            ibm_only.display()
+        )],
+        "{stderr}"
+    );
+
+    let typo = dir.path().join("typo.conf");
+    fs::write(
+        &typo,
+        format!("<CONF version=\"2\">\n<server>\n<server_nmae>p</server_nmae>\n{rproxy}\n</server>\n</CONF>\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = check_config(&typo);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:1: error: unknown tag <server_nmae> in <server> [at CONF/server/server_nmae]; \
+             did you mean <server_name>?",
+            typo.display()
+        )),
+        "{stderr}"
+    );
+
+    let disagree = dir.path().join("disagree.conf");
+    fs::write(
+        &disagree,
+        "<CONF version=\"2\">\n<server>\n<forwarding_type>nftables</forwarding_type>\n<rproxy><enabled>true</enabled><rules>\n\
+         <rule><host>198.51.100.2</host><keyfile>/k</keyfile>\n<forwarding_type>iptables</forwarding_type></rule>\n\
+         </rules></rproxy>\n</server>\n</CONF>\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = check_config(&disagree);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:1: error: rule 1 (default rule): <forwarding_type> iptables disagrees with \
+             <server><forwarding_type> nftables (line 3)",
+            disagree.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -6,12 +6,14 @@
 //! 2. [`raw`] reads the same text with quick-xml's serde support into plain text fields;
 //! 3. [`validate`] types and checks every value and the rules against each other.
 //!
-//! [`environment`] adds warnings that depend on the machine (local addresses, key files).
+//! [`environment`] adds warnings that depend on the machine (local addresses, key files); [`ibm`]
+//! lets files written for IBM's products load as they are.
 
 pub mod command;
 pub mod create;
 pub mod diagnostic;
 pub mod environment;
+pub mod ibm;
 pub mod model;
 pub mod raw;
 pub mod render;

@@ -132,6 +132,8 @@ pub struct RawRule {
     pub src_port_filtering: Option<String>,
     /// `<udp_port_reuse>`.
     pub udp_port_reuse: Option<String>,
+    /// `<forwarding_type>`, as IBM's files have it in each rule.
+    pub forwarding_type: Option<String>,
     /// `<bind_source_address>`.
     pub bind_source_address: Option<String>,
 }

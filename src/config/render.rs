@@ -10,7 +10,8 @@ const COMMENT_COLUMN: usize = 52;
 /// Every option with its default value and one-line meaning, in the shape of the file.
 pub fn spec() -> String {
     let mut out = String::from(
-        "<!-- fasp-proxy aspera.conf options: default values, not the current ones -->\n",
+        "<!-- fasp-proxy aspera.conf options: default values, not the current ones -->\n\
+         <!-- IBM's other aspera.conf tags are accepted and ignored (check-config warns) -->\n",
     );
     spec_tag(&ROOT, 0, &mut out);
     out

@@ -170,6 +170,12 @@ const RULE_CHILDREN: &[Tag] = &[
         "IP address[,IP address...]",
         "source address(es) for forwarded UDP towards the internal server (SNAT); blank = masquerade",
     ),
+    leaf(
+        "forwarding_type",
+        "",
+        "nftables|iptables",
+        "as in IBM's files; blank = <server><forwarding_type>, which it must agree with (one backend)",
+    ),
 ];
 
 const RULE_ATTRIBUTES: &[Attribute] = &[

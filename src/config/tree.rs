@@ -6,6 +6,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use super::diagnostic::{Diagnostic, LineIndex, Pos};
+use super::ibm;
 use super::schema::{self, Tag};
 use super::suggest;
 
@@ -66,6 +67,10 @@ struct Open {
     element: Element,
     /// The schema tag this element matched; `None` inside an unknown tag.
     tag: Option<&'static Tag>,
+    /// The element of IBM's schema at the same place; with `tag` `None`, a tag only IBM has.
+    ibm: Option<&'static ibm::Node>,
+    /// For a tag only IBM has, at a place fasp-proxy knows: the index of its "not used" warning.
+    ignored: Option<usize>,
     /// Names of the children seen so far, with where each first appeared.
     seen: Vec<(String, Pos, usize)>,
 }
@@ -224,6 +229,8 @@ fn open(
         attributes.push((key, value));
     }
 
+    let mut ibm_node = None;
+    let mut ignored = None;
     let (path, tag) = match stack.last() {
         None => {
             if name != schema::ROOT.name {
@@ -237,6 +244,7 @@ fn open(
                 diagnostics.push(d);
                 (name.clone(), None)
             } else {
+                ibm_node = Some(&ibm::ROOT);
                 (name.clone(), Some(&schema::ROOT))
             }
         }
@@ -249,24 +257,50 @@ fn open(
                 .count()
                 + 1;
             let tag = parent.tag.and_then(|t| t.child(&name));
-            let path = if tag.is_some_and(|t| t.repeated) {
+            ibm_node = parent.ibm.and_then(|n| n.child(&name));
+            let repeated = tag.map_or(ibm_node.is_some_and(|n| n.repeated), |t| t.repeated);
+            let path = if repeated {
                 format!("{}/{}[{}]", parent.element.path, name, count)
             } else {
                 format!("{}/{}", parent.element.path, name)
             };
-            if let Some(parent_tag) = parent.tag {
-                check_child(parent, parent_tag, &name, tag, pos, &path, diagnostics);
+            match (parent.tag, parent.ibm) {
+                // A tag only IBM's schema has, where fasp-proxy's has tags: accepted, ignored.
+                (Some(parent_tag), _)
+                    if tag.is_none() && ibm_node.is_some() && !parent_tag.is_leaf() =>
+                {
+                    ignored = Some(diagnostics.len());
+                    diagnostics.push(ibm::not_used(&name, pos, &path));
+                }
+                (Some(parent_tag), _) => {
+                    check_child(parent, parent_tag, &name, tag, pos, &path, diagnostics);
+                }
+                // Inside a tag only IBM has: IBM's schema says what may be there.
+                (None, Some(parent_node)) => {
+                    if let Err(d) = ibm::check_child(parent_node, &name, pos, &path) {
+                        diagnostics.push(d);
+                    }
+                }
+                (None, None) => {}
             }
             (path, tag)
         }
     };
     if let Some(tag) = tag {
         for (key, _) in &attributes {
-            if !tag.attributes().iter().any(|a| a.name == key) {
+            if !tag.attributes().iter().any(|a| a.name == key)
+                && !ibm::allows_attribute(ibm_node, key)
+            {
                 let mut d =
                     Diagnostic::error(Some(pos), format!("unknown attribute {key} on <{name}>"))
                         .at_path(path.clone());
-                let known: Vec<&str> = tag.attributes().iter().map(|a| a.name).collect();
+                let ibm_known = ibm_node.map_or(&[][..], |n| n.attributes);
+                let known: Vec<&str> = tag
+                    .attributes()
+                    .iter()
+                    .map(|a| a.name)
+                    .chain(ibm_known.iter().copied())
+                    .collect();
                 if let Some(near) = suggest::closest(key, known.iter().copied()) {
                     d = d.with_hint(format!("did you mean {near}?"));
                 } else if known.is_empty() {
@@ -278,6 +312,14 @@ fn open(
             }
         }
     }
+    diagnostics.extend(ibm::check_attributes(
+        ibm_node,
+        tag.is_none(),
+        &name,
+        &attributes,
+        pos,
+        &path,
+    ));
     Ok(Open {
         element: Element {
             name,
@@ -288,6 +330,8 @@ fn open(
             children: Vec::new(),
         },
         tag,
+        ibm: ibm_node,
+        ignored,
         seen: Vec::new(),
     })
 }
@@ -345,13 +389,7 @@ fn check_child(
         return;
     }
     let Some(tag) = tag else {
-        diagnostics.push(unknown_tag(
-            parent_tag,
-            &parent.element.path,
-            name,
-            pos,
-            path,
-        ));
+        diagnostics.push(unknown_tag(parent_tag, parent.ibm, name, pos, path));
         return;
     };
     if !tag.repeated {
@@ -372,7 +410,7 @@ fn check_child(
 
 fn unknown_tag(
     parent_tag: &Tag,
-    parent_path: &str,
+    parent_ibm: Option<&'static ibm::Node>,
     name: &str,
     pos: Pos,
     path: &str,
@@ -386,9 +424,13 @@ fn unknown_tag(
     if let Some(near) = suggest::closest(name, known) {
         return d.with_hint(format!("did you mean <{near}>?"));
     }
+    if let Some(near) = ibm::suggestion(parent_ibm, name) {
+        return d.with_hint(format!(
+            "did you mean <{near}>? (a tag of IBM's aspera.conf schema, not used by fasp-proxy)"
+        ));
+    }
     let elsewhere = schema::paths_of(name);
     if !elsewhere.is_empty() {
-        let _ = parent_path;
         d = d.with_hint(format!("<{name}> belongs in {}", elsewhere.join(" or ")));
     } else {
         let names: Vec<String> = parent_tag
@@ -447,7 +489,10 @@ fn text_content(
     }
 }
 
-fn close(o: Open, stack: &mut [Open], root: &mut Option<Element>, _d: &mut Vec<Diagnostic>) {
+fn close(o: Open, stack: &mut [Open], root: &mut Option<Element>, d: &mut [Diagnostic]) {
+    if let Some(warning) = o.ignored.and_then(|i| d.get_mut(i)) {
+        ibm::note_inside(warning, descendants(&o.element));
+    }
     match stack.last_mut() {
         Some(parent) => {
             let index = parent.element.children.len();
@@ -458,6 +503,11 @@ fn close(o: Open, stack: &mut [Open], root: &mut Option<Element>, _d: &mut Vec<D
         }
         None => *root = Some(o.element),
     }
+}
+
+/// How many elements are inside `e`, at any depth.
+fn descendants(e: &Element) -> usize {
+    e.children.iter().map(|c| 1 + descendants(c)).sum()
 }
 
 fn syntax_error(

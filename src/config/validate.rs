@@ -7,11 +7,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::diagnostic::{Diagnostic, Pos};
+use super::ibm;
 use super::model::*;
 use super::raw::*;
 use super::schema::{self, Kind};
 use super::tree::Element;
 use super::values;
+
+/// `nftables` or `iptables`, for `<forwarding_type>`.
+fn forwarding_type(s: &str) -> Result<ForwardingType, String> {
+    match s {
+        "nftables" => Ok(ForwardingType::Nftables),
+        "iptables" => Ok(ForwardingType::Iptables),
+        other => Err(
+            match super::suggest::closest(other, ["nftables", "iptables"]) {
+                Some(near) => {
+                    format!("\"{other}\" is not nftables or iptables; did you mean {near}?")
+                }
+                None => format!("\"{other}\" is not nftables or iptables"),
+            },
+        ),
+    }
+}
 
 /// Largest number of seconds accepted for a duration (about 10 years).
 const MAX_SECONDS: u64 = 315_360_000;
@@ -190,22 +207,7 @@ impl Checker {
             https_port: self.required(&format!("{P}/https_port"), &raw.https_port, |s| {
                 values::port(s, false)
             }),
-            forwarding_type: self.required(
-                &format!("{P}/forwarding_type"),
-                &raw.forwarding_type,
-                |s| match s {
-                    "nftables" => Ok(ForwardingType::Nftables),
-                    "iptables" => Ok(ForwardingType::Iptables),
-                    other => Err(
-                        match super::suggest::closest(other, ["nftables", "iptables"]) {
-                            Some(near) => format!(
-                                "\"{other}\" is not nftables or iptables; did you mean {near}?"
-                            ),
-                            None => format!("\"{other}\" is not nftables or iptables"),
-                        },
-                    ),
-                },
-            ),
+            forwarding_type: self.forwarding_type(raw),
             enable_ip_forwarding: self.required(
                 &format!("{P}/enable_ip_forwarding"),
                 &raw.enable_ip_forwarding,
@@ -216,6 +218,56 @@ impl Checker {
                 &raw.iptables_path,
                 |s| values::absolute_path(s, &[]),
             )),
+        }
+    }
+
+    /// The one backend: `<server><forwarding_type>` and the per-rule ones of IBM's files, which
+    /// must agree (see [`ibm::one_forwarding_type`]).
+    fn forwarding_type(&mut self, raw: &RawServer) -> ForwardingType {
+        const P: &str = "CONF/server/forwarding_type";
+        let set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let server = if set(&raw.forwarding_type) {
+            match self.optional(P, &raw.forwarding_type, forwarding_type) {
+                Some(value) => Some(ibm::ForwardingSetting {
+                    value,
+                    pos: self.pos(P),
+                    path: P.to_string(),
+                    rule: None,
+                }),
+                // Reported; comparing the rules with it would only repeat that.
+                None => return self.required(P, &None, forwarding_type),
+            }
+        } else {
+            None
+        };
+        let mut rules = Vec::new();
+        for (i, r) in raw.rproxy.rules.rule.iter().enumerate() {
+            let path = format!("CONF/server/rproxy/rules/rule[{}]/forwarding_type", i + 1);
+            fn attribute(a: &Option<String>) -> Option<&str> {
+                a.as_deref().map(str::trim).filter(|a| !a.is_empty())
+            }
+            self.rule = Some(rule_label(
+                i + 1,
+                attribute(&r.host_ip),
+                attribute(&r.host_domain),
+            ));
+            if set(&r.forwarding_type) {
+                if let Some(value) = self.optional(&path, &r.forwarding_type, forwarding_type) {
+                    rules.push(ibm::ForwardingSetting {
+                        value,
+                        pos: self.pos(&path),
+                        rule: self.rule.clone(),
+                        path,
+                    });
+                }
+            }
+        }
+        self.rule = None;
+        let (chosen, errors) = ibm::one_forwarding_type(server.as_ref(), &rules);
+        self.diagnostics.extend(errors);
+        match chosen {
+            Some(value) => value,
+            None => self.required(P, &None, forwarding_type),
         }
     }
 
