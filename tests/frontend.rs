@@ -589,3 +589,87 @@ async fn bad_host_key_is_reported() {
     assert!(matches!(err, FrontendError::HostKey { .. }), "{err}");
     assert!(err.to_string().contains("missing_key"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sha1_ssh_rsa_is_accepted_only_with_the_legacy_setting() {
+    for legacy in [false, true] {
+        let server = start(true, |c| c.ssh_rsa_legacy = legacy).await;
+        let dir = server.dir.path();
+        let rsa = dir.join("id_rsa");
+        run(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "rm -f {k} {k}.pub && ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C rsa -f {k}",
+                    k = rsa.display()
+                ),
+            ],
+        );
+        let mut keys = std::fs::read_to_string(dir.join("keys/root.keys")).unwrap();
+        keys.push_str(&std::fs::read_to_string(rsa.with_extension("pub")).unwrap());
+        std::fs::write(dir.join("keys/root.keys"), keys).unwrap();
+        let host_rsa = std::fs::read_to_string(dir.join("etc/ssh_host_rsa_key.pub")).unwrap();
+        let mut known = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
+        known.push_str(&format!("[127.0.0.1]:{} {host_rsa}", server.port));
+        std::fs::write(dir.join("known_hosts"), known).unwrap();
+
+        // The RSA keys with SHA-2 work either way.
+        let out = server
+            .ssh_with(
+                &rsa,
+                &[
+                    "-o",
+                    "HostKeyAlgorithms=rsa-sha2-512",
+                    "root@127.0.0.1",
+                    UPPER,
+                ],
+                b"x",
+            )
+            .await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        // SHA-1 only, as IBM ascp 3.x: the host key ...
+        let out = server
+            .ssh_with(
+                &rsa,
+                &[
+                    "-o",
+                    "HostKeyAlgorithms=ssh-rsa",
+                    "-o",
+                    "PubkeyAcceptedAlgorithms=rsa-sha2-512",
+                    "root@127.0.0.1",
+                    UPPER,
+                ],
+                b"x",
+            )
+            .await;
+        assert_eq!(
+            out.status.success(),
+            legacy,
+            "host key, legacy {legacy}: {}",
+            describe(&out)
+        );
+        // ... and the user key's signature.
+        let out = server
+            .ssh_with(
+                &rsa,
+                &[
+                    "-o",
+                    "HostKeyAlgorithms=rsa-sha2-512",
+                    "-o",
+                    "PubkeyAcceptedAlgorithms=ssh-rsa",
+                    "root@127.0.0.1",
+                    UPPER,
+                ],
+                b"x",
+            )
+            .await;
+        assert_eq!(
+            out.status.success(),
+            legacy,
+            "user key, legacy {legacy}: {}",
+            describe(&out)
+        );
+        server.stop().await;
+    }
+}

@@ -930,8 +930,15 @@ fn no_common_algorithm(
     ours: &[String],
     theirs: &[String],
 ) -> String {
+    let kind = match kind {
+        russh::AlgorithmKind::Kex => "key exchange",
+        russh::AlgorithmKind::Key => "host key",
+        russh::AlgorithmKind::Cipher => "cipher",
+        russh::AlgorithmKind::Compression => "compression",
+        russh::AlgorithmKind::Mac => "MAC",
+    };
     let mut line = format!(
-        "{peer}: SSH handshake failed: no common {kind:?} algorithm (client offers {}; we offer {})",
+        "{peer}: SSH handshake failed: no common {kind} algorithm (client offers {}; we offer {})",
         theirs.join(","),
         ours.join(",")
     );
