@@ -29,6 +29,23 @@ pub fn describe(config: &Config) -> String {
                 format!("clients from {}", list.join(", "))
             }
         );
+        let _ = writeln!(
+            out,
+            "IBM clients: {}; SSH {}",
+            if r.opaque_commands.is_empty() {
+                "opaque sessions off (only fasp-proxy's ascp --server)".to_string()
+            } else {
+                let shapes: Vec<String> =
+                    r.opaque_commands.iter().map(|c| format!("'{c}'")).collect();
+                format!("opaque sessions for {}", shapes.join(", "))
+            },
+            match (r.ssh_rsa_legacy, &r.ssh_host_rsa_key) {
+                (true, Some(_)) => "ssh-rsa (SHA-1) accepted, RSA host key too (legacy on)",
+                (true, None) => "ssh-rsa (SHA-1) accepted for user keys, but no RSA host key",
+                (false, Some(_)) => "SHA-2 only, RSA host key too",
+                (false, None) => "SHA-2 only",
+            }
+        );
     } else {
         let _ = writeln!(
             out,
@@ -186,5 +203,10 @@ mod tests {
         assert!(s.contains("rule 3 (default rule)"), "{s}");
         assert!(s.contains("every connection no other rule takes"), "{s}");
         assert!(s.contains("forward proxy: disabled"), "{s}");
+        assert!(
+            s.contains("IBM clients: opaque sessions for 'ascp -S. -V1', 'ascp4 -S.'"),
+            "{s}"
+        );
+        assert!(s.contains("; SSH SHA-2 only"), "{s}");
     }
 }
