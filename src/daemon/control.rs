@@ -136,3 +136,56 @@ pub fn query() -> Result<String, String> {
         .map_err(|e| format!("reading from the daemon: {e}"))?;
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::SessionEntry;
+    use crate::session::registry::SessionInfo;
+    use std::time::Duration;
+
+    #[test]
+    fn the_table_marks_opaque_sessions_and_shows_their_any_port_entry_and_counters() {
+        let registry = Registry::new();
+        let id = uuid::Uuid::new_v4();
+        let info = SessionInfo {
+            id,
+            user: "ibmuser".into(),
+            client: "192.0.2.7:50144".parse().unwrap(),
+            rule: "rule 1 (default rule)".into(),
+            backend: None,
+            entry: None,
+            started: SystemTime::now(),
+            last_activity: tokio::time::Instant::now(),
+            forwarded: None,
+            opaque: true,
+        };
+        let _close = registry.add_within(info, 10).unwrap();
+        let entry = SessionEntry {
+            id,
+            client: "192.0.2.7".parse().unwrap(),
+            client_port: None,
+            proxy_addr: "192.0.2.1".parse().unwrap(),
+            proxy_port: 33001,
+            backend: "198.51.100.2:33001".parse().unwrap(),
+            snat: None,
+            lifetime: Duration::from_secs(60),
+        };
+        registry.set_entry(id, entry, "198.51.100.2:22".parse().unwrap());
+        registry.set_counters(id, 2210, 3_094_000);
+        let table = table(&registry);
+        let row = table.lines().nth(1).unwrap();
+        for field in [
+            "ibmuser",
+            "opaque",
+            "198.51.100.2:22",
+            "*->33001:33001",
+            "2210",
+            "3094000",
+        ] {
+            assert!(row.contains(field), "{field} missing: {table}");
+        }
+        assert!(table.lines().next().unwrap().contains("KIND"));
+        assert!(table.ends_with("1 live session\n"), "{table}");
+    }
+}
