@@ -235,8 +235,9 @@ async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let sessions = shared.registry.snapshot();
         if sessions.len() < live_before {
             // Sessions ended: hand the memory they used back to the system, so a burst of
-            // sessions does not leave the daemon's resident size at its peak.
-            session::trim_heap();
+            // sessions does not leave the daemon's resident size at its peak (on a blocking
+            // thread: trimming a large heap takes milliseconds).
+            drop(tokio::task::spawn_blocking(session::trim_heap));
         }
         live_before = sessions.len();
         for s in sessions {

@@ -277,6 +277,7 @@ impl Session {
                 finish.finish(1, &format!("fasp-proxy: {message}\n"));
             }
         }
+        self.trim_if_last();
     }
 
     /// Releases what the session held, every step: the internal server's exit status (waited
@@ -316,12 +317,16 @@ impl Session {
             }
         }
         self.shared.registry.remove(id);
-        if self.shared.registry.is_empty() {
-            // The last session ended: give the memory of the burst back now, not at the next
-            // upkeep tick.
-            trim_heap();
-        }
         outcome
+    }
+
+    /// After the client was told how the session ended: if it was the last one, gives the
+    /// memory of the burst back now, not at the next upkeep tick, on a blocking thread
+    /// (`malloc_trim` of a large heap takes milliseconds; the client must not wait for it).
+    fn trim_if_last(&self) {
+        if self.shared.registry.is_empty() {
+            drop(tokio::task::spawn_blocking(trim_heap));
+        }
     }
 
     /// The session's steps, from the client's request to the end of the transfer.
