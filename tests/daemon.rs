@@ -404,6 +404,21 @@ impl Client {
         client
     }
 
+    /// An IBM-style session (`command`) through the proxy, with one byte echoed by the server
+    /// already: the proxy has bridged it and installed (or joined) its entry.
+    async fn opaque(files: &Files, daemon: &Daemon, command: &str) -> Client {
+        let mut client = Client::exec(files, daemon, command).await;
+        client.stream.write_all(b"x").await.unwrap();
+        client.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+        client
+    }
+
+    /// Sends EOF and waits for the end of the session.
+    async fn finish(mut self) -> (Option<u32>, String) {
+        self.stream.shutdown().await.unwrap();
+        self.ended().await
+    }
+
     /// The exit status and stderr the proxy ended the session with.
     async fn ended(self) -> (Option<u32>, String) {
         let o = self.outcome.await.unwrap();
@@ -762,8 +777,7 @@ async fn an_ibm_session_is_bridged_unread_over_an_any_port_entry_removed_at_its_
     assert_eq!(entry.client_port, None, "any source port: {entry:?}");
     assert_eq!(entry.proxy_port, 33001);
     assert_eq!(entry.backend, SocketAddr::new(server.addr.ip(), 33001));
-    client.stream.shutdown().await.unwrap();
-    let (status, stderr) = client.ended().await;
+    let (status, stderr) = client.finish().await;
     assert_eq!(status, Some(1), "the server's own exit status");
     assert!(
         stderr.contains(CLIENT_LICENSE),
@@ -780,31 +794,22 @@ async fn ibm_sessions_of_one_client_share_one_entry_and_one_server_until_the_las
     let files = Files::new();
     let (a, b) = (backend(&files).await, backend(&files).await);
     let mut d = Daemon::start(&files, &options(vec![a.addr, b.addr])).await;
-    let mut first = Client::exec(&files, &d, "ascp -S. -V1").await;
-    first.stream.write_all(b"1").await.unwrap();
-    first.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+    let first = Client::opaque(&files, &d, "ascp -S. -V1").await;
     // Round robin would take the other server; the shared key keeps the second on the first's.
-    let mut second = Client::exec(&files, &d, "ascp4 -S.").await;
-    second.stream.write_all(b"2").await.unwrap();
-    second.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+    let second = Client::opaque(&files, &d, "ascp4 -S.").await;
     assert_eq!((a.sessions(), b.sessions()), (2, 0));
     assert_eq!(d.installs(), 1, "{:?}", d.kernel.calls());
     // The first leaving keeps the entry for the second; the last one removes it.
-    first.stream.shutdown().await.unwrap();
-    first.ended().await;
+    first.finish().await;
     settle().await;
     assert_eq!(d.kernel.installed().len(), 1);
-    second.stream.shutdown().await.unwrap();
-    second.ended().await;
+    second.finish().await;
     settle().await;
     d.assert_every_install_removed();
     // With none live, the next one is balanced again (to the other server).
-    let mut third = Client::exec(&files, &d, "ascp -S. -V1").await;
-    third.stream.write_all(b"3").await.unwrap();
-    third.stream.read_exact(&mut [0u8; 1]).await.unwrap();
+    let third = Client::opaque(&files, &d, "ascp -S. -V1").await;
     assert_eq!((a.sessions(), b.sessions()), (2, 1));
-    third.stream.shutdown().await.unwrap();
-    third.ended().await;
+    third.finish().await;
     settle().await;
     d.assert_every_install_removed();
     d.stop().await.unwrap();
@@ -818,10 +823,7 @@ async fn shutdown_ends_ibm_sessions_and_removes_their_shared_entry() {
     let mut d = Daemon::start(&files, &options(vec![server.addr])).await;
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let mut c = Client::exec(&files, &d, "ascp -S. -V1").await;
-        c.stream.write_all(b"x").await.unwrap();
-        c.stream.read_exact(&mut [0u8; 1]).await.unwrap();
-        clients.push(c);
+        clients.push(Client::opaque(&files, &d, "ascp -S. -V1").await);
     }
     assert_eq!(d.installs(), 1);
     d.stop().await.unwrap();

@@ -1745,27 +1745,28 @@ fn rsa_client_key(dir: &Path) -> PathBuf {
     key
 }
 
-/// IBM's ascp in the client namespace: an upload of `src` to `destination` (host:path) with
-/// `key` on SSH port `port` (bounded).
-fn ibm_ascp(lab: &ProxyLab, key: &Path, port: &str, src: &Path, destination: &str) -> Output {
+/// The command line of IBM's ascp uploading `src` to `destination` (host:path) with `key` on SSH
+/// port `port` (bounded), to run in the client namespace.
+fn ibm_ascp_args(key: &Path, port: &str, src: &Path, destination: &str) -> Vec<String> {
     let ibm = ibm_ascp_dir();
-    let lib = format!("LD_LIBRARY_PATH={}", ibm.display());
-    let bin = ibm.join("ascp").display().to_string();
-    let key = key.display().to_string();
-    let src = src.display().to_string();
-    lab.topo.client.try_exec(&[
-        "env",
-        &lib,
-        "timeout",
-        "60",
-        &bin,
-        "-P",
-        port,
-        "-i",
-        &key,
-        &src,
-        destination,
-    ])
+    vec![
+        "env".into(),
+        format!("LD_LIBRARY_PATH={}", ibm.display()),
+        "timeout".into(),
+        "60".into(),
+        ibm.join("ascp").display().to_string(),
+        "-P".into(),
+        port.into(),
+        "-i".into(),
+        key.display().to_string(),
+        src.display().to_string(),
+        destination.into(),
+    ]
+}
+
+/// IBM's ascp run to its end (see [`ibm_ascp_args`]).
+fn ibm_ascp(lab: &ProxyLab, key: &Path, port: &str, src: &Path, destination: &str) -> Output {
+    lab.client_exec(&ibm_ascp_args(key, port, src, destination))
 }
 
 /// The proxy with IBM's legacy SSH on: its RSA host key and ssh-rsa (SHA-1) allowed, and the
@@ -1843,14 +1844,10 @@ fn ibm_client_through_the_proxy(forwarding: &str) {
     .unwrap();
 
     // Through the proxy, observed while the server side holds the session.
-    let ibm = ibm_ascp_dir();
-    let lib = format!("LD_LIBRARY_PATH={}", ibm.display());
-    let bin = ibm.join("ascp").display().to_string();
-    let (key, src_s) = (rsa.display().to_string(), src.display().to_string());
     let from = lab.log().len();
-    let client = lab.topo.client.spawn(&[
-        "env", &lib, "timeout", "60", &bin, "-P", "33001", "-i", &key, &src_s, &dst,
-    ]);
+    let args = ibm_ascp_args(&rsa, "33001", &src, &dst);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let client = lab.topo.client.spawn(&refs);
     let shown = lab::wait_until(Duration::from_secs(20), || match forwarding {
         "iptables" => lab.iptables_nat().contains("192.0.2.2"),
         _ => lab.topo.nft_sessions_any_port().contains("192.0.2.2"),

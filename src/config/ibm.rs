@@ -180,8 +180,8 @@ const DEFAULT_AUTHORIZATION_TOKEN: &[Node] = &[
     leaf("dynamic_key"),
 ];
 const DEFAULT_TRANSFER: &[Node] = &[
-    section("in", DEFAULT_TRANSFER_IN),
-    section("out", DEFAULT_TRANSFER_OUT),
+    section("in", DEFAULT_TRANSFER_DIRECTION),
+    section("out", DEFAULT_TRANSFER_DIRECTION),
     section("encryption", DEFAULT_TRANSFER_ENCRYPTION),
     section("protocol_options", DEFAULT_TRANSFER_PROTOCOL_OPTIONS),
     leaf("log_files_activity"),
@@ -209,73 +209,48 @@ const DEFAULT_TRANSFER: &[Node] = &[
     leaf("multi_session_enabled"),
     leaf("chunker_max_mem"),
 ];
-const DEFAULT_TRANSFER_IN: &[Node] = &[section("bandwidth", DEFAULT_TRANSFER_IN_BANDWIDTH)];
-const DEFAULT_TRANSFER_IN_BANDWIDTH: &[Node] = &[
-    section("aggregate", DEFAULT_TRANSFER_IN_BANDWIDTH_AGGREGATE),
-    section("flow", DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW),
+/// `<default><transfer><in>` and `<out>`: the same tags in either direction.
+const DEFAULT_TRANSFER_DIRECTION: &[Node] =
+    &[section("bandwidth", DEFAULT_TRANSFER_DIRECTION_BANDWIDTH)];
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH: &[Node] = &[
+    section("aggregate", DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_AGGREGATE),
+    section("flow", DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW),
 ];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_AGGREGATE: &[Node] = &[leaf("trunk_id")];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW: &[Node] = &[
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_AGGREGATE: &[Node] = &[leaf("trunk_id")];
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW: &[Node] = &[
     section(
         "target_rate",
-        DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_TARGET_RATE,
+        DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_TARGET_RATE,
     ),
-    section("min_rate", DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_MIN_RATE),
-    section("policy", DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_POLICY),
-    section("priority", DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_PRIORITY),
+    section(
+        "min_rate",
+        DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_MIN_RATE,
+    ),
+    section("policy", DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_POLICY),
+    section(
+        "priority",
+        DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_PRIORITY,
+    ),
     section(
         "aggressiveness",
-        DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_AGGRESSIVENESS,
+        DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_AGGRESSIVENESS,
     ),
-    section("network_rc", DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_NETWORK_RC),
-];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_TARGET_RATE: &[Node] =
-    &[leaf("cap"), leaf("default"), leaf("lock")];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_MIN_RATE: &[Node] =
-    &[leaf("cap"), leaf("default"), leaf("lock")];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_POLICY: &[Node] =
-    &[leaf("default"), leaf("lock"), leaf("allowed")];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_PRIORITY: &[Node] =
-    &[leaf("cap"), leaf("default"), leaf("lock")];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_AGGRESSIVENESS: &[Node] = &[leaf("cap"), leaf("default")];
-const DEFAULT_TRANSFER_IN_BANDWIDTH_FLOW_NETWORK_RC: &[Node] = &[
-    leaf("module"),
-    leaf("tcp_friendly"),
-    leaf("predictor"),
-    leaf("predictor_range"),
-    leaf("predictor_limit_range"),
-    leaf("target_queue"),
-];
-const DEFAULT_TRANSFER_OUT: &[Node] = &[section("bandwidth", DEFAULT_TRANSFER_OUT_BANDWIDTH)];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH: &[Node] = &[
-    section("aggregate", DEFAULT_TRANSFER_OUT_BANDWIDTH_AGGREGATE),
-    section("flow", DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW),
-];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_AGGREGATE: &[Node] = &[leaf("trunk_id")];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW: &[Node] = &[
     section(
-        "target_rate",
-        DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_TARGET_RATE,
+        "network_rc",
+        DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_NETWORK_RC,
     ),
-    section("min_rate", DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_MIN_RATE),
-    section("policy", DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_POLICY),
-    section("priority", DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_PRIORITY),
-    section(
-        "aggressiveness",
-        DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_AGGRESSIVENESS,
-    ),
-    section("network_rc", DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_NETWORK_RC),
 ];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_TARGET_RATE: &[Node] =
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_TARGET_RATE: &[Node] =
     &[leaf("cap"), leaf("default"), leaf("lock")];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_MIN_RATE: &[Node] =
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_MIN_RATE: &[Node] =
     &[leaf("cap"), leaf("default"), leaf("lock")];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_POLICY: &[Node] =
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_POLICY: &[Node] =
     &[leaf("default"), leaf("lock"), leaf("allowed")];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_PRIORITY: &[Node] =
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_PRIORITY: &[Node] =
     &[leaf("cap"), leaf("default"), leaf("lock")];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_AGGRESSIVENESS: &[Node] = &[leaf("cap"), leaf("default")];
-const DEFAULT_TRANSFER_OUT_BANDWIDTH_FLOW_NETWORK_RC: &[Node] = &[
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_AGGRESSIVENESS: &[Node] =
+    &[leaf("cap"), leaf("default")];
+const DEFAULT_TRANSFER_DIRECTION_BANDWIDTH_FLOW_NETWORK_RC: &[Node] = &[
     leaf("module"),
     leaf("tcp_friendly"),
     leaf("predictor"),
@@ -1015,7 +990,8 @@ pub fn one_forwarding_type(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse_str, ConfigError, Loaded, Severity};
+    use crate::config::tests::{errors, parse};
+    use crate::config::{Loaded, Severity};
     use std::path::Path;
 
     /// The `aspera.conf` IBM ships with its client (PyPI's cos-aspera wheel), as it is.
@@ -1037,36 +1013,11 @@ mod tests {
 </CONF>
 "#;
 
-    fn parse(text: &str) -> Result<Loaded, ConfigError> {
-        parse_str(text, Path::new("test.conf"))
-    }
-
     fn accepted(text: &str) -> Loaded {
         match parse(text) {
             Ok(loaded) => loaded,
             Err(e) => panic!("refused:\n{e}"),
         }
-    }
-
-    /// The messages of the errors of a refused document, as `line | rule | message | hint`.
-    fn errors(text: &str) -> Vec<String> {
-        let err = match parse(text) {
-            Ok(loaded) => panic!("accepted: {:?}", loaded.warnings),
-            Err(e) => e,
-        };
-        err.diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| {
-                format!(
-                    "{} | {} | {} | {}",
-                    d.pos.map_or(0, |p| p.line),
-                    d.rule.clone().unwrap_or_default(),
-                    d.message,
-                    d.hint.clone().unwrap_or_default()
-                )
-            })
-            .collect()
     }
 
     fn not_used(loaded: &Loaded) -> Vec<&Diagnostic> {

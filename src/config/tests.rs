@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::*;
 
-fn parse(text: &str) -> Result<Loaded, ConfigError> {
+/// Parses `text` as the file `test.conf` (shared with the other config modules' tests).
+pub(super) fn parse(text: &str) -> Result<Loaded, ConfigError> {
     parse_str(text, Path::new("test.conf"))
 }
 
@@ -15,8 +16,9 @@ fn rules(body: &str) -> String {
     format!("<CONF>\n<server>\n<rproxy>\n<enabled>true</enabled>\n<rules>\n{body}\n</rules>\n</rproxy>\n</server>\n</CONF>\n")
 }
 
-/// The diagnostics of a refused document, as `line | rule | message | hint`.
-fn errors(text: &str) -> Vec<String> {
+/// The diagnostics of a refused document, as `line | rule | message | hint` (shared with the
+/// other config modules' tests).
+pub(super) fn errors(text: &str) -> Vec<String> {
     let err = match parse(text) {
         Ok(loaded) => panic!("accepted: {:?}", loaded.config),
         Err(e) => e,

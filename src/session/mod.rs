@@ -392,22 +392,8 @@ impl Session {
             .connect_backend(rule, &backend_user, keyfile, None)
             .await?;
         info!("[{id}] Established SSH connection with server {addr}");
-        let backend = held.backend.insert(Backend {
-            client,
-            io: None,
-            outcome: None,
-        });
-        let exec =
-            backend.client.exec(TRANSFER_COMMAND).await.map_err(|e| {
-                SessionError::Setup(format!("starting the transfer on {addr}: {e}"))
-            })?;
-        backend.outcome = Some(exec.outcome);
-        let backend_stream = exec
-            .stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
-            .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
-        let (mut backend_read, mut backend_write) = backend_stream.into_split();
+        let (mut backend_read, mut backend_write) =
+            start_command(held, client, addr, TRANSFER_COMMAND).await?;
         // 4. Forward the request unchanged; read the answer (bytes the server sent after it go
         // to the client right after the rewritten answer).
         backend_write
@@ -479,11 +465,32 @@ impl Session {
             .await
             .map_err(|e| SessionError::Aborted(format!("writing to the client: {e}")))?;
         // 6. The control channel both ways until the server's side ends.
-        let registry = &self.shared.registry;
         let pending = relay::Pending {
             to_server: client_leftover,
             to_client: server_leftover,
         };
+        self.relay_to_end(
+            client_read,
+            client_write,
+            (backend_read, backend_write),
+            pending,
+            held,
+        )
+        .await
+    }
+
+    /// Relays the control channel both ways until the server's side ends (activity noted for
+    /// the idle timeout); the server's stdin/stdout then go to `held`, open until its exit
+    /// status is in.
+    async fn relay_to_end(
+        &self,
+        client_read: &mut OwnedReadHalf,
+        client_write: &mut OwnedWriteHalf,
+        (mut backend_read, mut backend_write): (OwnedReadHalf, OwnedWriteHalf),
+        pending: relay::Pending,
+        held: &mut Held,
+    ) -> Finished {
+        let (id, registry) = (self.id, &self.shared.registry);
         let relayed = relay::relay(
             client_read,
             client_write,
@@ -706,21 +713,8 @@ impl Session {
             .connect_backend(rule, &backend_user, keyfile, only)
             .await?;
         info!("[{id}] Established SSH connection with server {addr}");
-        let backend = held.backend.insert(Backend {
-            client,
-            io: None,
-            outcome: None,
-        });
-        let exec = backend.client.exec(&self.command).await.map_err(|e| {
-            SessionError::Setup(format!("starting {:?} on {addr}: {e}", self.command))
-        })?;
-        backend.outcome = Some(exec.outcome);
-        let backend_stream = exec
-            .stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
-            .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
-        let (mut backend_read, mut backend_write) = backend_stream.into_split();
+        let (backend_read, backend_write) =
+            start_command(held, client, addr, &self.command).await?;
         // 3. The shared kernel entry: installed by the group's first session, before a byte
         // crosses (the client learns the port from the server, inside the stream).
         let entry = match joined {
@@ -749,21 +743,42 @@ impl Session {
             entry.client, entry.proxy_port, entry.backend
         );
         // 4. Every byte both ways, unread, until the server's side ends.
-        let registry = &self.shared.registry;
-        let relayed = relay::relay(
+        self.relay_to_end(
             client_read,
             client_write,
-            &mut backend_read,
-            &mut backend_write,
+            (backend_read, backend_write),
             relay::Pending::default(),
-            || registry.touch(id),
+            held,
         )
-        .await;
-        if let Some(backend) = held.backend.as_mut() {
-            backend.io = Some((backend_read, backend_write));
-        }
-        relayed.map_err(SessionError::Aborted)
+        .await
     }
+}
+
+/// Starts `command` on the logged-in internal server `client` (at `addr`), kept in `held` so
+/// it is released however the session ends; returns the command's stdout and stdin.
+async fn start_command(
+    held: &mut Held,
+    client: ssh_client::Client,
+    addr: SocketAddr,
+    command: &str,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf), SessionError> {
+    let backend = held.backend.insert(Backend {
+        client,
+        io: None,
+        outcome: None,
+    });
+    let exec = backend
+        .client
+        .exec(command)
+        .await
+        .map_err(|e| SessionError::Setup(format!("starting {command:?} on {addr}: {e}")))?;
+    backend.outcome = Some(exec.outcome);
+    let stream = exec
+        .stream
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
+        .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
+    Ok(stream.into_split())
 }
 
 /// Hands the heap's free memory back to the system, so a burst of sessions does not leave the
