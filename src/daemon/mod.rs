@@ -245,9 +245,17 @@ async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 continue;
             };
             let id = s.id;
+            let live = Arc::clone(&shared);
+            // Checked under the data plane's lock: a session that ended since the snapshot has
+            // removed its entry, and a refresh must not put it back.
             let result = shared
-                .dataplane(move |f| (f.refresh(&entry), f.counters(&entry)))
-                .await;
+                .dataplane(move |f| {
+                    live.registry
+                        .has_entry(id)
+                        .then(|| (f.refresh(&entry), f.counters(&entry)))
+                })
+                .await
+                .flatten();
             if let Some((refreshed, counters)) = result {
                 if let Err(e) = refreshed {
                     warn!("[{id}] refreshing the UDP forwarding: {e}");

@@ -296,6 +296,8 @@ impl Session {
             backend.client.close().await;
             drop(backend.io);
         }
+        // The registry forgets the entry first, so no refresh puts it back once removed.
+        self.shared.registry.clear_entry(id);
         if let Some(entry) = held.entry {
             let removed = self.shared.dataplane(move |f| f.remove(&entry)).await;
             if let Some(Err(e)) = removed {

@@ -379,6 +379,25 @@ impl Registry {
         }
     }
 
+    /// Forgets the session's entry (just before its removal from the kernel), so that a refresh
+    /// taken from an earlier [`Registry::snapshot`] does not put it back (see
+    /// [`Registry::has_entry`]).
+    pub fn clear_entry(&self, id: Uuid) {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            s.entry = None;
+        }
+    }
+
+    /// Whether the session is live and still has its entry. Asked under the data plane's lock
+    /// before a refresh: a refresh can re-create an element, so it must not follow the
+    /// session's own removal.
+    pub fn has_entry(&self, id: Uuid) -> bool {
+        self.lock()
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.entry.is_some())
+    }
+
     /// Notes control-channel activity.
     pub fn touch(&self, id: Uuid) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
@@ -689,5 +708,26 @@ mod tests {
             r.join_opaque(Uuid::new_v4(), key, "rule 1"),
             OpaqueJoin::First
         ));
+    }
+
+    #[test]
+    fn a_cleared_entry_is_no_longer_refreshed_nor_idle() {
+        let r = Registry::new();
+        let a = info();
+        let id = a.id;
+        let _signal = r.add_within(a, 10).unwrap();
+        assert!(!r.has_entry(id), "no entry before the install");
+        r.set_entry(id, entry(id), "198.51.100.2:22".parse().unwrap());
+        assert!(r.has_entry(id));
+        r.clear_entry(id);
+        assert!(!r.has_entry(id), "the upkeep must not refresh it back");
+        assert!(r
+            .idle(
+                std::time::Duration::ZERO,
+                Instant::now() + std::time::Duration::from_secs(1)
+            )
+            .is_empty());
+        r.remove(id);
+        assert!(!r.has_entry(id));
     }
 }
