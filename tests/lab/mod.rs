@@ -816,6 +816,9 @@ pub fn try_recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     }
 }
 
+/// Root's bash start-up file, hidden from the lab's sshd sessions (see [`Sshd::start_configured`]).
+const ROOT_BASHRC: &str = "/root/.bashrc";
+
 /// A real OpenSSH `sshd` serving inside a namespace, with a throw-away host key, and a client
 /// key pair whose public half it accepts for root. Killed (by PID) when dropped.
 pub struct Sshd {
@@ -896,6 +899,25 @@ impl Sshd {
         let _ = std::fs::create_dir_all("/run/sshd");
         let config_arg = config.display().to_string();
         let mut args: Vec<&str> = prefix.to_vec();
+        // The sessions' shell is root's bash, which reads ~/.bashrc when run by sshd. This
+        // machine's runs `pyenv init`, whose rehash lock, left behind by a session killed during
+        // it (as kill -9 and SIGTERM tests do), makes every later login wait 60 s. So sshd runs
+        // in a private mount namespace where root's .bashrc is an empty file; the machine's file
+        // is not touched.
+        let empty_rc = dir.path().join("empty_bashrc");
+        std::fs::write(&empty_rc, "").unwrap_or_else(|e| panic!("lab: empty bashrc: {e}"));
+        let empty_rc_arg = empty_rc.display().to_string();
+        if std::path::Path::new(ROOT_BASHRC).exists() {
+            args.extend([
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                "mount --bind \"$0\" \"$1\" && shift && exec \"$@\"",
+                &empty_rc_arg,
+                ROOT_BASHRC,
+            ]);
+        }
         args.extend(["/usr/sbin/sshd", "-D", "-e", "-f", &config_arg]);
         let process = ns.spawn(&args);
         let started = wait_until(Duration::from_secs(10), || {
