@@ -28,6 +28,7 @@ pub mod ascp;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod forward;
 pub mod policy;
 pub mod protocol;
 pub mod session;

@@ -312,3 +312,86 @@ fn check_config_on_ibm_tags_warns_once_and_suggests_on_typos() {
         "{stderr}"
     );
 }
+
+/// Runs `fasp-proxy --config CONF node-user ARGS` with `stdin` as its input.
+fn node_user(conf: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fasp-proxy"))
+        .arg("--config")
+        .arg(conf)
+        .arg("node-user")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run fasp-proxy node-user");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn node_user_add_list_del_keeps_only_hashes_in_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("aspera.conf");
+    let file = dir.path().join("node-users");
+
+    let out = node_user(&conf, &["add", "proxyuser"], "Pr0xy pass\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("added user proxyuser"));
+    let out = node_user(&conf, &["add", "other"], "x\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stored = fs::read_to_string(&file).unwrap();
+    assert!(!stored.contains("Pr0xy"), "{stored}");
+    assert!(stored.contains("proxyuser:$argon2id$"), "{stored}");
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let out = node_user(&conf, &["list"], "");
+    assert_eq!(text(&out.stdout), "proxyuser\nother\n");
+    let out = node_user(&conf, &["add", "proxyuser"], "second\n");
+    assert!(text(&out.stdout).contains("new password for user proxyuser"));
+
+    // Refusals change nothing.
+    let before = snapshot(dir.path());
+    for (args, input, why) in [
+        (&["add", "bad name"][..], "pw\n", "is not 1-64"),
+        (&["add", "-x"][..], "pw\n", "unexpected argument"),
+        (&["add", "carol"][..], "\n", "1-1024 bytes"),
+        (&["del", "carol"][..], "", "no user carol"),
+    ] {
+        let out = node_user(&conf, args, input);
+        assert_eq!(
+            out.status.code(),
+            Some(if why == "unexpected argument" { 2 } else { 1 })
+        );
+        assert!(
+            text(&out.stderr).contains(why),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(snapshot(dir.path()), before);
+
+    let out = node_user(&conf, &["del", "other"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&node_user(&conf, &["list"], "").stdout), "proxyuser\n");
+
+    // A damaged file is reported with its line and left alone.
+    fs::write(&file, "proxyuser:$argon2id$ok\nbroken line\n").unwrap();
+    let out = node_user(&conf, &["list"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("node-users line 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use fasp_proxy::config::{self, create, render, summary};
 use fasp_proxy::daemon;
 use fasp_proxy::dataplane::{self, Backend, DataplaneError};
+use fasp_proxy::forward::users::{self, NodeUsers};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A proxy for FASP-style file transfers: an SSH front end authenticates users and bridges each
@@ -77,6 +78,30 @@ enum Command {
     ///
     /// Leaves every table and chain the proxy does not own untouched. Needs root.
     Purge,
+    /// Manage the forward proxy's node-API users (IBM's `asnodeadmin -au`), kept hashed
+    /// (argon2id) in `node-users` beside the configuration, mode 0600.
+    NodeUser {
+        #[command(subcommand)]
+        action: NodeUserAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeUserAction {
+    /// Add a user, or set a new password for an existing one. The password is read from the
+    /// terminal (asked twice, not echoed) or, when stdin is not a terminal, from its first line;
+    /// never from the command line.
+    Add {
+        /// The user name (1-64 of A-Z a-z 0-9 . _ -).
+        name: String,
+    },
+    /// Remove a user.
+    Del {
+        /// The user name.
+        name: String,
+    },
+    /// List the user names.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +115,7 @@ fn main() -> ExitCode {
         }
         Command::Purge => purge(&cli.config),
         Command::Run => run(&cli.config),
+        Command::NodeUser { action } => node_user(&cli.config, action),
         Command::Sessions => match daemon::control::query() {
             Ok(table) => {
                 print!("{table}");
@@ -309,4 +335,78 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `node-user add|del|list`.
+fn node_user(config_path: &Path, action: NodeUserAction) -> ExitCode {
+    let path = users::users_path(config_path);
+    let result = (|| -> Result<String, String> {
+        let mut list = NodeUsers::load(&path).map_err(|e| e.to_string())?;
+        match action {
+            NodeUserAction::List => Ok(list.names().map(|n| format!("{n}\n")).collect()),
+            NodeUserAction::Del { name } => {
+                if !list.remove(&name) {
+                    return Err(format!("no user {name} in {}", path.display()));
+                }
+                list.save(&path).map_err(|e| e.to_string())?;
+                Ok(format!("removed user {name} from {}\n", path.display()))
+            }
+            NodeUserAction::Add { name } => {
+                users::check_name(&name).map_err(|e| e.to_string())?;
+                let password = read_password()?;
+                let new = list.set(&name, &password).map_err(|e| e.to_string())?;
+                list.save(&path).map_err(|e| e.to_string())?;
+                let what = if new {
+                    "added user"
+                } else {
+                    "new password for user"
+                };
+                Ok(format!("{what} {name} in {}\n", path.display()))
+            }
+        }
+    })();
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fasp-proxy node-user: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads a password: from the terminal without echo (twice, to catch typos), else stdin's
+/// first line.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the password from stdin: {e}"))?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    let ask = |prompt: &str| -> Result<String, String> {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        eprint!("{prompt}");
+        let saved = tcgetattr(&stdin).map_err(|e| format!("reading the terminal: {e}"))?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(|e| format!("turning echo off: {e}"))?;
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+        eprintln!();
+        read.map_err(|e| format!("reading the password: {e}"))?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    };
+    let first = ask("Password: ")?;
+    if ask("Again: ")? != first {
+        return Err("the two passwords differ; nothing changed".into());
+    }
+    Ok(first)
 }
