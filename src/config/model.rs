@@ -49,6 +49,29 @@ impl Server {
         let v6 = hosts.clone().any(|h| h.is_ipv6());
         (v4, v6)
     }
+
+    /// The ports the proxy itself listens on, which the forward proxy must never hand out: the
+    /// SSH front end (when the reverse proxy is on), the reverse proxy's client-facing UDP ports,
+    /// and the API's HTTP/HTTPS ports when enabled.
+    pub fn own_ports(&self) -> std::collections::BTreeSet<u16> {
+        let mut ports = std::collections::BTreeSet::new();
+        if self.rproxy.enabled {
+            ports.insert(self.rproxy.ssh_listen.port());
+            for rule in &self.rproxy.rules {
+                ports.insert(rule.backend_udp_port);
+                if rule.proxy_port != 0 {
+                    ports.insert(rule.proxy_port);
+                }
+            }
+        }
+        if self.enable_http {
+            ports.insert(self.http_port);
+        }
+        if self.enable_https {
+            ports.insert(self.https_port);
+        }
+        ports
+    }
 }
 
 /// The kernel interface used for per-session forwarding entries.
@@ -246,9 +269,9 @@ pub struct ForwardProxy {
     pub port_range_low: u16,
     /// `<port_range_high>`.
     pub port_range_high: u16,
-    /// `<cleanup_interval>`: `None` = the built-in interval.
+    /// `<cleanup_interval>`: `None` = the built-in sweep (`forward::table::DEFAULT_SWEEP`).
     pub cleanup_interval: Option<Duration>,
-    /// `<keepalive_interval>`: `None` = forwardings never expire for lack of keepalives.
+    /// `<keepalive_interval>`: `None` = the built-in expiry (`forward::table::DEFAULT_EXPIRY`).
     pub keepalive_interval: Option<Duration>,
     /// `<session_timeout>`: keepalive interval told to clients; `None` = their default.
     pub session_timeout: Option<Duration>,

@@ -364,13 +364,13 @@ const PROXY_CHILDREN: &[Tag] = &[
         "cleanup_interval",
         "0",
         "seconds",
-        "how often expired forwardings are swept; 0 = the built-in interval",
+        "how often expired forwardings are swept; 0 = every 10 s",
     ),
     leaf(
         "keepalive_interval",
         "0",
         "seconds",
-        "a forwarding expires after this long without keepalives; 0 = never",
+        "a forwarding expires after this long without keepalives; 0 = 180 s (three of IBM ascp's default 60 s keepalives)",
     ),
     leaf(
         "session_timeout",

@@ -584,3 +584,19 @@ fn opaque_commands_default_to_ibms_can_be_replaced_or_turned_off_and_bad_ones_ar
         loaded.warnings
     );
 }
+
+#[test]
+fn the_forward_proxys_range_leaves_out_the_proxys_own_ports() {
+    let e = errors("<CONF><server><enable_http>true</enable_http><http_port>9091</http_port><proxy><enabled>true</enabled><port_range_low>9091</port_range_low><port_range_high>9091</port_range_high></proxy></server></CONF>");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("(9091-9091) is one the proxy listens on itself")),
+        "{e:#?}"
+    );
+    // IBM's defaults (5000-10000 around the API's 9091 and 9092) load: those two are skipped.
+    let loaded = parse(&rules(GOOD_RULE)).unwrap();
+    let mut server = loaded.config.server;
+    (server.enable_http, server.enable_https) = (true, true);
+    let own = server.own_ports();
+    assert_eq!(own.into_iter().collect::<Vec<_>>(), [9091, 9092, 33001]);
+}

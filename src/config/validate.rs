@@ -701,6 +701,21 @@ impl Checker {
                 "the reverse proxy is enabled but has no <rule>: every connection would be refused",
             );
         }
+        let proxy = &server.proxy;
+        if proxy.enabled && proxy.port_range_low <= proxy.port_range_high {
+            let own = server.own_ports();
+            let usable = (proxy.port_range_low..=proxy.port_range_high).any(|p| !own.contains(&p));
+            if !usable {
+                self.error(
+                    "CONF/server/proxy/port_range_low",
+                    format!(
+                        "every port of <port_range_low>..<port_range_high> ({}-{}) is one the proxy \
+                         listens on itself: no forwarding could be opened",
+                        proxy.port_range_low, proxy.port_range_high
+                    ),
+                );
+            }
+        }
         if !rproxy.enabled && !server.proxy.enabled {
             self.warning(
                 "CONF/server",

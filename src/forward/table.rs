@@ -64,12 +64,17 @@ pub struct ForwardTable {
     next_port: u16,
     live: BTreeMap<u64, Forwarding>,
     ports: BTreeSet<u16>,
+    reserved: BTreeSet<u16>,
 }
 
 impl ForwardTable {
-    /// A table handing out ports `low..=high`, expiring forwardings `expiry` after their last
-    /// keepalive. `low > high` is treated as the single port `low`.
-    pub fn new(low: u16, high: u16, expiry: Duration) -> ForwardTable {
+    /// A table handing out ports `low..=high` except `reserved`, expiring forwardings `expiry`
+    /// after their last keepalive. `low > high` is treated as the single port `low`.
+    ///
+    /// `reserved` holds the proxy's own listening ports (the API's 9091/9092, the SSH front end,
+    /// the reverse proxy's UDP ports): IBM's default range 5000-10000 holds 9091 and 9092, and a
+    /// forwarding on one of them would send that client's next API call to the outside server.
+    pub fn new(low: u16, high: u16, expiry: Duration, reserved: BTreeSet<u16>) -> ForwardTable {
         let high = high.max(low);
         ForwardTable {
             low,
@@ -79,6 +84,7 @@ impl ForwardTable {
             next_port: low,
             live: BTreeMap::new(),
             ports: BTreeSet::new(),
+            reserved,
         }
     }
 
@@ -101,7 +107,7 @@ impl ForwardTable {
         let mut port = self.next_port;
         let mut found = None;
         for _ in 0..span {
-            if !self.ports.contains(&port) {
+            if !self.ports.contains(&port) && !self.reserved.contains(&port) {
                 found = Some(port);
                 break;
             }
@@ -228,7 +234,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ids_and_ports_are_handed_out_and_a_full_range_is_refused() {
         let now = Instant::now();
-        let mut t = ForwardTable::new(5000, 5002, DEFAULT_EXPIRY);
+        let mut t = ForwardTable::new(5000, 5002, DEFAULT_EXPIRY, BTreeSet::new());
         let got: Vec<_> = (0..3).map(|_| open(&mut t, now).unwrap()).collect();
         assert_eq!(got.iter().map(|f| f.id).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(
@@ -249,7 +255,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_freed_port_is_reused_last() {
         let now = Instant::now();
-        let mut t = ForwardTable::new(5000, 5002, DEFAULT_EXPIRY);
+        let mut t = ForwardTable::new(5000, 5002, DEFAULT_EXPIRY, BTreeSet::new());
         let first = open(&mut t, now).unwrap();
         t.take(first.id);
         assert_eq!(open(&mut t, now).unwrap().port, 5001);
@@ -260,7 +266,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_the_owner_may_keep_alive_or_close() {
         let now = Instant::now();
-        let mut t = ForwardTable::new(5000, 5010, DEFAULT_EXPIRY);
+        let mut t = ForwardTable::new(5000, 5010, DEFAULT_EXPIRY, BTreeSet::new());
         let f = open(&mut t, now).unwrap();
         let client: IpAddr = CLIENT.parse().unwrap();
         let other: IpAddr = "192.0.2.3".parse().unwrap();
@@ -283,7 +289,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn forwardings_without_keepalives_expire_and_keepalives_keep_them() {
-        let mut t = ForwardTable::new(5000, 5010, Duration::from_secs(30));
+        let mut t = ForwardTable::new(5000, 5010, Duration::from_secs(30), BTreeSet::new());
         let client: IpAddr = CLIENT.parse().unwrap();
         let kept = open(&mut t, Instant::now()).unwrap();
         let dropped = open(&mut t, Instant::now()).unwrap();
@@ -300,10 +306,26 @@ mod tests {
         assert!(t.is_empty());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_proxys_own_ports_are_never_handed_out() {
+        let now = Instant::now();
+        let reserved = BTreeSet::from([9091, 9092, 33001]);
+        let mut t = ForwardTable::new(9090, 9093, DEFAULT_EXPIRY, reserved);
+        let ports: Vec<u16> = (0..2).map(|_| open(&mut t, now).unwrap().port).collect();
+        assert_eq!(ports, [9090, 9093]);
+        assert!(matches!(
+            open(&mut t, now),
+            Err(TableError::Exhausted {
+                low: 9090,
+                high: 9093
+            })
+        ));
+    }
+
     #[test]
     fn a_single_port_range_works() {
         let now = Instant::now();
-        let mut t = ForwardTable::new(6000, 6000, DEFAULT_EXPIRY);
+        let mut t = ForwardTable::new(6000, 6000, DEFAULT_EXPIRY, BTreeSet::new());
         assert_eq!(open(&mut t, now).unwrap().port, 6000);
         assert!(open(&mut t, now).is_err());
     }
