@@ -51,6 +51,16 @@ pub struct Loaded {
 
 /// Checks `text` (the contents of `file`) and returns the configuration, or every problem found.
 /// Only the pure checks run here; see [`environment::check`] for those that look at the machine.
+/// The path of a file the proxy keeps beside its configuration (`known_hosts`, `node-users`):
+/// `/etc/fasp-proxy/NAME` for `/etc/fasp-proxy/aspera.conf`, `./NAME` for a bare `aspera.conf`.
+pub fn beside(config_path: &Path, name: &str) -> PathBuf {
+    config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
+        .join(name)
+}
+
 pub fn parse_str(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
     let fail = |diagnostics| ConfigError {
         file: file.to_path_buf(),

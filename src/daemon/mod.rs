@@ -71,10 +71,7 @@ pub struct Setup {
 
 /// Where the internal servers' host keys are kept: `known_hosts` beside the configuration.
 pub fn backend_known_hosts(config_path: &Path) -> PathBuf {
-    config_path
-        .parent()
-        .unwrap_or_else(|| Path::new("/etc/fasp-proxy"))
-        .join("known_hosts")
+    crate::config::beside(config_path, "known_hosts")
 }
 
 /// Opens and readies the kernel data plane (blocking): IP forwarding, conntrack accounting,
