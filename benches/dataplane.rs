@@ -37,6 +37,7 @@ fn entry(i: usize) -> SessionEntry {
         proxy_addr: lab::PROXY_CLIENT_V4.into(),
         proxy_port: 33001,
         backend: SocketAddr::new(lab::server_v4(0).into(), 33001),
+        tcp_backend: None,
         snat: None,
         lifetime: Duration::from_secs(600),
     }
@@ -102,6 +103,7 @@ fn main() {
             client_port: None,
             proxy_port: 33002,
             backend: SocketAddr::new(lab::server_v4(0).into(), 33002),
+            tcp_backend: None,
             ..entry(0)
         };
         let server = lab::udp_socket(topo.server(), measured.backend, Duration::from_secs(5));

@@ -168,6 +168,7 @@ mod tests {
             proxy_addr: "192.0.2.1".parse().unwrap(),
             proxy_port: 33001,
             backend: "198.51.100.2:33001".parse().unwrap(),
+            tcp_backend: None,
             snat: None,
             lifetime: Duration::from_secs(60),
         };

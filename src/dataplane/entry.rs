@@ -22,6 +22,9 @@ pub struct SessionEntry {
     pub proxy_port: u16,
     /// The internal server's UDP address and port.
     pub backend: SocketAddr,
+    /// Where TCP to `proxy_addr:proxy_port` from the client goes too (the forward proxy: the
+    /// client's SSH reaches the outside server through the same port); `None` = UDP only.
+    pub tcp_backend: Option<SocketAddr>,
     /// Source address for the forwarded packets (`bind_source_address`); `None` = masquerade.
     pub snat: Option<IpAddr>,
     /// How long the entry lives unless refreshed.
@@ -76,6 +79,21 @@ impl SessionEntry {
         if let Some(s) = self.snat {
             addrs.push(("SNAT address", s));
         }
+        if let Some(t) = self.tcp_backend {
+            addrs.push(("TCP backend", t.ip()));
+            if t.port() == 0 || t.ip().is_unspecified() {
+                return Err(bad(format!(
+                    "TCP backend {t} is not a real address and port"
+                )));
+            }
+            // A TCP connection has one source port, known only when it starts: the TCP twin is
+            // keyed on the client address alone.
+            if self.client_port.is_some() {
+                return Err(bad(
+                    "TCP forwarding needs an entry for any client port (client_port None)".into(),
+                ));
+            }
+        }
         for (what, addr) in addrs {
             if addr.is_ipv4() != v4 {
                 return Err(bad(format!(
@@ -122,6 +140,8 @@ pub struct InstalledEntry {
     pub key: SessionKey,
     /// Where the data goes.
     pub backend: SocketAddr,
+    /// Where the client's TCP goes (forward proxy forwardings), `None` for UDP only.
+    pub tcp_backend: Option<SocketAddr>,
     /// The SNAT address, `None` when masqueraded.
     pub snat: Option<IpAddr>,
     /// Time left before the kernel drops it, for backends whose entries expire.
@@ -134,6 +154,9 @@ impl fmt::Display for InstalledEntry {
             .id
             .map_or_else(|| "(no session id)".to_string(), |u| u.to_string());
         write!(f, "{id}: {} => {}", self.key, self.backend)?;
+        if let Some(t) = self.tcp_backend {
+            write!(f, ", tcp => {t}")?;
+        }
         match self.snat {
             Some(s) => write!(f, ", snat {s}")?,
             None => write!(f, ", masquerade")?,
@@ -154,6 +177,7 @@ pub(crate) fn sample_entry() -> SessionEntry {
         proxy_addr: "192.0.2.1".parse().unwrap(),
         proxy_port: 33001,
         backend: "198.51.100.2:33001".parse().unwrap(),
+        tcp_backend: None,
         snat: None,
         lifetime: Duration::from_secs(60),
     }
@@ -183,9 +207,26 @@ mod tests {
         let mut e = ok.clone();
         e.lifetime = Duration::ZERO;
         assert!(e.validate().is_err());
-        let mut e = ok;
+        let mut e = ok.clone();
         e.client = "0.0.0.0".parse().unwrap();
         assert!(e.validate().is_err());
+        let mut e = ok.clone();
+        e.tcp_backend = Some("198.51.100.2:22".parse().unwrap());
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("any client port"));
+        e.client_port = None;
+        assert!(e.validate().is_ok());
+        e.tcp_backend = Some("198.51.100.2:0".parse().unwrap());
+        assert!(e.validate().is_err());
+        e.tcp_backend = Some("[2001:db8::2]:22".parse().unwrap());
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("different IP families"));
     }
 
     #[test]

@@ -129,6 +129,7 @@ fn installed(entry: &SessionEntry) -> InstalledEntry {
         id: Some(entry.id),
         key: entry.key(),
         backend: entry.backend,
+        tcp_backend: entry.tcp_backend,
         snat: entry.snat,
         expires: None,
     }

@@ -605,6 +605,7 @@ impl Session {
             proxy_addr: policy::canonical(self.local.ip()),
             proxy_port,
             backend: SocketAddr::new(backend.ip(), accept.server_udp_port),
+            tcp_backend: None,
             snat: self.shared.balancer().source_address(rule),
             lifetime: ENTRY_LIFETIME,
         };
@@ -729,6 +730,7 @@ impl Session {
                     proxy_addr: policy::canonical(self.local.ip()),
                     proxy_port: key.proxy_port,
                     backend: SocketAddr::new(addr.ip(), rule.backend_udp_port),
+                    tcp_backend: None,
                     snat: self.shared.balancer().source_address(rule),
                     lifetime: ENTRY_LIFETIME,
                 };

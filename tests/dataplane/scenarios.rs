@@ -39,6 +39,7 @@ pub fn entry_v4(client_port: Option<u16>, proxy_port: u16) -> SessionEntry {
         proxy_addr: lab::PROXY_CLIENT_V4.into(),
         proxy_port,
         backend: SocketAddr::new(lab::server_v4(0).into(), PORT),
+        tcp_backend: None,
         snat: None,
         lifetime: Duration::from_secs(60),
     }
@@ -50,6 +51,7 @@ pub fn entry_v6(client_port: Option<u16>, proxy_port: u16) -> SessionEntry {
         client: lab::CLIENT_V6.into(),
         proxy_addr: lab::PROXY_CLIENT_V6.into(),
         backend: SocketAddr::new(lab::server_v6(0).into(), PORT),
+        tcp_backend: None,
         ..entry_v4(client_port, proxy_port)
     }
 }
@@ -60,6 +62,7 @@ pub fn installed(entry: &SessionEntry) -> InstalledEntry {
         id: Some(entry.id),
         key: entry.key(),
         backend: entry.backend,
+        tcp_backend: entry.tcp_backend,
         snat: entry.snat,
         expires: None,
     }
@@ -123,6 +126,7 @@ pub fn a_taken_key_is_refused_and_the_first_entry_untouched(fw: &mut dyn Forward
     fw.install(&first).unwrap();
     let second = SessionEntry {
         backend: SocketAddr::new(lab::server_v4(0).into(), 33999),
+        tcp_backend: None,
         snat: Some(lab::PROXY_SERVER_V4.into()),
         ..entry_v4(Some(40000), PORT)
     };
@@ -131,6 +135,7 @@ pub fn a_taken_key_is_refused_and_the_first_entry_untouched(fw: &mut dyn Forward
 
     let bad = SessionEntry {
         backend: SocketAddr::new(lab::server_v6(0).into(), PORT),
+        tcp_backend: None,
         ..entry_v4(Some(40001), PORT)
     };
     assert!(matches!(
@@ -170,6 +175,7 @@ pub fn port_and_any_port_keys_are_distinct(fw: &mut dyn Forwarder) {
     let any = entry_v4(None, PORT);
     let specific = SessionEntry {
         backend: SocketAddr::new(lab::server_v4(0).into(), PORT + 1),
+        tcp_backend: None,
         ..entry_v4(Some(40003), PORT)
     };
     fw.install(&any).unwrap();
@@ -428,6 +434,7 @@ pub fn source_port_filtering_and_any_port_sessions(lab: &dyn KernelLab) {
 
     let specific = SessionEntry {
         backend: SocketAddr::new(lab::server_v4(0).into(), PORT + 1),
+        tcp_backend: None,
         ..entry_v4(Some(40003), PORT)
     };
     fw.install(&specific).unwrap();
@@ -508,6 +515,7 @@ pub fn a_taken_key_leaves_the_running_flow_alone(lab: &dyn KernelLab) {
     let before = lab.ours();
     let second = SessionEntry {
         backend: SocketAddr::new(lab::server_v4(0).into(), 33999),
+        tcp_backend: None,
         snat: Some(lab::PROXY_SERVER_V4.into()),
         ..entry_v4(Some(40000), PORT)
     };

@@ -187,6 +187,7 @@ pub(super) mod tests {
             client: "2001:db8:1::2".parse().unwrap(),
             proxy_addr: "2001:db8:1::1".parse().unwrap(),
             backend: "[2001:db8:2::2]:33001".parse().unwrap(),
+            tcp_backend: None,
             ..sample_entry()
         }
     }

@@ -200,6 +200,7 @@ impl NatState {
             id: comment_id(&dnat.comment),
             key: dnat.key(),
             backend: dnat.backend,
+            tcp_backend: None,
             snat: snat.flatten(),
             expires: None,
         }
@@ -443,6 +444,7 @@ mod tests {
                         id: Some(e.id),
                         key: e.key(),
                         backend: e.backend,
+                        tcp_backend: e.tcp_backend,
                         snat: e.snat,
                         expires: None,
                     }

@@ -345,6 +345,7 @@ impl Found {
             id: self.id,
             key,
             backend: self.backend?,
+            tcp_backend: None,
             snat: self.snat,
             expires: self.expires,
         })
