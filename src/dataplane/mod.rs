@@ -123,6 +123,20 @@ pub trait Forwarder: Send {
     fn purge(&mut self) -> Result<ReconcileReport, Errors>;
 }
 
+/// Refuses what `kind` cannot program yet, rather than installing half of it: the kernel
+/// backends do not write an entry's TCP twin ([`SessionEntry::tcp_backend`]) so far; the
+/// memory backend stores it, for the logic tests of the forward proxy.
+fn check_programmable(kind: Backend, entry: &SessionEntry) -> Result<(), DataplaneError> {
+    if entry.tcp_backend.is_some() && kind != Backend::Memory {
+        return Err(EntryError {
+            id: entry.id,
+            why: format!("TCP forwarding is not programmed by the {kind} backend yet"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// The install of every backend: checks `entry`, `add`s its kernel entries (in one batch: all
 /// or nothing; a taken key refused), then `finish`es (deletes the stale conntrack flows of the
 /// client tuple). When `finish` fails after `add` succeeded, the session's entries are removed
@@ -135,6 +149,7 @@ fn install_or_roll_back<F: Forwarder, T>(
     finish: impl FnOnce(&mut F) -> Result<T, DataplaneError>,
 ) -> Result<(), DataplaneError> {
     entry.validate()?;
+    check_programmable(fw.kind(), entry)?;
     add(fw, entry)?;
     if let Err(e) = finish(fw) {
         if let Err(rollback) = fw.remove(entry) {
@@ -193,6 +208,24 @@ mod tests {
         let err = install_or_roll_back(&mut fw, &other, |fw, e| fw.install(e), |_| Ok(()));
         assert!(matches!(err, Err(DataplaneError::KeyTaken { .. })));
         assert_eq!(handle.installed(), vec![entry]);
+    }
+
+    #[test]
+    fn kernel_backends_refuse_a_tcp_twin_they_would_not_program() {
+        let entry = SessionEntry {
+            client_port: None,
+            tcp_backend: Some("198.51.100.2:22".parse().unwrap()),
+            ..sample_entry()
+        };
+        for kind in [Backend::Nftables, Backend::Iptables] {
+            let err = check_programmable(kind, &entry).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("not programmed by the {kind} backend")),
+                "{err}"
+            );
+        }
+        assert!(check_programmable(Backend::Memory, &entry).is_ok());
+        assert!(check_programmable(Backend::Nftables, &sample_entry()).is_ok());
     }
 
     #[test]
