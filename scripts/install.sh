@@ -112,7 +112,8 @@ fi
 if [[ -e $CONF_DIR/aspera.conf ]]; then
 	say "kept /etc/fasp-proxy/aspera.conf (exists)"
 elif [[ -e $CONF_DIR/ssh_host_ed25519_key || -e $CONF_DIR/ssh_host_ed25519_key.pub ||
-	-e $CONF_DIR/ssh_host_rsa_key || -e $CONF_DIR/ssh_host_rsa_key.pub ]]; then
+	-e $CONF_DIR/ssh_host_rsa_key || -e $CONF_DIR/ssh_host_rsa_key.pub ||
+	-e $CONF_DIR/api_cert.pem || -e $CONF_DIR/api_key.pem ]]; then
 	# create-config writes both or nothing; a host key of yours is never replaced.
 	say "NOTE: /etc/fasp-proxy has a host key but no aspera.conf: write one (fasp-proxy spec"
 	say "      lists every option; etc/aspera.conf is an annotated sample); the key is kept"
@@ -122,9 +123,12 @@ else
 	if [[ -n $DESTDIR ]]; then
 		# Staged: the file names its host key under DESTDIR; name it where it will live.
 		sed -i -e "s|<ssh_host_key>$DESTDIR/|<ssh_host_key>/|" \
-			-e "s|<ssh_host_rsa_key>$DESTDIR/|<ssh_host_rsa_key>/|" "$CONF_DIR/aspera.conf"
+			-e "s|<ssh_host_rsa_key>$DESTDIR/|<ssh_host_rsa_key>/|" \
+			-e "s|<https_certificate>$DESTDIR/|<https_certificate>/|" \
+			-e "s|<https_private_key>$DESTDIR/|<https_private_key>/|" "$CONF_DIR/aspera.conf"
 	fi
-	say "created /etc/fasp-proxy/aspera.conf and its SSH host keys (Ed25519, RSA)"
+	say "created /etc/fasp-proxy/aspera.conf, its SSH host keys (Ed25519, RSA) and a self-signed"
+	say "        certificate for the forward proxy's HTTPS API (api_cert.pem, api_key.pem)"
 fi
 
 # 4. systemd, and what is left

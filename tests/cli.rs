@@ -139,8 +139,13 @@ fn create_config_twice_refuses_and_leaves_files_identical() {
     let before = snapshot(&target);
     assert_eq!(
         before.len(),
-        5,
-        "aspera.conf and two host keys with their .pub"
+        7,
+        "aspera.conf, two host keys with their .pub, the API certificate and key"
+    );
+    assert!(
+        text(&out.stdout).contains("HTTPS API, self-signed, for"),
+        "{}",
+        text(&out.stdout)
     );
 
     // What it wrote is a valid configuration pointing at the key it made.
@@ -326,12 +331,12 @@ fn node_user(conf: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run fasp-proxy node-user");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A refusal (e.g. a bad argument) may exit before reading its input: a broken pipe here is
+    // not the test's concern, the exit status and stderr are.
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     child.wait_with_output().unwrap()
 }
 

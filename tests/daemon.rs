@@ -279,7 +279,8 @@ impl Daemon {
         let setup = Setup {
             config: Arc::new(config(files, options)),
             forwarder: Box::new(forwarder),
-            ssh_listener: listener,
+            ssh_listener: Some(listener),
+            api: None,
             control_listener: None,
             backend_known_hosts: files.dir.path().join("backend_known_hosts"),
         };

@@ -156,7 +156,8 @@ fn free_port() -> u16 {
 /// Starts a front end; `tweak` adjusts the config before it starts.
 async fn start(admit: bool, tweak: impl FnOnce(&mut FrontendConfig)) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let created = fasp_proxy::config::create::create(&dir.path().join("etc")).expect("host key");
+    let created =
+        fasp_proxy::config::create::create(&dir.path().join("etc"), &[]).expect("host key");
     for name in ["id", "wrong"] {
         let path = dir.path().join(name);
         run(

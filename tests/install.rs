@@ -54,6 +54,7 @@ fn installs_everything_once_and_keeps_what_the_administrator_changed() {
     assert_eq!(mode(&d.join("etc/pam.d/fasp-proxy")), 0o644);
     assert_eq!(mode(&d.join("etc/fasp-proxy/ssh_host_ed25519_key")), 0o600);
     assert_eq!(mode(&d.join("etc/fasp-proxy/ssh_host_rsa_key")), 0o600);
+    assert_eq!(mode(&d.join("etc/fasp-proxy/api_key.pem")), 0o600);
     assert_eq!(
         std::fs::read_to_string(d.join("etc/systemd/system/fasp-proxy.service")).unwrap(),
         std::fs::read_to_string(UNIT_FILE).unwrap()
@@ -67,6 +68,11 @@ fn installs_everything_once_and_keeps_what_the_administrator_changed() {
     );
     assert!(
         text.contains("<ssh_host_rsa_key>/etc/fasp-proxy/ssh_host_rsa_key</ssh_host_rsa_key>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<https_certificate>/etc/fasp-proxy/api_cert.pem</https_certificate>")
+            && text.contains("<https_private_key>/etc/fasp-proxy/api_key.pem</https_private_key>"),
         "{text}"
     );
     // And it is a configuration the installed binary accepts.

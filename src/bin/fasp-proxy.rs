@@ -45,13 +45,28 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a commented default aspera.conf and a new Ed25519 SSH host key.
+    /// Write a commented default aspera.conf, new SSH host keys (Ed25519 and RSA) and a
+    /// self-signed certificate for the forward proxy's HTTPS API.
     ///
     /// Refuses, changing nothing, if any of the files exists already.
     CreateConfig {
-        /// Directory to write aspera.conf, ssh_host_ed25519_key and ssh_host_ed25519_key.pub into.
+        /// Directory to write aspera.conf, the host keys and api_cert.pem/api_key.pem into.
         #[arg(long, default_value = "/etc/fasp-proxy", value_name = "DIR")]
         dir: PathBuf,
+        /// A name or address the HTTPS certificate is valid for (repeatable; IP addresses
+        /// become IP SANs). Default: this host's name and every address of its interfaces.
+        #[arg(long = "api-name", value_name = "NAME")]
+        api_names: Vec<String>,
+    },
+    /// Write only a new self-signed certificate and key for the HTTPS API (api_cert.pem,
+    /// api_key.pem), e.g. for a configuration made before; refuses to overwrite either.
+    CreateCertificate {
+        /// Directory to write api_cert.pem and api_key.pem into.
+        #[arg(long, default_value = "/etc/fasp-proxy", value_name = "DIR")]
+        dir: PathBuf,
+        /// A name or address the certificate is valid for (repeatable), as for create-config.
+        #[arg(long = "api-name", value_name = "NAME")]
+        api_names: Vec<String>,
     },
     /// Validate the configuration and summarise every rule.
     ///
@@ -107,7 +122,8 @@ enum NodeUserAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CreateConfig { dir } => create_config(&dir),
+        Command::CreateConfig { dir, api_names } => create_config(&dir, api_names),
+        Command::CreateCertificate { dir, api_names } => create_certificate(&dir, api_names),
         Command::CheckConfig { path } => check_config(path.as_deref().unwrap_or(&cli.config)),
         Command::Spec => {
             print!("{}", render::spec());
@@ -173,10 +189,21 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
     };
-    let listen = config.server.rproxy.ssh_listen;
-    let ssh_listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let ssh_listener = if config.server.rproxy.enabled {
+        let listen = config.server.rproxy.ssh_listen;
+        Some(
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let api = if config.server.proxy.enabled {
+        Some(bind_api(&config, config_path).await?)
+    } else {
+        None
+    };
     // Handlers before READY=1: a SIGTERM from then on is a clean stop, never the default kill.
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let shutdown = async move {
@@ -189,12 +216,46 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
         config,
         forwarder,
         ssh_listener,
+        api,
         control_listener: Some(control_listener),
         backend_known_hosts: daemon::backend_known_hosts(config_path),
     };
     daemon::serve(setup, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The forward proxy's API listeners on `<bind_ip_address>`: HTTP on `<http_port>` when
+/// `<enable_http>`, HTTPS on `<https_port>` with the configured certificate when `<enable_https>`.
+async fn bind_api(config: &config::Config, config_path: &Path) -> Result<daemon::ApiSetup, String> {
+    let server = &config.server;
+    let ip = server.proxy.bind_ip_address;
+    let bind = |port: u16| async move {
+        let addr = std::net::SocketAddr::new(ip, port);
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("forward proxy API: cannot listen on {addr}: {e}"))
+    };
+    let http = if server.enable_http {
+        Some(bind(server.http_port).await?)
+    } else {
+        None
+    };
+    let https = if server.enable_https {
+        let tls = fasp_proxy::forward::api::tls_acceptor(
+            &server.https_certificate,
+            &server.https_private_key,
+        )?;
+        Some((bind(server.https_port).await?, tls))
+    } else {
+        None
+    };
+    Ok(daemon::ApiSetup {
+        http,
+        https,
+        users_path: fasp_proxy::forward::users::users_path(config_path),
+        limits: fasp_proxy::forward::api::ApiLimits::default(),
+    })
 }
 
 /// Loads the configuration for `run`: every diagnostic printed, warnings included; `None` when
@@ -213,14 +274,15 @@ fn load_for_run(config_path: &Path) -> Option<config::Config> {
     }
     let config = loaded.config;
     let rproxy = &config.server.rproxy;
-    if !rproxy.enabled {
+    if !rproxy.enabled && !config.server.proxy.enabled {
         eprintln!(
-            "fasp-proxy: the reverse proxy is not enabled in {} (<rproxy><enabled>true</enabled>); nothing to run",
+            "fasp-proxy: neither the reverse proxy nor the forward proxy is enabled in {} \
+             (<rproxy><enabled>true</enabled> or <proxy><enabled>true</enabled>); nothing to run",
             config_path.display()
         );
         return None;
     }
-    if rproxy.password_authentication {
+    if rproxy.enabled && rproxy.password_authentication {
         if let Err(e) = fasp_proxy::ssh::pam::available() {
             eprintln!(
                 "fasp-proxy: <password_authentication> is on in {}, but {e}",
@@ -283,8 +345,36 @@ fn purge(config_path: &Path) -> ExitCode {
     }
 }
 
-fn create_config(dir: &Path) -> ExitCode {
-    match create::create(dir) {
+/// The certificate names asked for, or this host's by default.
+fn api_names(asked: Vec<String>) -> Vec<String> {
+    if asked.is_empty() {
+        create::default_api_names()
+    } else {
+        asked
+    }
+}
+
+fn create_certificate(dir: &Path, names: Vec<String>) -> ExitCode {
+    let names = api_names(names);
+    match create::create_certificate(dir, &names) {
+        Ok((cert, key)) => {
+            println!(
+                "wrote {} and {} (mode 0600): self-signed, for {}",
+                cert.display(),
+                key.display(),
+                names.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fasp-proxy create-certificate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn create_config(dir: &Path, names: Vec<String>) -> ExitCode {
+    match create::create(dir, &api_names(names)) {
         Ok(created) => {
             println!("wrote {}", created.config.display());
             println!(
@@ -299,6 +389,12 @@ fn create_config(dir: &Path) -> ExitCode {
                 created.rsa_host_key_pub.display()
             );
             println!("RSA host key fingerprint: {}", created.rsa_fingerprint);
+            println!(
+                "wrote {} and {} (HTTPS API, self-signed, for {})",
+                created.api_cert.display(),
+                created.api_key.display(),
+                created.api_names.join(", ")
+            );
             println!(
                 "next: add your rules, then `fasp-proxy check-config {}`",
                 created.config.display()

@@ -1,5 +1,6 @@
-//! `create-config`: writes a default `aspera.conf` and fresh SSH host keys (Ed25519, and
-//! RSA-3072 for clients that know no other kind), never overwriting anything.
+//! `create-config`: writes a default `aspera.conf`, fresh SSH host keys (Ed25519, and
+//! RSA-3072 for clients that know no other kind) and a self-signed certificate for the forward
+//! proxy's HTTPS API (with this host's addresses as IP SANs), never overwriting anything.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -17,6 +18,10 @@ pub const CONFIG_FILE: &str = "aspera.conf";
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
 /// File name of the RSA SSH host private key written by [`create`].
 pub const RSA_HOST_KEY_FILE: &str = "ssh_host_rsa_key";
+/// File name of the HTTPS API's certificate written by [`create`].
+pub const API_CERT_FILE: &str = "api_cert.pem";
+/// File name of the HTTPS API's private key written by [`create`].
+pub const API_KEY_FILE: &str = "api_key.pem";
 /// Size of the RSA host key, bits.
 pub const RSA_HOST_KEY_BITS: usize = 3072;
 
@@ -37,6 +42,9 @@ pub enum CreateError {
     /// The host key could not be generated.
     #[error("generating the SSH host key: {0}")]
     Key(#[from] ssh_key::Error),
+    /// The API certificate could not be generated.
+    #[error("generating the HTTPS API certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
 }
 
 fn list(paths: &[PathBuf]) -> String {
@@ -64,12 +72,19 @@ pub struct Created {
     pub rsa_host_key_pub: PathBuf,
     /// The RSA host key's SHA-256 fingerprint.
     pub rsa_fingerprint: String,
+    /// The HTTPS API's self-signed certificate.
+    pub api_cert: PathBuf,
+    /// The HTTPS API's private key (mode 0600).
+    pub api_key: PathBuf,
+    /// The names and addresses the certificate is valid for.
+    pub api_names: Vec<String>,
 }
 
-/// Writes `aspera.conf`, `ssh_host_ed25519_key`, `ssh_host_rsa_key` and their `.pub` files into
-/// `dir` (made if missing).
+/// Writes `aspera.conf`, `ssh_host_ed25519_key`, `ssh_host_rsa_key` and their `.pub` files,
+/// `api_cert.pem` and `api_key.pem` into `dir` (made if missing). The certificate names
+/// `api_names` (IP literals become IP SANs, others DNS names).
 /// Refuses, writing nothing, if any of them exists; on a write failure removes what it wrote.
-pub fn create(dir: &Path) -> Result<Created, CreateError> {
+pub fn create(dir: &Path, api_names: &[String]) -> Result<Created, CreateError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CreateError::Io { path, source }
@@ -84,12 +99,16 @@ pub fn create(dir: &Path) -> Result<Created, CreateError> {
     let host_key_pub = dir.join(format!("{HOST_KEY_FILE}.pub"));
     let rsa_host_key = dir.join(RSA_HOST_KEY_FILE);
     let rsa_host_key_pub = dir.join(format!("{RSA_HOST_KEY_FILE}.pub"));
+    let api_cert = dir.join(API_CERT_FILE);
+    let api_key = dir.join(API_KEY_FILE);
     let existing: Vec<PathBuf> = [
         &config,
         &host_key,
         &host_key_pub,
         &rsa_host_key,
         &rsa_host_key_pub,
+        &api_cert,
+        &api_key,
     ]
     .into_iter()
     .filter(|p| p.symlink_metadata().is_ok())
@@ -110,18 +129,25 @@ pub fn create(dir: &Path) -> Result<Created, CreateError> {
     let rsa_private = rsa.to_openssh(LineEnding::LF)?;
     let rsa_public = rsa.public_key().to_openssh()?;
     let rsa_fingerprint = rsa.public_key().fingerprint(Default::default()).to_string();
-    let config_text =
-        render::default_config(&host_key.to_string_lossy(), &rsa_host_key.to_string_lossy());
+    let (cert_pem, key_pem) = self_signed(api_names)?;
+    let config_text = render::default_config(render::DefaultFiles {
+        host_key: &host_key.to_string_lossy(),
+        rsa_host_key: &rsa_host_key.to_string_lossy(),
+        https_certificate: &api_cert.to_string_lossy(),
+        https_private_key: &api_key.to_string_lossy(),
+    });
     let public_text = format!("{public} fasp-proxy\n");
     let rsa_public_text = format!("{rsa_public} fasp-proxy\n");
 
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     let mut written: Vec<PathBuf> = Vec::new();
-    let files: [(&PathBuf, &[u8], u32); 5] = [
+    let files: [(&PathBuf, &[u8], u32); 7] = [
         (&host_key, private.as_bytes(), 0o600),
         (&host_key_pub, public_text.as_bytes(), 0o644),
         (&rsa_host_key, rsa_private.as_bytes(), 0o600),
         (&rsa_host_key_pub, rsa_public_text.as_bytes(), 0o644),
+        (&api_key, key_pem.as_bytes(), 0o600),
+        (&api_cert, cert_pem.as_bytes(), 0o644),
         (&config, config_text.as_bytes(), 0o644),
     ];
     for (path, contents, mode) in files {
@@ -142,7 +168,73 @@ pub fn create(dir: &Path) -> Result<Created, CreateError> {
         rsa_host_key,
         rsa_host_key_pub,
         rsa_fingerprint,
+        api_cert,
+        api_key,
+        api_names: api_names.to_vec(),
     })
+}
+
+/// Writes only the HTTPS API's `api_cert.pem` and `api_key.pem` into `dir` (for a
+/// configuration made before, or a renewed name list); refuses, writing nothing, if either
+/// exists. Returns (certificate, key).
+pub fn create_certificate(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), CreateError> {
+    let cert = dir.join(API_CERT_FILE);
+    let key = dir.join(API_KEY_FILE);
+    let existing: Vec<PathBuf> = [&cert, &key]
+        .into_iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .cloned()
+        .collect();
+    if !existing.is_empty() {
+        return Err(CreateError::Exists(existing));
+    }
+    let (cert_pem, key_pem) = self_signed(names)?;
+    fs::create_dir_all(dir).map_err(|source| CreateError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_new(&key, key_pem.as_bytes(), 0o600)?;
+    if let Err(e) = write_new(&cert, cert_pem.as_bytes(), 0o644) {
+        let _ = fs::remove_file(&key);
+        return Err(e);
+    }
+    Ok((cert, key))
+}
+
+/// The names a certificate of this host holds by default: its host name and every address of
+/// its interfaces (loopback last).
+pub fn default_api_names() -> Vec<String> {
+    let mut addrs = crate::forward::destinations::own_addresses();
+    addrs.sort_by_key(|a| (a.is_loopback(), a.is_ipv6(), *a));
+    addrs.dedup();
+    let mut names: Vec<String> = addrs
+        .into_iter()
+        .filter(|a| !matches!(a, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .map(|a| a.to_string())
+        .collect();
+    if let Ok(host) = nix::unistd::gethostname() {
+        if let Some(host) = host.to_str().filter(|h| !h.is_empty()) {
+            names.push(host.to_string());
+        }
+    }
+    names
+}
+
+/// A self-signed ECDSA P-256 certificate for `names` (IP literals as IP SANs, the first name as
+/// its common name), with rcgen's default validity (1975 to 4096: IBM's client does not check
+/// dates, and the certificate is replaced, not renewed): (certificate PEM, key PEM).
+pub fn self_signed(names: &[String]) -> Result<(String, String), CreateError> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    let cn = names.first().map_or("fasp-proxy", String::as_str);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "fasp-proxy");
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Creates `path` (failing if it exists, even if it appeared since the check) and writes it.
@@ -174,7 +266,7 @@ mod tests {
     fn creates_then_refuses_without_touching_anything() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("etc");
-        let created = create(&target).unwrap();
+        let created = create(&target, &["192.0.2.1".into(), "proxy.example".into()]).unwrap();
         assert!(created.fingerprint.starts_with("SHA256:"));
         let mode = fs::metadata(&created.host_key)
             .unwrap()
@@ -201,14 +293,21 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let mode = fs::metadata(&created.api_key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        crate::forward::api::tls_acceptor(&created.api_cert, &created.api_key)
+            .expect("the certificate and key make a usable TLS pair");
+        let loaded = crate::config::load(&created.config).unwrap();
+        assert_eq!(loaded.config.server.https_certificate, created.api_cert);
+        assert_eq!(loaded.config.server.https_private_key, created.api_key);
         let before: Vec<Vec<u8>> = [&created.config, &created.host_key, &created.host_key_pub]
             .iter()
             .map(|p| fs::read(p).unwrap())
             .collect();
 
-        let err = create(&target).unwrap_err();
+        let err = create(&target, &[]).unwrap_err();
         assert!(
-            matches!(err, CreateError::Exists(ref v) if v.len() == 5),
+            matches!(err, CreateError::Exists(ref v) if v.len() == 7),
             "{err}"
         );
         assert!(err.to_string().contains("nothing was changed"));
@@ -223,7 +322,7 @@ mod tests {
     fn refuses_if_only_one_file_exists() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(HOST_KEY_FILE), b"old").unwrap();
-        let err = create(dir.path()).unwrap_err();
+        let err = create(dir.path(), &[]).unwrap_err();
         assert!(matches!(err, CreateError::Exists(ref v) if v.len() == 1));
         assert!(!dir.path().join(CONFIG_FILE).exists());
         assert_eq!(fs::read(dir.path().join(HOST_KEY_FILE)).unwrap(), b"old");

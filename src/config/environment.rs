@@ -142,6 +142,47 @@ pub fn check(config: &Config, machine: &Machine) -> Vec<Diagnostic> {
             );
         }
     }
+    let server = &config.server;
+    if server.proxy.enabled {
+        if server.enable_https {
+            for (file, what, path) in [
+                (
+                    &server.https_certificate,
+                    "HTTPS API certificate",
+                    "CONF/server/https_certificate",
+                ),
+                (
+                    &server.https_private_key,
+                    "HTTPS API private key",
+                    "CONF/server/https_private_key",
+                ),
+            ] {
+                if !machine.exists(file) {
+                    out.push(
+                        Diagnostic::warning(
+                            None,
+                            format!(
+                                "{what} {} does not exist: `fasp-proxy run` will refuse to start; \
+                                 `fasp-proxy create-certificate` makes a self-signed pair",
+                                file.display()
+                            ),
+                        )
+                        .at_path(path),
+                    );
+                }
+            }
+        }
+        let bind = server.proxy.bind_ip_address;
+        if !bind.is_unspecified() && !machine.local_addresses.contains(&bind) {
+            out.push(
+                Diagnostic::warning(
+                    None,
+                    format!("no local interface holds the forward proxy's bind_ip_address {bind}"),
+                )
+                .at_path("CONF/server/proxy/bind_ip_address"),
+            );
+        }
+    }
     out
 }
 

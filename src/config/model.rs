@@ -33,6 +33,10 @@ pub struct Server {
     pub http_port: u16,
     /// `<https_port>`.
     pub https_port: u16,
+    /// `<https_certificate>`: the HTTPS API's PEM certificate chain.
+    pub https_certificate: PathBuf,
+    /// `<https_private_key>`: the HTTPS API's PEM private key.
+    pub https_private_key: PathBuf,
     /// `<forwarding_type>`: which kernel interface programs the DNAT entries.
     pub forwarding_type: ForwardingType,
     /// `<iptables_path>`: the iptables binary for [`ForwardingType::Iptables`].
@@ -42,10 +46,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Which IP families the reverse proxy forwards: (IPv4, IPv6), from its rules' servers.
+    /// Which IP families the proxy forwards: (IPv4, IPv6), from the reverse proxy's rules'
+    /// servers, and IPv4 when the forward proxy is on (it forwards IPv4 only).
     pub fn forwarded_families(&self) -> (bool, bool) {
         let hosts = self.rproxy.rules.iter().flat_map(|r| r.hosts.iter());
-        let v4 = hosts.clone().any(|h| h.is_ipv4());
+        let v4 = hosts.clone().any(|h| h.is_ipv4()) || self.proxy.enabled;
         let v6 = hosts.clone().any(|h| h.is_ipv6());
         (v4, v6)
     }
@@ -275,6 +280,12 @@ pub struct ForwardProxy {
     pub keepalive_interval: Option<Duration>,
     /// `<session_timeout>`: keepalive interval told to clients; `None` = their default.
     pub session_timeout: Option<Duration>,
+    /// `<bind_source_address>`: the source address outside servers see; `None` = masquerade.
+    pub bind_source_address: Option<IpAddr>,
+    /// `<allowed_destinations>`: empty = every destination not denied.
+    pub allowed_destinations: Vec<IpNet>,
+    /// `<denied_destinations>`: checked first.
+    pub denied_destinations: Vec<IpNet>,
 }
 
 /// `<file_system>`: what aspshell users may reach.

@@ -30,6 +30,10 @@ pub struct RawServer {
     pub http_port: Option<String>,
     /// `<https_port>`.
     pub https_port: Option<String>,
+    /// `<https_certificate>`.
+    pub https_certificate: Option<String>,
+    /// `<https_private_key>`.
+    pub https_private_key: Option<String>,
     /// `<forwarding_type>`.
     pub forwarding_type: Option<String>,
     /// `<iptables_path>`.
@@ -69,7 +73,7 @@ pub struct RawReverseProxy {
     /// `<pam_service>`.
     pub pam_service: Option<String>,
     /// `<allowed_clients>`.
-    pub allowed_clients: RawAllowedClients,
+    pub allowed_clients: RawCidrList,
     /// `<max_sessions>`.
     pub max_sessions: Option<String>,
     /// `<session_idle_timeout>`.
@@ -80,10 +84,10 @@ pub struct RawReverseProxy {
     pub rules: RawRules,
 }
 
-/// `<allowed_clients>`.
+/// A list of `<cidr>` tags (`<allowed_clients>`, `<allowed_destinations>`, `<denied_destinations>`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct RawAllowedClients {
+pub struct RawCidrList {
     /// `<cidr>` entries.
     pub cidr: Vec<String>,
 }
@@ -168,6 +172,12 @@ pub struct RawForwardProxy {
     pub keepalive_interval: Option<String>,
     /// `<session_timeout>`.
     pub session_timeout: Option<String>,
+    /// `<bind_source_address>`.
+    pub bind_source_address: Option<String>,
+    /// `<allowed_destinations>`.
+    pub allowed_destinations: RawCidrList,
+    /// `<denied_destinations>`.
+    pub denied_destinations: RawCidrList,
 }
 
 /// `<file_system>`.

@@ -59,26 +59,44 @@ fn push_commented(out: &mut String, line: &str, comment: &str) {
     let _ = writeln!(out, "{line}{}<!-- {comment} -->", " ".repeat(pad));
 }
 
-/// A commented default `aspera.conf` whose SSH host keys are `host_key` and `rsa_host_key`
-/// (blank: none).
-pub fn default_config(host_key: &str, rsa_host_key: &str) -> String {
+/// The files a default `aspera.conf` names (blank: none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultFiles<'a> {
+    /// `<ssh_host_key>`.
+    pub host_key: &'a str,
+    /// `<ssh_host_rsa_key>`.
+    pub rsa_host_key: &'a str,
+    /// `<https_certificate>`.
+    pub https_certificate: &'a str,
+    /// `<https_private_key>`.
+    pub https_private_key: &'a str,
+}
+
+/// A commented default `aspera.conf` naming `files`.
+pub fn default_config(files: DefaultFiles<'_>) -> String {
     let mut out = String::from(
         "<?xml version='1.0' encoding='UTF-8'?>\n\
          <!-- fasp-proxy configuration, written by `fasp-proxy create-config`.\n     \
          Every option is shown with its default. Check your changes with\n     \
          `fasp-proxy check-config`; `fasp-proxy spec` lists every option. -->\n",
     );
-    default_tag(&ROOT, 0, [host_key, rsa_host_key], &mut out);
+    default_tag(&ROOT, 0, files, &mut out);
     out
 }
 
-fn default_tag(tag: &Tag, depth: usize, host_keys: [&str; 2], out: &mut String) {
+fn default_tag(tag: &Tag, depth: usize, files: DefaultFiles<'_>, out: &mut String) {
     let indent = "  ".repeat(depth);
     match tag.kind {
         Kind::Leaf { default, values } => {
             let value = match tag.name {
-                "ssh_host_key" => host_keys[0],
-                "ssh_host_rsa_key" => host_keys[1],
+                "ssh_host_key" => files.host_key,
+                "ssh_host_rsa_key" => files.rsa_host_key,
+                "https_certificate" if !files.https_certificate.is_empty() => {
+                    files.https_certificate
+                }
+                "https_private_key" if !files.https_private_key.is_empty() => {
+                    files.https_private_key
+                }
                 _ => default,
             };
             let _ = writeln!(out, "{indent}<!-- {} ({values}) -->", tag.meaning);
@@ -100,7 +118,7 @@ fn default_tag(tag: &Tag, depth: usize, host_keys: [&str; 2], out: &mut String) 
                         let _ = writeln!(out, "{inner}-->");
                     }
                 } else {
-                    default_tag(child, depth + 1, host_keys, out);
+                    default_tag(child, depth + 1, files, out);
                 }
             }
             let _ = writeln!(out, "{indent}</{}>", tag.name);
@@ -157,7 +175,12 @@ mod tests {
 
     #[test]
     fn default_config_is_valid_and_uses_the_host_key() {
-        let text = default_config("/tmp/x/ssh_host_ed25519_key", "/tmp/x/ssh_host_rsa_key");
+        let text = default_config(DefaultFiles {
+            host_key: "/tmp/x/ssh_host_ed25519_key",
+            rsa_host_key: "/tmp/x/ssh_host_rsa_key",
+            https_certificate: "/tmp/x/api_cert.pem",
+            https_private_key: "",
+        });
         let loaded = parse_str(&text, Path::new("aspera.conf")).unwrap();
         assert_eq!(
             loaded.config.server.rproxy.ssh_host_key,
@@ -169,6 +192,14 @@ mod tests {
         );
         assert!(!loaded.config.server.rproxy.ssh_rsa_legacy);
         assert!(!loaded.config.server.rproxy.enabled);
+        assert_eq!(
+            loaded.config.server.https_certificate,
+            Path::new("/tmp/x/api_cert.pem")
+        );
+        assert_eq!(
+            loaded.config.server.https_private_key,
+            Path::new("/etc/fasp-proxy/api_key.pem")
+        );
         // The examples inside comments are themselves valid once uncommented.
         let uncommented = text
             .replace("<!-- For example:", "")

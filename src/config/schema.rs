@@ -378,6 +378,38 @@ const PROXY_CHILDREN: &[Tag] = &[
         "seconds",
         "keepalive interval propagated to clients; 0 = the client's default",
     ),
+    leaf(
+        "bind_source_address",
+        "",
+        "IPv4 address",
+        "source address of forwarded traffic as outside servers see it; blank = masquerade (the outgoing interface's address)",
+    ),
+    section(
+        "allowed_destinations",
+        "outside servers clients may reach; empty = every destination not denied (an open relay for the clients)",
+        &[Tag {
+            name: "cidr",
+            meaning: "one allowed destination address or CIDR prefix",
+            repeated: true,
+            kind: Kind::Leaf {
+                default: "",
+                values: "IP address or CIDR prefix",
+            },
+        }],
+    ),
+    section(
+        "denied_destinations",
+        "outside servers clients may not reach, checked before <allowed_destinations>",
+        &[Tag {
+            name: "cidr",
+            meaning: "one denied destination address or CIDR prefix",
+            repeated: true,
+            kind: Kind::Leaf {
+                default: "",
+                values: "IP address or CIDR prefix",
+            },
+        }],
+    ),
 ];
 
 const SERVER_CHILDREN: &[Tag] = &[
@@ -405,6 +437,18 @@ const SERVER_CHILDREN: &[Tag] = &[
     ),
     leaf("http_port", "9091", "port", "TCP port of the HTTP API"),
     leaf("https_port", "9092", "port", "TCP port of the HTTPS API"),
+    leaf(
+        "https_certificate",
+        "/etc/fasp-proxy/api_cert.pem",
+        "absolute path",
+        "PEM certificate (chain) of the HTTPS API; `fasp-proxy create-config` makes a self-signed one",
+    ),
+    leaf(
+        "https_private_key",
+        "/etc/fasp-proxy/api_key.pem",
+        "absolute path",
+        "PEM private key of the HTTPS API's certificate",
+    ),
     leaf(
         "forwarding_type",
         "nftables",

@@ -67,6 +67,28 @@ pub fn describe(config: &Config) -> String {
             on_off(p.authentication),
             api(config)
         );
+        let list = |nets: &[ipnet::IpNet]| {
+            nets.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  destinations: {}{}; source {}",
+            if p.allowed_destinations.is_empty() {
+                "any (no <allowed_destinations>)".to_string()
+            } else {
+                format!("only {}", list(&p.allowed_destinations))
+            },
+            if p.denied_destinations.is_empty() {
+                String::new()
+            } else {
+                format!(", never {}", list(&p.denied_destinations))
+            },
+            p.bind_source_address
+                .map_or_else(|| "masquerade".to_string(), |a| a.to_string())
+        );
     } else {
         let _ = writeln!(out, "forward proxy: disabled");
     }

@@ -75,9 +75,19 @@ fn every_default() {
     assert_eq!(p.cleanup_interval, None);
     assert_eq!(p.keepalive_interval, None);
     assert_eq!(p.session_timeout, None);
+    assert_eq!(p.bind_source_address, None);
+    assert!(p.allowed_destinations.is_empty() && p.denied_destinations.is_empty());
     let s = &c.server;
     assert!(!s.enable_http && !s.enable_https);
     assert_eq!((s.http_port, s.https_port), (9091, 9092));
+    assert_eq!(
+        s.https_certificate,
+        Path::new("/etc/fasp-proxy/api_cert.pem")
+    );
+    assert_eq!(
+        s.https_private_key,
+        Path::new("/etc/fasp-proxy/api_key.pem")
+    );
     assert_eq!(s.forwarding_type, ForwardingType::Nftables);
     assert_eq!(s.iptables_path, Path::new("/usr/sbin/iptables"));
     assert!(!s.enable_ip_forwarding);
@@ -155,9 +165,13 @@ fn every_tag_set() {
       <cleanup_interval>10</cleanup_interval>
       <keepalive_interval>20</keepalive_interval>
       <session_timeout>5</session_timeout>
+      <bind_source_address>203.0.113.1</bind_source_address>
+      <denied_destinations><cidr>10.0.0.0/8</cidr></denied_destinations>
     </proxy>
     <enable_http>true</enable_http>
     <enable_https>true</enable_https>
+    <https_certificate>/srv/api.crt</https_certificate>
+    <https_private_key>/srv/api.key</https_private_key>
     <http_port>8091</http_port>
     <https_port>8092</https_port>
     <forwarding_type>iptables</forwarding_type>
@@ -182,8 +196,7 @@ fn every_tag_set() {
         [
             "CONF/server/rproxy/ssh_rsa_legacy",
             "CONF/server/rproxy/rules/rule[1]",
-            "CONF/server/proxy/enabled",
-            "CONF/server/enable_http",
+            "CONF/server/proxy/allowed_destinations",
             "CONF/file_system"
         ],
         "{:?}",
@@ -191,9 +204,8 @@ fn every_tag_set() {
     );
     assert!(loaded.warnings[0].message.contains("SHA-1"));
     assert!(loaded.warnings[1].message.contains("host name"));
-    assert!(loaded.warnings[2..]
-        .iter()
-        .all(|w| w.message.contains("not implemented") || w.message.contains("not enforced")));
+    assert!(loaded.warnings[2].message.contains("open relay"));
+    assert!(loaded.warnings[3].message.contains("not enforced"));
     let c = loaded.config;
     let r = &c.server.rproxy;
     assert!(r.enabled);
@@ -251,9 +263,13 @@ fn every_tag_set() {
     assert_eq!(p.cleanup_interval, Some(Duration::from_secs(10)));
     assert_eq!(p.keepalive_interval, Some(Duration::from_secs(20)));
     assert_eq!(p.session_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(p.bind_source_address, Some("203.0.113.1".parse().unwrap()));
+    assert_eq!(p.denied_destinations[0].to_string(), "10.0.0.0/8");
     let s = &c.server;
     assert!(s.enable_http && s.enable_https);
     assert_eq!((s.http_port, s.https_port), (8091, 8092));
+    assert_eq!(s.https_certificate, Path::new("/srv/api.crt"));
+    assert_eq!(s.https_private_key, Path::new("/srv/api.key"));
     assert_eq!(s.forwarding_type, ForwardingType::Iptables);
     assert_eq!(s.iptables_path, Path::new("/sbin/iptables"));
     assert!(s.enable_ip_forwarding);

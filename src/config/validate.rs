@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use super::diagnostic::{Diagnostic, Pos};
 use super::ibm;
 use super::model::*;
@@ -207,6 +209,16 @@ impl Checker {
             https_port: self.required(&format!("{P}/https_port"), &raw.https_port, |s| {
                 values::port(s, false)
             }),
+            https_certificate: PathBuf::from(self.required(
+                &format!("{P}/https_certificate"),
+                &raw.https_certificate,
+                |s| values::absolute_path(s, &[]),
+            )),
+            https_private_key: PathBuf::from(self.required(
+                &format!("{P}/https_private_key"),
+                &raw.https_private_key,
+                |s| values::absolute_path(s, &[]),
+            )),
             forwarding_type: self.forwarding_type(raw),
             enable_ip_forwarding: self.required(
                 &format!("{P}/enable_ip_forwarding"),
@@ -281,15 +293,7 @@ impl Checker {
         let port = self.required(&format!("{P}/ssh_port"), &raw.ssh_port, |s| {
             values::port(s, false)
         });
-        let mut allowed_clients = Vec::new();
-        for (i, cidr) in raw.allowed_clients.cidr.iter().enumerate() {
-            let path = format!("{P}/allowed_clients/cidr[{}]", i + 1);
-            if let Some(net) = self.optional(&path, &Some(cidr.clone()), values::ip_or_prefix) {
-                allowed_clients.push(net);
-            } else if cidr.trim().is_empty() {
-                self.error(&path, "<cidr> is empty");
-            }
-        }
+        let allowed_clients = self.cidrs(&format!("{P}/allowed_clients"), &raw.allowed_clients);
         let opaque_sessions = self.required(
             &format!("{P}/opaque_sessions"),
             &raw.opaque_sessions,
@@ -556,6 +560,20 @@ impl Checker {
         }
     }
 
+    /// The prefixes of a `<cidr>` list at `path`; each bad or empty one reported.
+    fn cidrs(&mut self, path: &str, raw: &RawCidrList) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for (i, cidr) in raw.cidr.iter().enumerate() {
+            let path = format!("{path}/cidr[{}]", i + 1);
+            if let Some(net) = self.optional(&path, &Some(cidr.clone()), values::ip_or_prefix) {
+                nets.push(net);
+            } else if cidr.trim().is_empty() {
+                self.error(&path, "<cidr> is empty");
+            }
+        }
+        nets
+    }
+
     fn forward_proxy(&mut self, raw: &RawForwardProxy) -> ForwardProxy {
         const P: &str = "CONF/server/proxy";
         let low = self.required(&format!("{P}/port_range_low"), &raw.port_range_low, |s| {
@@ -593,7 +611,34 @@ impl Checker {
             keepalive_interval: self
                 .seconds(&format!("{P}/keepalive_interval"), &raw.keepalive_interval),
             session_timeout: self.seconds(&format!("{P}/session_timeout"), &raw.session_timeout),
+            bind_source_address: self.forward_source_address(raw),
+            allowed_destinations: self.cidrs(
+                &format!("{P}/allowed_destinations"),
+                &raw.allowed_destinations,
+            ),
+            denied_destinations: self.cidrs(
+                &format!("{P}/denied_destinations"),
+                &raw.denied_destinations,
+            ),
         }
+    }
+
+    /// `<proxy><bind_source_address>`: IPv4 only, as the forward proxy (IBM's client proxies
+    /// IPv4 only).
+    fn forward_source_address(&mut self, raw: &RawForwardProxy) -> Option<IpAddr> {
+        let path = "CONF/server/proxy/bind_source_address";
+        let addr = self.optional(path, &raw.bind_source_address, values::ip)?;
+        if !addr.is_ipv4() || addr.is_unspecified() {
+            self.error(
+                path,
+                format!(
+                    "<bind_source_address> {addr} is not a usable IPv4 address: the forward proxy \
+                     forwards IPv4 (the only family IBM's client proxies)"
+                ),
+            );
+            return None;
+        }
+        Some(addr)
     }
 
     fn file_system(&mut self, raw: &RawFileSystem) -> FileSystem {
@@ -722,32 +767,44 @@ impl Checker {
                 "neither <rproxy> nor <proxy> is enabled: the daemon would do nothing",
             );
         }
+        if proxy.enabled {
+            if !server.enable_http && !server.enable_https {
+                self.error(
+                    "CONF/server/proxy/enabled",
+                    "the forward proxy is enabled but neither <enable_http> nor <enable_https> is: \
+                     clients could not reach its API",
+                );
+            }
+            if proxy.allowed_destinations.is_empty() {
+                self.warning(
+                    "CONF/server/proxy/allowed_destinations",
+                    "no <allowed_destinations>: the forward proxy forwards its clients to any \
+                     outside server not in <denied_destinations> (an open relay for them); list \
+                     the partners' prefixes",
+                );
+            }
+            if !proxy.authentication {
+                self.warning(
+                    "CONF/server/proxy/authentication",
+                    "<authentication> is false: anyone who reaches the API may open forwardings \
+                     (any user name is accepted)",
+                );
+            }
+        } else if server.enable_http || server.enable_https {
+            self.warning(
+                "CONF/server/enable_http",
+                "<enable_http>/<enable_https> are on but the forward proxy (<proxy><enabled>) is \
+                 off: no API listener is opened",
+            );
+        }
         // Parsed and checked so files written for IBM's product load, but not acted on yet:
         // say so rather than let a setting look effective.
-        let not_implemented = [
-            (
-                server.proxy.enabled,
-                "CONF/server/proxy/enabled",
-                "the forward proxy (<proxy>) is not implemented in this version: `fasp-proxy run` \
-                 serves only the reverse proxy and ignores <proxy>",
-            ),
-            (
-                server.enable_http || server.enable_https,
-                "CONF/server/enable_http",
-                "<enable_http>/<enable_https> are not implemented in this version: no HTTP \
-                 listener is opened",
-            ),
-        ];
-        let not_implemented = not_implemented.into_iter().chain([(
-            !config.file_system.paths.is_empty(),
-            "CONF/file_system",
-            "<file_system> docroots are not enforced by this version: the internal servers' \
-             own settings decide what users reach",
-        )]);
-        for (set, path, message) in not_implemented {
-            if set {
-                self.warning(path, message);
-            }
+        if !config.file_system.paths.is_empty() {
+            self.warning(
+                "CONF/file_system",
+                "<file_system> docroots are not enforced by this version: the internal servers' \
+                 own settings decide what users reach",
+            );
         }
         let listeners = [
             (

@@ -1,6 +1,6 @@
 //! The daemon's control socket, for `fasp-proxy sessions`: an abstract Unix socket (so it is
 //! private to the daemon's network namespace and needs no file), answering root only with the
-//! table of live sessions.
+//! table of live sessions and, when the forward proxy runs, of its live forwardings.
 
 use std::fmt::Write as _;
 use std::os::linux::net::SocketAddrExt;
@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::forward::service::{ForwardService, ForwardingInfo};
 use crate::session::registry::Registry;
 use crate::session::Shared;
 
@@ -32,6 +33,7 @@ pub fn bind() -> Result<tokio::net::UnixListener, String> {
 pub async fn serve_shared(
     listener: tokio::net::UnixListener,
     shared: Arc<Shared>,
+    forward: Option<Arc<ForwardService>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -41,7 +43,11 @@ pub async fn serve_shared(
                 let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
                 let answer = if root {
                     refresh_counters(&shared).await;
-                    table(&shared.registry)
+                    let mut answer = table(&shared.registry);
+                    if let Some(forward) = &forward {
+                        answer.push_str(&forwardings_table(forward).await);
+                    }
+                    answer
                 } else {
                     "error: only root may list sessions\n".to_string()
                 };
@@ -116,6 +122,47 @@ pub fn table(registry: &Registry) -> String {
         "{} live session{}",
         sessions.len(),
         if sessions.len() == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// The forward proxy's live forwardings, with their UDP flows' counters read now.
+async fn forwardings_table(forward: &ForwardService) -> String {
+    let mut rows = Vec::new();
+    for info in forward.list() {
+        let counters = forward.counters(info.entry.clone()).await;
+        rows.push((info, counters));
+    }
+    forwardings_text(&rows)
+}
+
+/// The forwardings table as `fasp-proxy sessions` prints it, after the sessions.
+pub fn forwardings_text(rows: &[(ForwardingInfo, Option<(u64, u64)>)]) -> String {
+    let mut out = format!(
+        "\n{:<8} {:<16} {:<15} {:<21} {:<21} {:>6} {:>6} {:>10} {:>12}\n",
+        "FORWARD", "USER", "CLIENT", "SERVER SSH", "SERVER UDP", "PORT", "AGE", "PACKETS", "BYTES"
+    );
+    for (info, counters) in rows {
+        let f = &info.forwarding;
+        let age = SystemTime::now()
+            .duration_since(info.opened)
+            .unwrap_or_default()
+            .as_secs();
+        let (packets, bytes) = counters.map_or_else(
+            || ("-".to_string(), "-".to_string()),
+            |(p, b)| (p.to_string(), b.to_string()),
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:<16} {:<15} {:<21} {:<21} {:>6} {:>5}s {:>10} {:>12}",
+            f.id, f.user, f.client, f.server_tcp, f.server_udp, f.port, age, packets, bytes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} live forwarding{}",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
     );
     out
 }

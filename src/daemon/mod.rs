@@ -20,9 +20,12 @@ use log::{info, warn};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ForwardingType};
 use crate::dataplane::{self, Backend, Forwarder};
+use crate::forward::api::{Api, ApiLimits};
+use crate::forward::service::{ForwardService, ForwardSettings};
 use crate::session::registry::CloseReason;
 use crate::session::{self, Sessions, Shared};
 use crate::ssh::server::{self as frontend, FrontendConfig, FrontendError};
@@ -61,12 +64,26 @@ pub struct Setup {
     pub config: Arc<Config>,
     /// The data plane, prepared ([`prepare_dataplane`]) or in memory.
     pub forwarder: Box<dyn Forwarder>,
-    /// The SSH front end's listening socket.
-    pub ssh_listener: TcpListener,
+    /// The SSH front end's listening socket (the reverse proxy); `None` when it is off.
+    pub ssh_listener: Option<TcpListener>,
+    /// The forward proxy's API listeners; `None` when it is off.
+    pub api: Option<ApiSetup>,
     /// The control socket for `fasp-proxy sessions` ([`control::bind`]), if any.
     pub control_listener: Option<UnixListener>,
     /// The known_hosts file for the internal servers' host keys.
     pub backend_known_hosts: PathBuf,
+}
+
+/// What the forward proxy's API serves on.
+pub struct ApiSetup {
+    /// The HTTP listener (`<enable_http>`, `<http_port>`).
+    pub http: Option<TcpListener>,
+    /// The HTTPS listener and its TLS acceptor (`<enable_https>`, `<https_port>`).
+    pub https: Option<(TcpListener, TlsAcceptor)>,
+    /// The node-API users file.
+    pub users_path: PathBuf,
+    /// The API's limits.
+    pub limits: ApiLimits,
 }
 
 /// Where the internal servers' host keys are kept: `known_hosts` beside the configuration.
@@ -131,13 +148,15 @@ fn frontend_config(config: &Config) -> FrontendConfig {
     }
 }
 
-/// Serves the reverse proxy until `shutdown` resolves (or the front end fails), then closes
-/// every session and removes every entry. Says READY=1 to systemd once serving.
+/// Serves the reverse proxy (when given its SSH listener) and the forward proxy (when given its
+/// API listeners) until `shutdown` resolves (or the front end fails), then closes every session
+/// and forwarding and removes every entry. Says READY=1 to systemd once serving.
 pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let Setup {
         config,
         forwarder,
         ssh_listener,
+        api,
         control_listener,
         backend_known_hosts,
     } = setup;
@@ -147,35 +166,46 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         forwarder,
         backend_known_hosts,
     ));
-    let listen = ssh_listener
-        .local_addr()
-        .unwrap_or(config.server.rproxy.ssh_listen);
-    // A bad host key fails the start, before READY=1.
-    let frontend = frontend::with_listener(
-        frontend_config(&config),
-        ssh_listener,
-        Arc::new(Sessions(Arc::clone(&shared))),
-    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut frontend_task = tokio::spawn(frontend.serve(stop_rx.clone()));
+    // A bad host key fails the start, before READY=1.
+    let mut frontend_task = None;
+    if let Some(ssh_listener) = ssh_listener {
+        let listen = ssh_listener
+            .local_addr()
+            .unwrap_or(config.server.rproxy.ssh_listen);
+        let frontend = frontend::with_listener(
+            frontend_config(&config),
+            ssh_listener,
+            Arc::new(Sessions(Arc::clone(&shared))),
+        )?;
+        frontend_task = Some(tokio::spawn(frontend.serve(stop_rx.clone())));
+        info!(
+            "fasp-proxy {} listening on {listen} ({} rules, forwarding via {kind})",
+            env!("CARGO_PKG_VERSION"),
+            config.server.rproxy.rules.len(),
+        );
+    }
+    let mut forward = api.map(|api| start_forward_proxy(&config, &shared, api, &stop_rx));
     let control_task = control_listener.map(|listener| {
         tokio::spawn(control::serve_shared(
             listener,
             Arc::clone(&shared),
+            forward.as_ref().map(|f| Arc::clone(&f.service)),
             stop_rx.clone(),
         ))
     });
     let upkeep_task = tokio::spawn(upkeep(Arc::clone(&shared), stop_rx));
-    info!(
-        "fasp-proxy {} listening on {listen} ({} rules, forwarding via {kind})",
-        env!("CARGO_PKG_VERSION"),
-        config.server.rproxy.rules.len(),
-    );
     notify::notify("READY=1");
 
+    let frontend_ended = async {
+        match frontend_task.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     let failed = tokio::select! {
         () = shutdown => None,
-        r = &mut frontend_task => Some(match r {
+        r = frontend_ended => Some(match r {
             Ok(Ok(())) => "the SSH front end stopped".to_string(),
             Ok(Err(e)) => e.to_string(),
             Err(e) => format!("the SSH front end failed: {e}"),
@@ -186,6 +216,15 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = stop_tx.send(true);
     let live = shared.close_all(CloseReason::Shutdown);
     info!("shutting down: closing {live} sessions");
+    if let Some(forward) = forward.as_mut() {
+        for task in forward.tasks.drain(..) {
+            let _ = task.await;
+        }
+        let n = forward.service.close_all().await;
+        if n > 0 {
+            info!("closed {n} forwardings");
+        }
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, shared.all_ended())
         .await
         .is_err()
@@ -205,7 +244,9 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         _ => {}
     }
     if failed.is_none() {
-        let _ = frontend_task.await;
+        if let Some(task) = frontend_task {
+            let _ = task.await;
+        }
     }
     if let Some(task) = control_task {
         let _ = task.await;
@@ -216,6 +257,67 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         Some(e) => Err(DaemonError::FrontendStopped(e)),
         None => Ok(()),
     }
+}
+
+/// The running forward proxy: its service and its tasks (API listeners, sweep).
+struct ForwardProxy {
+    service: Arc<ForwardService>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the forward proxy's API listeners and its sweep, logging as IBM's proxy does:
+/// `proxy service ready (port range 5000-10000)` and `Started on port(s) 9091,9092s`.
+fn start_forward_proxy(
+    config: &Config,
+    shared: &Arc<Shared>,
+    api: ApiSetup,
+    stop: &watch::Receiver<bool>,
+) -> ForwardProxy {
+    let settings = ForwardSettings::from_config(config, api.users_path);
+    let sweep = settings.sweep;
+    let (low, high) = settings.port_range;
+    let service = Arc::new(ForwardService::new(
+        settings,
+        config.server.own_ports(),
+        Arc::clone(&shared.forwarder),
+    ));
+    let server = Api::new(Arc::clone(&service), api.limits);
+    let mut tasks = Vec::new();
+    let mut ports = Vec::new();
+    if let Some(listener) = api.http {
+        if let Ok(a) = listener.local_addr() {
+            ports.push(a.port().to_string());
+        }
+        tasks.push(tokio::spawn(Arc::clone(&server).serve(
+            listener,
+            None,
+            stop.clone(),
+        )));
+    }
+    if let Some((listener, tls)) = api.https {
+        if let Ok(a) = listener.local_addr() {
+            ports.push(format!("{}s", a.port()));
+        }
+        tasks.push(tokio::spawn(Arc::clone(&server).serve(
+            listener,
+            Some(tls),
+            stop.clone(),
+        )));
+    }
+    let sweeper = Arc::clone(&service);
+    let mut stop_sweep = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(sweep) => {}
+                _ = stop_sweep.changed() => return,
+            }
+            sweeper.sweep().await;
+        }
+    }));
+    info!("proxy service ready (port range {low}-{high})");
+    info!("Started on port(s) {}", ports.join(","));
+    ForwardProxy { service, tasks }
 }
 
 /// Every [`UPKEEP_PERIOD`]: refresh live entries, read their counters, and ask sessions idle
