@@ -352,6 +352,7 @@ impl Client {
             known_hosts: files.dir.path().join("client_known_hosts"),
             policy: HostKeyPolicy::AcceptNew,
             timeout: Duration::from_secs(5),
+            connect_to: None,
         };
         let ssh = ssh_client::connect(&config).await.unwrap();
         let exec = ssh.exec(command).await.unwrap();

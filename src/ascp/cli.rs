@@ -92,6 +92,14 @@ pub struct Args {
     /// Payload bytes per UDP datagram.
     #[arg(long = "datagram-size", default_value_t = 1400, value_parser = clap::value_parser!(u16).range(256..=8192), value_name = "BYTES")]
     pub datagram_size: u16,
+    /// Go through a forward proxy: dnat://[user[:password]@]proxy[:9091] (HTTP) or dnats://…[:9092]
+    /// (HTTPS). The password may come from ASPERA_PROXY_PASS instead.
+    #[arg(long, env = "ASPERA_PROXY", value_name = "URL", hide_env_values = true)]
+    pub proxy: Option<String>,
+    /// With dnats://: a PEM file of the proxy's certificate (or its CA) to check the chain
+    /// against; without it, only the name in the certificate is checked (as IBM's ascp does).
+    #[arg(long = "proxy-ca", value_name = "FILE")]
+    pub proxy_ca: Option<PathBuf>,
     /// Run as the server side (started by sshd; speaks the protocol on stdin/stdout).
     #[arg(long, hide = true)]
     pub server: bool,
@@ -105,7 +113,9 @@ const AFTER_HELP: &str = "Examples:\n  \
   ascp -r -k 2 xfer@files.example.com:/outgoing/dataset ./\n  \
   ascp --host files.example.com --user xfer --mode send -l 1g a.bin b.bin /incoming\n\n\
 Environment:\n  \
-  ASPERA_SCP_PASS  password for a password login, tried after the keys (servers that allow it)\n\n\
+  ASPERA_SCP_PASS    password for a password login, tried after the keys (servers that allow it)\n  \
+  ASPERA_PROXY       the forward proxy URL when --proxy is not given\n  \
+  ASPERA_PROXY_PASS  the proxy password when the URL has none\n\n\
 Exit status 0 only if every file arrived intact.";
 
 /// `--overwrite`.

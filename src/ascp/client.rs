@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::cli::{Args, Plan};
 use super::progress::ProgressLine;
+use super::proxy::{ProxyClient, ProxyUrl};
 use crate::protocol::frame::write_frame;
 use crate::protocol::reader::read_frame;
 use crate::protocol::{Direction, Frame, SessionInit, VERSION};
@@ -70,9 +71,103 @@ fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let server_ip = runtime
-        .block_on(resolve(&plan.host, args.ssh_port))
-        .map_err(|e| format!("{}: {e}", plan.host))?;
+    let local_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let proxy = match &args.proxy {
+        Some(url) => {
+            let url = ProxyUrl::parse(url, &local_user, std::env::var("ASPERA_PROXY_PASS").ok())?;
+            Some(ProxyClient::new(url, args.proxy_ca.as_deref())?)
+        }
+        None => None,
+    };
+    let Some(proxy) = proxy else {
+        let server_ip = runtime
+            .block_on(resolve(&plan.host, args.ssh_port))
+            .map_err(|e| format!("{}: {e}", plan.host))?;
+        return ssh_and_transfer(&runtime, args, plan, Route::Direct(server_ip));
+    };
+    // Through a forward proxy: the server's UDP port is fixed when the forwarding is opened.
+    let udp_port = if args.udp_port == 0 {
+        DEFAULT_SERVER_UDP_PORT
+    } else {
+        args.udp_port
+    };
+    let opened = runtime.block_on(proxy.open(&plan.host, args.ssh_port, udp_port))?;
+    if !args.quiet {
+        eprintln!(
+            "ascp: through proxy {}: forwarding {} to {} (ssh {}, udp {})",
+            proxy.url(),
+            opened.id,
+            opened.server,
+            opened.tcp,
+            opened.udp
+        );
+    }
+    // Keepalives while the transfer runs; on Ctrl-C the forwarding is closed before exiting.
+    let keepalive = {
+        let (proxy, id, every) = (proxy.clone(), opened.id, opened.keepalive);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = proxy.keepalive(id).await {
+                    eprintln!("ascp: {e}");
+                }
+            }
+        })
+    };
+    let interrupted = {
+        let (proxy, id) = (proxy.clone(), opened.id);
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                if let Err(e) = proxy.close(id).await {
+                    eprintln!("ascp: {e}");
+                }
+                eprintln!("ascp: interrupted");
+                std::process::exit(130);
+            }
+        })
+    };
+    let result = ssh_and_transfer(
+        &runtime,
+        args,
+        plan,
+        Route::Proxied {
+            tcp: opened.tcp,
+            udp: opened.udp,
+            udp_port,
+        },
+    );
+    keepalive.abort();
+    interrupted.abort();
+    if let Err(e) = runtime.block_on(proxy.close(opened.id)) {
+        eprintln!("ascp: {e}");
+    }
+    result
+}
+
+/// How the client reaches the server.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// SSH and UDP straight to the server (or a reverse proxy in front of it).
+    Direct(IpAddr),
+    /// Through a forward proxy's forwarding: SSH to `tcp`, UDP to `udp`, and the server must
+    /// use `udp_port` (the port the forwarding leads to).
+    Proxied {
+        tcp: SocketAddr,
+        udp: SocketAddr,
+        udp_port: u16,
+    },
+}
+
+/// The server's UDP port asked for through a forward proxy when `-O` is not given (the port the
+/// forwarding is opened to; IBM's default).
+pub const DEFAULT_SERVER_UDP_PORT: u16 = 33001;
+
+fn ssh_and_transfer(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    plan: &Plan,
+    route: Route,
+) -> Result<bool, String> {
     let config = ClientConfig {
         host: plan.host.clone(),
         port: args.ssh_port,
@@ -93,6 +188,10 @@ fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
             HostKeyPolicy::Strict
         },
         timeout: CONNECT_TIMEOUT,
+        connect_to: match route {
+            Route::Direct(_) => None,
+            Route::Proxied { tcp, .. } => Some(tcp),
+        },
     };
     let client = runtime
         .block_on(ssh::connect(&config))
@@ -102,7 +201,7 @@ fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
         .block_on(client.exec(&command))
         .map_err(|e| e.to_string())?;
 
-    let result = session(args, plan, server_ip, exec.stream);
+    let result = session(args, plan, route, exec.stream);
     let outcome = runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), exec.outcome).await });
     runtime.block_on(client.close());
@@ -162,9 +261,13 @@ fn prepare_local_destination(dest: &str, create: bool, sources: usize) -> Result
 fn session(
     args: &Args,
     plan: &Plan,
-    server_ip: IpAddr,
+    route: Route,
     stream: std::os::unix::net::UnixStream,
 ) -> Result<bool, String> {
+    let (server_ip, asked_udp_port) = match route {
+        Route::Direct(ip) => (ip, args.udp_port),
+        Route::Proxied { udp, udp_port, .. } => (udp.ip(), udp_port),
+    };
     let unspecified: IpAddr = if server_ip.is_ipv4() {
         Ipv4Addr::UNSPECIFIED.into()
     } else {
@@ -184,7 +287,7 @@ fn session(
         requested_host: plan.host.clone(),
         requested_port: args.ssh_port,
         client_udp_port,
-        server_udp_port: args.udp_port,
+        server_udp_port: asked_udp_port,
         direction: plan.direction,
         recursive: args.recursive,
         encrypt: !args.no_encryption,
@@ -247,7 +350,19 @@ fn session(
             accept.version
         ));
     }
-    let server = SocketAddr::new(server_ip, accept.server_udp_port);
+    let server = match route {
+        Route::Direct(ip) => SocketAddr::new(ip, accept.server_udp_port),
+        Route::Proxied { udp, udp_port, .. } => {
+            if accept.server_udp_port != udp_port {
+                return Err(format!(
+                    "the server answered with UDP port {}, but the proxy's forwarding leads to \
+                     its port {udp_port} (-O)",
+                    accept.server_udp_port
+                ));
+            }
+            udp
+        }
+    };
     transfer::udp_connect(&sock, server, accept.token, CONNECT_TIMEOUT).map_err(|e| {
         format!("{e} (UDP to {server}: check that the UDP port is open on the firewalls between)")
     })?;

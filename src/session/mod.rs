@@ -538,6 +538,7 @@ impl Session {
                 known_hosts: self.shared.backend_known_hosts.clone(),
                 policy: HostKeyPolicy::AcceptNew,
                 timeout: BACKEND_TIMEOUT,
+                connect_to: None,
             };
             match ssh_client::connect(&cfg).await {
                 Ok(client) => return Ok((host, client)),

@@ -4,6 +4,7 @@
 //! Used by `ascp` towards the transfer server (directly or through a proxy), and by the proxy
 //! towards its internal servers. Knows nothing of the transfer protocol.
 
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,9 @@ pub struct ClientConfig {
     pub policy: HostKeyPolicy,
     /// Time limit for TCP connect, key exchange and authentication.
     pub timeout: Duration,
+    /// Where the TCP connection goes instead of `host:port` (a forward proxy's forwarding);
+    /// the host key is still checked for `host:port`.
+    pub connect_to: Option<SocketAddr>,
 }
 
 /// Why the SSH leg failed; each message says what to do.
@@ -217,8 +221,12 @@ pub async fn connect(cfg: &ClientConfig) -> Result<Client, SshError> {
         keepalive_max: 4,
         ..Default::default()
     });
-    let addr = (cfg.host.as_str(), cfg.port);
-    let connecting = client::connect(config, addr, verifier);
+    let connecting = async {
+        match cfg.connect_to {
+            Some(addr) => client::connect(config, addr, verifier).await,
+            None => client::connect(config, (cfg.host.as_str(), cfg.port), verifier).await,
+        }
+    };
     let mut handle = match tokio::time::timeout(cfg.timeout, connecting).await {
         Err(_) => {
             return Err(SshError::Connect {
@@ -235,7 +243,10 @@ pub async fn connect(cfg: &ClientConfig) -> Result<Client, SshError> {
             return Err(SshError::Connect {
                 host: cfg.host.clone(),
                 port: cfg.port,
-                why: e.to_string(),
+                why: match cfg.connect_to {
+                    Some(via) => format!("{e} (through the forwarding at {via})"),
+                    None => e.to_string(),
+                },
             });
         }
     };
