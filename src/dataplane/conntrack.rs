@@ -49,6 +49,15 @@ impl FlowTuple {
         }
     }
 
+    /// A TCP tuple from `src` to `dst`.
+    pub fn tcp(src: SocketAddr, dst: SocketAddr) -> Self {
+        Self {
+            proto: IPPROTO_TCP,
+            src,
+            dst,
+        }
+    }
+
     fn family(&self) -> io::Result<NetfilterProtoFamily> {
         match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(_), IpAddr::V4(_)) => Ok(NetfilterProtoFamily::IPv4),
@@ -216,38 +225,45 @@ pub fn session_counters(
 /// Deletes the conntrack entries of a session's flow: the DNAT'ed flow of a live session, or a
 /// stale un-NATed one that would shadow a new entry. By exact tuple (one lookup) when the client
 /// port is known; otherwise every UDP flow from the client to the proxy port is found by a dump.
-/// Returns how many entries were deleted.
+/// With a TCP twin, the same dump also finds the TCP connections from the client (any source
+/// port) to the proxy port that were DNAT'ed to the TCP backend. Returns how many entries were
+/// deleted.
 pub fn delete_session_flows(
     sock: &mut NfnlSocket,
     entry: &SessionEntry,
 ) -> Result<usize, DataplaneError> {
     let what = || format!("session {}: deleting conntrack entries", entry.id);
+    let target = SocketAddr::new(entry.proxy_addr, entry.proxy_port);
     let tuples: Vec<FlowTuple> = match entry.client_port {
         Some(port) => vec![session_tuple(entry, port)],
         None => dump_flows(sock, entry.is_ipv4())
             .map_err(|e| DataplaneError::io(what(), e))?
             .into_iter()
-            .filter(|f| {
-                // Only this session's flows: forwarded to its backend, or never NAT'ed (stale).
-                // A port-specific session of the same client and port, DNAT'ed elsewhere, stays.
-                f.reply.is_some_and(|r| {
-                    r.src == entry.backend
-                        || r.src == SocketAddr::new(entry.proxy_addr, entry.proxy_port)
-                })
+            .filter_map(|f| Some((f.orig?, f.reply?)))
+            .filter(|(o, r)| {
+                o.src.ip() == entry.client
+                    && o.dst == target
+                    && match o.proto {
+                        // Only this session's flows: forwarded to its backend, or never NAT'ed
+                        // (stale). A port-specific session of the same client and port,
+                        // DNAT'ed elsewhere, stays.
+                        IPPROTO_UDP => r.src == entry.backend || r.src == target,
+                        // Only connections DNAT'ed to the TCP backend: an un-NAT'ed one is a
+                        // connection to the proxy host itself, which must keep its tracking
+                        // (a stale TCP flow shadows nothing, new connections get new ports).
+                        IPPROTO_TCP => entry.tcp_backend.is_some_and(|t| r.src == t),
+                        _ => false,
+                    }
             })
-            .filter_map(|f| f.orig)
-            .filter(|o| {
-                o.proto == IPPROTO_UDP
-                    && o.src.ip() == entry.client
-                    && o.dst == SocketAddr::new(entry.proxy_addr, entry.proxy_port)
-            })
+            .map(|(o, _)| o)
             .collect(),
     };
     delete_counted(sock, &tuples, &what)
 }
 
 /// Deletes the conntrack entries of entries read back from the kernel (no proxy address known):
-/// flows from the entry's client (and port) to its proxy port that were forwarded to its backend.
+/// UDP flows from the entry's client (and port) to its proxy port that were forwarded to its
+/// backend, and TCP connections from its client to its proxy port forwarded to its TCP backend.
 pub fn delete_installed_flows(
     sock: &mut NfnlSocket,
     entries: &[InstalledEntry],
@@ -268,11 +284,16 @@ pub fn delete_installed_flows(
                 continue;
             };
             let matches = mine.iter().any(|e| {
-                orig.proto == IPPROTO_UDP
-                    && orig.src.ip() == e.key.client
-                    && e.key.client_port.is_none_or(|p| p == orig.src.port())
+                orig.src.ip() == e.key.client
                     && orig.dst.port() == e.key.proxy_port
-                    && reply.src == e.backend
+                    && match orig.proto {
+                        IPPROTO_UDP => {
+                            e.key.client_port.is_none_or(|p| p == orig.src.port())
+                                && reply.src == e.backend
+                        }
+                        IPPROTO_TCP => e.tcp_backend.is_some_and(|t| reply.src == t),
+                        _ => false,
+                    }
             });
             if matches {
                 tuples.push(orig);
@@ -389,6 +410,17 @@ mod tests {
             panic!()
         };
         assert_eq!(FlowTuple::from_attrs(t), Some(f));
+    }
+
+    #[test]
+    fn a_tcp_tuple_carries_protocol_6() {
+        let f = FlowTuple::tcp(
+            "[2001:db8:1::2]:50000".parse().unwrap(),
+            "[2001:db8:1::1]:33001".parse().unwrap(),
+        );
+        assert_eq!(f.proto, IPPROTO_TCP);
+        assert_eq!(f.family().unwrap(), NetfilterProtoFamily::IPv6);
+        assert_eq!(FlowTuple::from_attrs(&f.attrs()), Some(f));
     }
 
     #[test]

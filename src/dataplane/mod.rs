@@ -1,5 +1,6 @@
 //! The kernel data plane: per-session DNAT entries that make the kernel forward a transfer's UDP
-//! data, and their teardown.
+//! data (and, for an entry with a [`SessionEntry::tcp_backend`], the client's TCP to the same
+//! port: the forward proxy's SSH), and their teardown.
 //!
 //! One [`Forwarder`] trait, one backend per kernel interface (as netavark's firewall drivers):
 //! - [`nftables::NftablesForwarder`] (default): elements of maps in tables the proxy owns,
@@ -92,20 +93,22 @@ pub trait Forwarder: Send {
     /// Never touches anything the proxy does not own.
     fn prepare(&mut self) -> Result<(), DataplaneError>;
 
-    /// Installs a session: DNAT from the client to the backend, and the SNAT the reply needs,
-    /// then deletes any stale conntrack entry of the same client tuple, which would otherwise
-    /// shadow the new entry (NAT is decided on a flow's first packet). Refuses, changing
-    /// nothing, a session whose key another entry already holds; on any other failure nothing
-    /// of the session is left installed.
+    /// Installs a session: DNAT from the client to the backend, and the SNAT the reply needs
+    /// (for its UDP, and for its TCP twin when it has a [`SessionEntry::tcp_backend`], in the
+    /// same batch), then deletes any stale conntrack entry of the same client tuple, which
+    /// would otherwise shadow the new entry (NAT is decided on a flow's first packet). Refuses,
+    /// changing nothing, a session whose key another entry already holds; on any other failure
+    /// nothing of the session is left installed.
     fn install(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError>;
 
     /// Extends the session's lifetime to `entry.lifetime` from now (backends whose entries do
     /// not expire accept it and do nothing).
     fn refresh(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError>;
 
-    /// Removes the session's entries and deletes its conntrack flows, so a running flow stops at
-    /// once. Best-effort and total: every step runs, and the errors are returned together.
-    /// Removing a session that is already gone is not an error.
+    /// Removes the session's entries (its TCP twin's too) and deletes its conntrack flows (UDP,
+    /// and its TCP connections), so a running flow stops at once. Best-effort and total: every
+    /// step runs, and the errors are returned together. Removing a session that is already
+    /// gone is not an error.
     fn remove(&mut self, entry: &SessionEntry) -> Result<(), Errors>;
 
     /// The session entries the kernel holds now.
@@ -123,20 +126,6 @@ pub trait Forwarder: Send {
     fn purge(&mut self) -> Result<ReconcileReport, Errors>;
 }
 
-/// Refuses what `kind` cannot program yet, rather than installing half of it: the kernel
-/// backends do not write an entry's TCP twin ([`SessionEntry::tcp_backend`]) so far; the
-/// memory backend stores it, for the logic tests of the forward proxy.
-fn check_programmable(kind: Backend, entry: &SessionEntry) -> Result<(), DataplaneError> {
-    if entry.tcp_backend.is_some() && kind != Backend::Memory {
-        return Err(EntryError {
-            id: entry.id,
-            why: format!("TCP forwarding is not programmed by the {kind} backend yet"),
-        }
-        .into());
-    }
-    Ok(())
-}
-
 /// The install of every backend: checks `entry`, `add`s its kernel entries (in one batch: all
 /// or nothing; a taken key refused), then `finish`es (deletes the stale conntrack flows of the
 /// client tuple). When `finish` fails after `add` succeeded, the session's entries are removed
@@ -149,7 +138,6 @@ fn install_or_roll_back<F: Forwarder, T>(
     finish: impl FnOnce(&mut F) -> Result<T, DataplaneError>,
 ) -> Result<(), DataplaneError> {
     entry.validate()?;
-    check_programmable(fw.kind(), entry)?;
     add(fw, entry)?;
     if let Err(e) = finish(fw) {
         if let Err(rollback) = fw.remove(entry) {
@@ -208,24 +196,6 @@ mod tests {
         let err = install_or_roll_back(&mut fw, &other, |fw, e| fw.install(e), |_| Ok(()));
         assert!(matches!(err, Err(DataplaneError::KeyTaken { .. })));
         assert_eq!(handle.installed(), vec![entry]);
-    }
-
-    #[test]
-    fn kernel_backends_refuse_a_tcp_twin_they_would_not_program() {
-        let entry = SessionEntry {
-            client_port: None,
-            tcp_backend: Some("198.51.100.2:22".parse().unwrap()),
-            ..sample_entry()
-        };
-        for kind in [Backend::Nftables, Backend::Iptables] {
-            let err = check_programmable(kind, &entry).unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("not programmed by the {kind} backend")),
-                "{err}"
-            );
-        }
-        assert!(check_programmable(Backend::Memory, &entry).is_ok());
-        assert!(check_programmable(Backend::Nftables, &sample_entry()).is_ok());
     }
 
     #[test]

@@ -5,11 +5,13 @@
 use std::path::Path;
 
 use fasp_proxy::dataplane::iptables::IptablesForwarder;
-use fasp_proxy::dataplane::{Backend, Forwarder};
+use fasp_proxy::dataplane::{Backend, Forwarder, SessionEntry};
 use uuid::Uuid;
 
-use crate::lab::{Netns, Topology};
-use crate::scenarios::{self, entry_v4, entry_v6, installed, KernelLab, PORT};
+use crate::lab::{self, Netns, Topology};
+use crate::scenarios::{
+    self, entry_v4, entry_v6, installed, tcp_entry_v4, tcp_entry_v6, KernelLab, PORT, TCP_PORT,
+};
 
 const IPTABLES: &str = "/usr/sbin/iptables";
 
@@ -51,6 +53,30 @@ impl KernelLab for Ipt {
             .map(|&v6| strip_comments(&save(&self.topo.proxy, v6)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The rule lines of the proxy's chains, both families.
+    fn session_objects(&self) -> String {
+        [false, true]
+            .iter()
+            .flat_map(|&v6| our_rules(&self.topo.proxy, v6))
+            .map(|l| l + "\n")
+            .collect()
+    }
+
+    /// A TCP twin's DNAT and MASQUERADE rules, exactly as the backend writes them, without the
+    /// UDP DNAT rule of their key.
+    fn add_tcp_leftover(&self, id: Uuid, proxy_port: u16) {
+        let (client, server) = (lab::CLIENT_V4, lab::server_v4(0));
+        let batch = format!(
+            "*nat\n\
+             -A FASP_PROXY -s {client}/32 -p tcp -m tcp --dport {proxy_port} -m addrtype --dst-type LOCAL -m comment --comment {id} -j DNAT --to-destination {server}:{TCP_PORT}\n\
+             -A FASP_PROXY_POST -s {client}/32 -d {server}/32 -p tcp -m tcp --dport {TCP_PORT} -m conntrack --ctstate DNAT --ctorigdstport {proxy_port} -m comment --comment {id} -j MASQUERADE\n\
+             COMMIT\n"
+        );
+        self.topo
+            .proxy
+            .exec_with_stdin(&[&tool(false, "tables-restore"), "--noflush"], &batch);
     }
 }
 
@@ -199,7 +225,135 @@ fn after_a_crash_reconcile_drops_what_no_live_session_owns_and_nothing_else() {
     }
 }
 
+#[test]
+fn a_tcp_twin_is_listed_with_its_session_and_shares_its_key() {
+    let lab = Ipt::new();
+    scenarios::a_tcp_twin_is_listed_with_its_session_and_shares_its_key(&mut *lab.open());
+}
+
+#[test]
+fn tcp_twin_forwards_connections_masqueraded_or_snated() {
+    scenarios::tcp_twin_forwards_connections_masqueraded_or_snated(&Ipt::new());
+}
+
+#[test]
+fn removing_a_tcp_twin_stops_new_and_running_connections() {
+    scenarios::removing_a_tcp_twin_stops_new_and_running_connections(&Ipt::new());
+}
+
+#[test]
+fn ipv6_tcp_twin_works_like_ipv4() {
+    scenarios::ipv6_tcp_twin_works_like_ipv4(&Ipt::new());
+}
+
+#[test]
+fn reconcile_and_purge_remove_tcp_twins_and_tcp_only_leftovers() {
+    let lab = Ipt::new();
+    scenarios::reconcile_and_purge_remove_tcp_twins_and_tcp_only_leftovers(&lab);
+    for v6 in [false, true] {
+        let saved = save(&lab.topo.proxy, v6);
+        assert!(!saved.contains("FASP"), "purge left something:\n{saved}");
+    }
+}
+
 // The format checks and what only iptables meets.
+
+#[test]
+fn a_tcp_twin_is_two_more_rules_as_iptables_save_prints_them() {
+    let topo = Topology::new(1);
+    let mut fw = open_in(&topo.proxy);
+    let masq = tcp_entry_v4(PORT);
+    let snat = SessionEntry {
+        snat: Some(lab::PROXY_SERVER_V4.into()),
+        ..tcp_entry_v4(PORT + 1)
+    };
+    fw.install(&masq).unwrap();
+    fw.install(&snat).unwrap();
+    let (m, s) = (masq.id, snat.id);
+    assert_eq!(
+        our_rules(&topo.proxy, false),
+        vec![
+            format!("-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment {m} -j DNAT --to-destination 198.51.100.2:33001"),
+            format!("-A FASP_PROXY -s 192.0.2.2/32 -p tcp -m tcp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment {m} -j DNAT --to-destination 198.51.100.2:22"),
+            format!("-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33002 -m addrtype --dst-type LOCAL -m comment --comment {s} -j DNAT --to-destination 198.51.100.2:33001"),
+            format!("-A FASP_PROXY -s 192.0.2.2/32 -p tcp -m tcp --dport 33002 -m addrtype --dst-type LOCAL -m comment --comment {s} -j DNAT --to-destination 198.51.100.2:22"),
+            format!("-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment {m} -j MASQUERADE"),
+            format!("-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment {m} -j MASQUERADE"),
+            format!("-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigdstport 33002 -m comment --comment {s} -j SNAT --to-source 198.51.100.1"),
+            format!("-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33002 -m comment --comment {s} -j SNAT --to-source 198.51.100.1"),
+        ]
+    );
+    let listing = topo.proxy.exec(&[IPTABLES, "-t", "nat", "-L", "-n"]);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("DNAT") && l.contains("dpt:33001") && l.contains("tcp"))
+        .unwrap_or_else(|| panic!("no TCP DNAT line in:\n{listing}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        words,
+        [
+            "DNAT",
+            "6",
+            "--",
+            "192.0.2.2",
+            "0.0.0.0/0",
+            "tcp",
+            "dpt:33001",
+            "ADDRTYPE",
+            "match",
+            "dst-type",
+            "LOCAL",
+            "/*",
+            &m.to_string(),
+            "*/",
+            "to:198.51.100.2:22",
+        ]
+    );
+
+    let v6 = tcp_entry_v6(PORT);
+    fw.install(&v6).unwrap();
+    let id = v6.id;
+    assert_eq!(
+        our_rules(&topo.proxy, true),
+        vec![
+            format!("-A FASP_PROXY -s 2001:db8:1::2/128 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment {id} -j DNAT --to-destination [2001:db8:2::2]:33001"),
+            format!("-A FASP_PROXY -s 2001:db8:1::2/128 -p tcp -m tcp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment {id} -j DNAT --to-destination [2001:db8:2::2]:22"),
+            format!("-A FASP_PROXY_POST -s 2001:db8:1::2/128 -d 2001:db8:2::2/128 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment {id} -j MASQUERADE"),
+            format!("-A FASP_PROXY_POST -s 2001:db8:1::2/128 -d 2001:db8:2::2/128 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment {id} -j MASQUERADE"),
+        ]
+    );
+    let mut listed = fw.list().unwrap();
+    listed.sort_by_key(|e| e.key);
+    assert_eq!(
+        listed,
+        vec![installed(&masq), installed(&snat), installed(&v6)]
+    );
+
+    // install_many writes the twins too, and refuses a key a twin's session holds.
+    for e in [&masq, &snat, &v6] {
+        fw.remove(e).unwrap();
+    }
+    assert!(our_rules(&topo.proxy, false).is_empty() && our_rules(&topo.proxy, true).is_empty());
+    fw.install_many(&[masq.clone(), snat.clone(), v6.clone()])
+        .unwrap();
+    assert_eq!(our_rules(&topo.proxy, false).len(), 8);
+    assert_eq!(our_rules(&topo.proxy, true).len(), 4);
+    let taken = entry_v4(None, PORT);
+    assert!(fw.install_many(&[taken]).is_err());
+    assert_eq!(our_rules(&topo.proxy, false).len(), 8);
+}
+
+#[test]
+fn a_tcp_dnat_rule_alone_does_not_take_the_key() {
+    let lab = Ipt::new();
+    let mut fw = open_in(&lab.topo.proxy);
+    let live = tcp_entry_v4(PORT);
+    // A leftover of another session on the same key: TCP rules only.
+    lab.add_tcp_leftover(Uuid::new_v4(), PORT);
+    // Not a session, so the key is free (the leftover goes with the next reconcile).
+    fw.install(&live).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fw.list().unwrap(), vec![installed(&live)]);
+}
 
 #[test]
 fn rules_jumps_and_listing_are_in_the_documented_shape() {

@@ -48,3 +48,8 @@ fn a_boxed_forwarder_is_still_observed_through_its_handle() {
     );
     assert!(handle.installed().is_empty());
 }
+
+#[test]
+fn a_tcp_twin_is_listed_with_its_session_and_shares_its_key() {
+    scenarios::a_tcp_twin_is_listed_with_its_session_and_shares_its_key(&mut MemoryForwarder::new());
+}

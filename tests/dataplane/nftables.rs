@@ -4,9 +4,10 @@
 use fasp_proxy::dataplane::nftables::NftablesForwarder;
 use fasp_proxy::dataplane::{Backend, Forwarder, SessionEntry};
 use std::time::Duration;
+use uuid::Uuid;
 
-use crate::lab::{Netns, Topology};
-use crate::scenarios::{self, entry_v4, entry_v6, KernelLab, PORT};
+use crate::lab::{self, Netns, Topology};
+use crate::scenarios::{self, entry_v4, entry_v6, tcp_entry_v4, KernelLab, PORT, TCP_PORT};
 
 /// Opens an nftables forwarder inside `ns` and prepares it.
 pub fn open_in(ns: &Netns) -> NftablesForwarder {
@@ -61,6 +62,43 @@ impl KernelLab for Nft {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The `elements = { … }` lines of both tables (an element list may span lines).
+    fn session_objects(&self) -> String {
+        let mut out = String::new();
+        for f in ["ip", "ip6"] {
+            let table = self
+                .topo
+                .proxy
+                .try_exec(&["nft", "list", "table", f, "fasp_proxy"]);
+            let mut in_elements = false;
+            for line in String::from_utf8_lossy(&table.stdout).lines() {
+                in_elements |= line.contains("elements = {");
+                if in_elements {
+                    out.push_str(line.trim());
+                    out.push('\n');
+                    in_elements = !line.contains('}');
+                }
+            }
+        }
+        out
+    }
+
+    /// `nft add element` of a `tcp_sessions` and a `tcp_masq_sessions` element only.
+    fn add_tcp_leftover(&self, id: Uuid, proxy_port: u16) {
+        let key = format!(
+            "{} . {proxy_port} timeout 60s comment \"{id}\"",
+            lab::CLIENT_V4
+        );
+        let script = format!(
+            "add element ip fasp_proxy tcp_sessions {{ {key} : {} . {TCP_PORT} }}\n\
+             add element ip fasp_proxy tcp_masq_sessions {{ {key} }}\n",
+            lab::server_v4(0)
+        );
+        self.topo
+            .proxy
+            .exec_with_stdin(&["nft", "-f", "-"], &script);
     }
 }
 
@@ -142,6 +180,35 @@ fn after_a_crash_reconcile_drops_what_no_live_session_owns_and_nothing_else() {
     assert!(!tables.contains("fasp_proxy"), "{tables}");
 }
 
+#[test]
+fn a_tcp_twin_is_listed_with_its_session_and_shares_its_key() {
+    let lab = Nft::new();
+    scenarios::a_tcp_twin_is_listed_with_its_session_and_shares_its_key(&mut *lab.open());
+}
+
+#[test]
+fn tcp_twin_forwards_connections_masqueraded_or_snated() {
+    scenarios::tcp_twin_forwards_connections_masqueraded_or_snated(&Nft::new());
+}
+
+#[test]
+fn removing_a_tcp_twin_stops_new_and_running_connections() {
+    scenarios::removing_a_tcp_twin_stops_new_and_running_connections(&Nft::new());
+}
+
+#[test]
+fn ipv6_tcp_twin_works_like_ipv4() {
+    scenarios::ipv6_tcp_twin_works_like_ipv4(&Nft::new());
+}
+
+#[test]
+fn reconcile_and_purge_remove_tcp_twins_and_tcp_only_leftovers() {
+    let lab = Nft::new();
+    scenarios::reconcile_and_purge_remove_tcp_twins_and_tcp_only_leftovers(&lab);
+    let tables = lab.topo.proxy.exec(&["nft", "list", "tables"]);
+    assert!(!tables.contains("fasp_proxy"), "{tables}");
+}
+
 // What only nftables shows or has.
 
 fn nft_list(ns: &Netns, what: &str, family: &str, name: &str) -> String {
@@ -188,6 +255,54 @@ fn elements_in_the_maps_carry_the_key_the_backend_and_the_session_id() {
 }
 
 #[test]
+fn a_tcp_twin_is_two_more_elements_keyed_on_client_and_proxy_port() {
+    let topo = Topology::new(1);
+    let mut fwd = open_in(&topo.proxy);
+    let masq = tcp_entry_v4(PORT);
+    let snat = SessionEntry {
+        snat: Some(lab::PROXY_SERVER_V4.into()),
+        ..tcp_entry_v4(PORT + 1)
+    };
+    fwd.install(&masq).unwrap();
+    fwd.install(&snat).unwrap();
+    let map = nft_list(&topo.proxy, "map", "ip", "tcp_sessions");
+    for (e, port) in [(&masq, "33001"), (&snat, "33002")] {
+        assert!(
+            map.contains(&format!("192.0.2.2 . {port} timeout 1m"))
+                && map.contains(&format!("comment \"{}\" : 198.51.100.2 . 22", e.id)),
+            "{map}"
+        );
+    }
+    let masq_set = nft_list(&topo.proxy, "set", "ip", "tcp_masq_sessions");
+    assert!(masq_set.contains("192.0.2.2 . 33001 timeout"), "{masq_set}");
+    assert!(!masq_set.contains("33002"), "{masq_set}");
+    let snat_map = nft_list(&topo.proxy, "map", "ip", "tcp_source_nat");
+    assert!(
+        snat_map.contains(&format!("comment \"{}\" : 198.51.100.1", snat.id)),
+        "{snat_map}"
+    );
+    // The UDP half is where it always was.
+    let any = nft_list(&topo.proxy, "map", "ip", "sessions_any_port");
+    assert!(
+        any.contains("192.0.2.2 . 33001") && any.contains("192.0.2.2 . 33002"),
+        "{any}"
+    );
+
+    for e in [&masq, &snat] {
+        fwd.remove(e).unwrap();
+    }
+    for (what, name) in [
+        ("map", "tcp_sessions"),
+        ("map", "tcp_source_nat"),
+        ("set", "tcp_masq_sessions"),
+        ("map", "sessions_any_port"),
+    ] {
+        let text = nft_list(&topo.proxy, what, "ip", name);
+        assert!(!text.contains("elements"), "{text}");
+    }
+}
+
+#[test]
 fn lifetime_runs_out_unless_refreshed() {
     let topo = Topology::new(1);
     let mut fwd = open_in(&topo.proxy);
@@ -202,7 +317,24 @@ fn lifetime_runs_out_unless_refreshed() {
     };
     let (left_alone, refreshed_in_place, refreshed_by_readd) =
         (short(40000), short(40001), short(40002));
-    for e in [&left_alone, &refreshed_in_place, &refreshed_by_readd] {
+    // Entries with a TCP twin, whose TCP elements live and die with the UDP ones.
+    let short_tcp = |port| SessionEntry {
+        lifetime: Duration::from_secs(2),
+        ..tcp_entry_v4(port)
+    };
+    let (tcp_left_alone, tcp_in_place, tcp_by_readd) = (
+        short_tcp(PORT + 1),
+        short_tcp(PORT + 2),
+        short_tcp(PORT + 3),
+    );
+    for e in [
+        &left_alone,
+        &refreshed_in_place,
+        &refreshed_by_readd,
+        &tcp_left_alone,
+        &tcp_in_place,
+        &tcp_by_readd,
+    ] {
         fwd.install(e).unwrap();
     }
     // Refresh two of them every 400 ms for 3.2 s: one in place, one by delete + add (the path
@@ -210,8 +342,10 @@ fn lifetime_runs_out_unless_refreshed() {
     for _ in 0..8 {
         std::thread::sleep(Duration::from_millis(400));
         fwd.refresh(&refreshed_in_place).unwrap();
+        fwd.refresh(&tcp_in_place).unwrap();
         fwd.force_delete_add_refresh(true);
         fwd.refresh(&refreshed_by_readd).unwrap();
+        fwd.refresh(&tcp_by_readd).unwrap();
         fwd.force_delete_add_refresh(false);
     }
     let ids: Vec<_> = fwd
@@ -236,6 +370,20 @@ fn lifetime_runs_out_unless_refreshed() {
     assert!(!map.contains("40000"), "{map}");
     let masq = nft_list(&topo.proxy, "set", "ip", "masq_sessions");
     assert!(!masq.contains("40000") && masq.contains("40001"), "{masq}");
+    for (what, name) in [("map", "tcp_sessions"), ("set", "tcp_masq_sessions")] {
+        let text = nft_list(&topo.proxy, what, "ip", name);
+        assert!(
+            !text.contains("33002") && text.contains("33003") && text.contains("33004"),
+            "{text}"
+        );
+    }
+    let listed = fwd.list().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|e| e.id == Some(tcp_by_readd.id) && e.tcp_backend == tcp_by_readd.tcp_backend),
+        "{listed:?}"
+    );
 }
 
 #[test]
@@ -254,6 +402,23 @@ fn prepare_is_idempotent() {
     assert!(
         first.contains("dnat ip to ip saddr . udp sport . udp dport map @sessions"),
         "{first}"
+    );
+    // The TCP twin's rules, as nft prints them back (it drops the `ip` after `snat`).
+    for rule in [
+        "fib daddr type local dnat ip to ip saddr . tcp dport map @tcp_sessions",
+        "ct status dnat meta l4proto tcp snat to ct original ip saddr . ct original proto-dst map @tcp_source_nat",
+        "ct status dnat meta l4proto tcp ct original ip saddr . ct original proto-dst @tcp_masq_sessions masquerade",
+    ] {
+        assert!(first.contains(rule), "{rule} in:\n{first}");
+    }
+    let v6 = topo
+        .proxy
+        .exec(&["nft", "list", "table", "ip6", "fasp_proxy"]);
+    assert!(
+        v6.contains("fib daddr type local dnat ip6 to ip6 saddr . tcp dport map @tcp_sessions")
+            && v6.contains("ct status dnat meta l4proto tcp snat to ct original ip6 saddr . ct original proto-dst map @tcp_source_nat")
+            && v6.contains("ct status dnat meta l4proto tcp ct original ip6 saddr . ct original proto-dst @tcp_masq_sessions masquerade"),
+        "{v6}"
     );
 }
 

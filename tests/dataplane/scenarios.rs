@@ -5,14 +5,16 @@
 //!   both kernel backends in the lab and against `MemoryForwarder` without root, which checks
 //!   that the fake keeps the real backends' promises;
 //! - forwarding, which sends datagrams through the lab (client → proxy → server and back): run
-//!   against both kernel backends, each in its own lab namespace, through a [`KernelLab`].
+//!   against both kernel backends, each in its own lab namespace, through a [`KernelLab`]. An
+//!   entry's TCP twin ([`SessionEntry::tcp_backend`]) is checked the same way, with real TCP
+//!   connections from the client namespace to a listener in the server namespace.
 //!
 //! Lab quirks (docs/testing.md): NAT is decided on a flow's first packet, so every session is
 //! installed before its first datagram; reads use `lab::udp_recv_from` (retries on EINTR) and
 //! socket timeouts, so nothing hangs.
 
-use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use fasp_proxy::dataplane::{DataplaneError, Forwarder, InstalledEntry, SessionEntry};
@@ -53,6 +55,26 @@ pub fn entry_v6(client_port: Option<u16>, proxy_port: u16) -> SessionEntry {
         backend: SocketAddr::new(lab::server_v6(0).into(), PORT),
         tcp_backend: None,
         ..entry_v4(client_port, proxy_port)
+    }
+}
+
+/// The port of the servers' TCP listener behind an entry's TCP twin (the outside SSH server).
+pub const TCP_PORT: u16 = 22;
+
+/// An IPv4 entry for any client port with a TCP twin to the first server's [`TCP_PORT`]
+/// (the forward proxy's shape), masqueraded.
+pub fn tcp_entry_v4(proxy_port: u16) -> SessionEntry {
+    SessionEntry {
+        tcp_backend: Some(SocketAddr::new(lab::server_v4(0).into(), TCP_PORT)),
+        ..entry_v4(None, proxy_port)
+    }
+}
+
+/// The IPv6 twin of [`tcp_entry_v4`].
+pub fn tcp_entry_v6(proxy_port: u16) -> SessionEntry {
+    SessionEntry {
+        tcp_backend: Some(SocketAddr::new(lab::server_v6(0).into(), TCP_PORT)),
+        ..entry_v6(None, proxy_port)
     }
 }
 
@@ -189,6 +211,48 @@ pub fn port_and_any_port_keys_are_distinct(fw: &mut dyn Forwarder) {
     ));
 }
 
+/// An entry's TCP twin is listed with it (also with SNAT, also IPv6), refreshed and removed
+/// with it, and reported by reconcile; it shares the entry's key (an any-port UDP session of
+/// the same client and proxy port is refused), while a port-keyed session of that client and
+/// proxy port is another key.
+pub fn a_tcp_twin_is_listed_with_its_session_and_shares_its_key(fw: &mut dyn Forwarder) {
+    let masq = tcp_entry_v4(PORT);
+    let snat = SessionEntry {
+        snat: Some(lab::PROXY_SERVER_V4.into()),
+        ..tcp_entry_v4(PORT + 1)
+    };
+    let v6 = tcp_entry_v6(PORT);
+    for e in [&masq, &snat, &v6] {
+        fw.install(e)
+            .unwrap_or_else(|err| panic!("install {e:?}: {err}"));
+    }
+    assert_eq!(listed(fw), all_installed(&[&masq, &snat, &v6]));
+    assert!(listed(fw).iter().all(|e| e.tcp_backend.is_some()));
+    fw.refresh(&snat).unwrap();
+    assert_eq!(listed(fw), all_installed(&[&masq, &snat, &v6]));
+
+    let udp_only = entry_v4(None, PORT);
+    assert!(matches!(
+        fw.install(&udp_only),
+        Err(DataplaneError::KeyTaken { owner: Some(o), .. }) if o == masq.id
+    ));
+    let port_keyed = entry_v4(Some(40000), PORT);
+    fw.install(&port_keyed).unwrap();
+    assert_eq!(listed(fw), all_installed(&[&masq, &snat, &v6, &port_keyed]));
+
+    fw.remove(&masq).unwrap();
+    assert_eq!(listed(fw), all_installed(&[&snat, &v6, &port_keyed]));
+    let report = fw.reconcile(&[port_keyed.id]).unwrap();
+    assert_eq!(report.kept, 1);
+    assert_eq!(sorted(report.removed), all_installed(&[&snat, &v6]));
+    assert_eq!(listed(fw), vec![installed(&port_keyed)]);
+    // The key is free again, with or without a twin.
+    fw.install(&udp_only).unwrap();
+    fw.remove(&udp_only).unwrap();
+    fw.install(&masq).unwrap();
+    assert_eq!(listed(fw), all_installed(&[&masq, &port_keyed]));
+}
+
 /// Reconcile keeps the live sessions' entries and removes (and reports) every other one, of
 /// both families and both key shapes.
 pub fn reconcile_keeps_live_sessions_and_drops_the_rest(fw: &mut dyn Forwarder) {
@@ -258,6 +322,14 @@ pub trait KernelLab {
     /// The backend's own kernel objects as text, without what changes by itself (counters,
     /// time left): a refused install must leave it byte-identical.
     fn ours(&self) -> String;
+    /// Only the per-session objects, as the backend's tool prints them: the `elements = { … }`
+    /// of the nftables maps and sets, the `-A FASP_PROXY…` lines of iptables-save. Empty when
+    /// no session has anything left.
+    fn session_objects(&self) -> String;
+    /// Writes, with the backend's own tool, what a TCP twin of the lab's IPv4 client on
+    /// `proxy_port` to the first server's [`TCP_PORT`] would have, tagged `id`, but without
+    /// the UDP half that makes it a session: a leftover.
+    fn add_tcp_leftover(&self, id: Uuid, proxy_port: u16);
 }
 
 /// A UDP socket bound to `addr` inside `ns`, with read and write timeouts.
@@ -672,5 +744,307 @@ pub fn after_a_crash_reconcile_drops_what_no_live_session_owns_and_nothing_else(
         foreign(&topo.proxy),
         foreign_before,
         "a foreign rule changed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP twins: real TCP connections through the lab
+
+/// A TCP listener bound to `addr` inside `ns`, not blocking (see [`accept`]).
+pub fn tcp_listener(ns: &Netns, addr: SocketAddr) -> TcpListener {
+    let listener = ns
+        .run_in(|| TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("lab: bind TCP {addr} in {}: {e}", ns.name()));
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
+/// A TCP connection from `ns` to `target`, given up after 1 s; with read and write timeouts.
+pub fn tcp_connect(ns: &Netns, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = ns.run_in(|| TcpStream::connect_timeout(&target, SILENCE))?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    Ok(stream)
+}
+
+/// The next connection on `listener` (waited for up to [`WAIT`]), blocking with timeouts.
+pub fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut accepted = None;
+    lab::wait_until(WAIT, || match listener.accept() {
+        Ok(a) => {
+            accepted = Some(a);
+            true
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    });
+    let (stream, from) = accepted.expect("the server accepted no connection");
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    (stream, from)
+}
+
+/// Reads exactly `n` bytes (panics on a timeout or an early end).
+fn read_n(stream: &mut TcpStream, n: usize, what: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    stream
+        .read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    buf
+}
+
+/// Connects from the client to the entry's proxy address and port, and asserts that the
+/// connection arrives at the TCP backend's `listener` from `seen_from` (masquerade or SNAT
+/// address) and that data flows both ways. Returns both ends.
+pub fn tcp_round_trip(
+    topo: &Topology,
+    listener: &TcpListener,
+    entry: &SessionEntry,
+    seen_from: IpAddr,
+) -> (TcpStream, TcpStream) {
+    let mut client = tcp_connect(&topo.client, proxy_target(entry))
+        .unwrap_or_else(|e| panic!("TCP connect to {}: {e}", proxy_target(entry)));
+    let (mut server, from) = accept(listener);
+    assert_eq!(
+        from.ip(),
+        seen_from,
+        "the TCP backend must see the SNAT address"
+    );
+    assert_eq!(
+        server.local_addr().unwrap(),
+        entry.tcp_backend.unwrap(),
+        "the connection must reach the TCP backend"
+    );
+    let hello = b"SSH-2.0-client \x00\xff";
+    client.write_all(hello).unwrap();
+    assert_eq!(read_n(&mut server, hello.len(), "server read"), hello);
+    let reply = b"SSH-2.0-server reply";
+    server.write_all(reply).unwrap();
+    assert_eq!(read_n(&mut client, reply.len(), "client read"), reply);
+    (client, server)
+}
+
+/// The conntrack flows (TCP) of the proxy namespace, as `conntrack -L` prints them.
+pub fn conntrack_tcp(ns: &Netns, v6: bool) -> String {
+    let family = if v6 { "ipv6" } else { "ipv4" };
+    let out = ns.try_exec(&["conntrack", "-L", "-f", family, "-p", "tcp"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the proxy's conntrack holds the client connection `client` (its local address) as
+/// DNAT'ed to the entry's TCP backend.
+pub fn tcp_flow_is_natted(topo: &Topology, entry: &SessionEntry, client: &TcpStream) -> bool {
+    let local = client.local_addr().unwrap();
+    let (tcp, orig) = (
+        entry.tcp_backend.unwrap(),
+        format!("sport={} dport={}", local.port(), entry.proxy_port),
+    );
+    conntrack_tcp(&topo.proxy, entry.client.is_ipv6())
+        .lines()
+        .any(|l| {
+            l.contains(&orig)
+                && l.contains(&format!("src={} ", tcp.ip()))
+                && l.contains(&format!("sport={}", tcp.port()))
+        })
+}
+
+/// Asserts the running connection is cut: what the client sends never reaches the server.
+fn assert_tcp_silent(client: &mut TcpStream, server: &mut TcpStream, why: &str) {
+    // The write may succeed locally (the proxy answers it with a reset) or fail at once.
+    let _ = client.write_all(b"after");
+    server.set_read_timeout(Some(SILENCE)).unwrap();
+    let mut buf = [0u8; 64];
+    match server.read(&mut buf) {
+        Ok(n) if n > 0 => panic!(
+            "{why}: the server received {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        _ => {}
+    }
+}
+
+/// (a) An entry with a TCP twin: a TCP connection from the client to the proxy address and
+/// port reaches the TCP backend, masqueraded (or SNAT'ed to `bind_source_address`), data flows
+/// both ways, the connection is DNAT'ed in conntrack; the same entry's UDP still works; list
+/// reports the TCP backend.
+pub fn tcp_twin_forwards_connections_masqueraded_or_snated(lab: &dyn KernelLab) {
+    let topo = lab.topo();
+    topo.proxy
+        .add_addr(lab::PROXY_SERVER_IF, "198.51.100.250/24");
+    let mut fw = lab.open();
+    let masq = tcp_entry_v4(PORT);
+    let bound: IpAddr = "198.51.100.250".parse().unwrap();
+    let snat = SessionEntry {
+        snat: Some(bound),
+        ..tcp_entry_v4(PORT + 1)
+    };
+    fw.install(&masq).unwrap();
+    fw.install(&snat).unwrap();
+    assert_eq!(listed(&mut *fw), all_installed(&[&masq, &snat]));
+    assert_eq!(
+        listed(&mut *fw)[0].tcp_backend,
+        Some(SocketAddr::new(lab::server_v4(0).into(), TCP_PORT))
+    );
+
+    let listener = tcp_listener(topo.server(), masq.tcp_backend.unwrap());
+    let seen = lab::PROXY_SERVER_V4.into();
+    let (client, _server) = tcp_round_trip(topo, &listener, &masq, seen);
+    assert!(
+        tcp_flow_is_natted(topo, &masq, &client),
+        "the DNAT'd connection is in conntrack:\n{}",
+        conntrack_tcp(&topo.proxy, false)
+    );
+    let (_client2, _server2) = tcp_round_trip(topo, &listener, &snat, bound);
+
+    // The same entries' UDP, from any client port.
+    let udp_server = udp(topo.server(), masq.backend);
+    let udp_client = client_socket(topo, &masq, 40000);
+    round_trip(&udp_client, &udp_server, &masq, b"udp beside tcp", seen);
+    let udp_client = client_socket(topo, &snat, 40001);
+    round_trip(&udp_client, &udp_server, &snat, b"udp with snat", bound);
+    // And a second connection of the same client (another source port) too.
+    let (_client3, _server3) = tcp_round_trip(topo, &listener, &masq, seen);
+}
+
+/// (b) Removing an entry with a TCP twin stops its TCP at once: a new connection fails (within
+/// the 1 s connect timeout), the established connection's conntrack entry is gone and what the
+/// client sends on it never reaches the server; the UDP goes too.
+pub fn removing_a_tcp_twin_stops_new_and_running_connections(lab: &dyn KernelLab) {
+    let topo = lab.topo();
+    let mut fw = lab.open();
+    let entry = tcp_entry_v4(PORT);
+    fw.install(&entry).unwrap();
+    let listener = tcp_listener(topo.server(), entry.tcp_backend.unwrap());
+    let seen = lab::PROXY_SERVER_V4.into();
+    let (mut client, mut server) = tcp_round_trip(topo, &listener, &entry, seen);
+    assert!(tcp_flow_is_natted(topo, &entry, &client));
+    let udp_server = udp(topo.server(), entry.backend);
+    let udp_client = client_socket(topo, &entry, 40000);
+    round_trip(&udp_client, &udp_server, &entry, b"udp", seen);
+
+    fw.remove(&entry).unwrap();
+    assert!(listed(&mut *fw).is_empty());
+    assert!(
+        !tcp_flow_is_natted(topo, &entry, &client),
+        "the running connection's conntrack entry must be gone:\n{}",
+        conntrack_tcp(&topo.proxy, false)
+    );
+    assert_tcp_silent(&mut client, &mut server, "after remove");
+    assert!(
+        tcp_connect(&topo.client, proxy_target(&entry)).is_err(),
+        "a new TCP connection must fail after remove"
+    );
+    udp_client.send_to(b"after", proxy_target(&entry)).unwrap();
+    assert_silent(&udp_server, "after remove the UDP must stop too");
+    fw.remove(&entry)
+        .unwrap_or_else(|e| panic!("removing what is gone: {e}"));
+}
+
+/// (c) The IPv6 twin forwards (masqueraded to the proxy's server-side address), is listed, and
+/// stops on remove, as the IPv4 one.
+pub fn ipv6_tcp_twin_works_like_ipv4(lab: &dyn KernelLab) {
+    let topo = lab.topo();
+    let mut fw = lab.open();
+    let entry = tcp_entry_v6(PORT);
+    fw.install(&entry).unwrap();
+    assert_eq!(listed(&mut *fw), vec![installed(&entry)]);
+    let listener = tcp_listener(topo.server(), entry.tcp_backend.unwrap());
+    let seen = lab::PROXY_SERVER_V6.into();
+    let (mut client, mut server) = tcp_round_trip(topo, &listener, &entry, seen);
+    assert!(
+        tcp_flow_is_natted(topo, &entry, &client),
+        "{}",
+        conntrack_tcp(&topo.proxy, true)
+    );
+    let udp_server = udp(topo.server(), entry.backend);
+    let udp_client = client_socket(topo, &entry, 40000);
+    round_trip(&udp_client, &udp_server, &entry, b"v6 udp", seen);
+
+    fw.remove(&entry).unwrap();
+    assert!(listed(&mut *fw).is_empty());
+    assert!(!tcp_flow_is_natted(topo, &entry, &client));
+    assert_tcp_silent(&mut client, &mut server, "IPv6: after remove");
+    assert!(
+        tcp_connect(&topo.client, proxy_target(&entry)).is_err(),
+        "IPv6: a new TCP connection must fail after remove"
+    );
+}
+
+/// (d) Reconcile drops the TCP twins of the sessions it removes (with their connections'
+/// conntrack entries) and a key with TCP objects only, even one tagged with a live session's
+/// id; purge removes the rest; nothing of any session is left in the kernel.
+pub fn reconcile_and_purge_remove_tcp_twins_and_tcp_only_leftovers(lab: &dyn KernelLab) {
+    let topo = lab.topo();
+    let mut fw = lab.open();
+    let live = tcp_entry_v4(PORT);
+    let dead = SessionEntry {
+        snat: Some(lab::PROXY_SERVER_V4.into()),
+        ..tcp_entry_v4(PORT + 1)
+    };
+    let dead_v6 = tcp_entry_v6(PORT);
+    for e in [&live, &dead, &dead_v6] {
+        fw.install(e).unwrap();
+    }
+    let listener = tcp_listener(topo.server(), live.tcp_backend.unwrap());
+    let seen = lab::PROXY_SERVER_V4.into();
+    let (live_client, _live_server) = tcp_round_trip(topo, &listener, &live, seen);
+    let (dead_client, _dead_server) = tcp_round_trip(topo, &listener, &dead, seen);
+    // 33006: a port no session uses, so its text shows only the leftover.
+    let leftover_port = PORT + 5;
+    lab.add_tcp_leftover(live.id, leftover_port);
+    assert!(
+        lab.session_objects().contains("33006"),
+        "{}",
+        lab.session_objects()
+    );
+    assert_eq!(
+        listed(&mut *fw),
+        all_installed(&[&live, &dead, &dead_v6]),
+        "a TCP-only key is not a session"
+    );
+
+    let report = fw.reconcile(&[live.id]).unwrap();
+    assert_eq!(report.kept, 1);
+    assert_eq!(sorted(report.removed), all_installed(&[&dead, &dead_v6]));
+    assert_eq!(listed(&mut *fw), vec![installed(&live)]);
+    let objects = lab.session_objects();
+    assert!(
+        !objects.contains("33006") && !objects.contains("33002"),
+        "reconcile left a TCP leftover or a dead session's objects:\n{objects}"
+    );
+    assert!(objects.contains(&live.id.to_string()), "{objects}");
+    assert!(
+        !tcp_flow_is_natted(topo, &dead, &dead_client),
+        "a dead session's connection is left in conntrack"
+    );
+    assert!(tcp_flow_is_natted(topo, &live, &live_client));
+    let (_c, _s) = tcp_round_trip(topo, &listener, &live, seen);
+
+    let report = fw.reconcile(&[]).unwrap();
+    assert_eq!(
+        (report.kept, sorted(report.removed)),
+        (0, vec![installed(&live)])
+    );
+    assert_eq!(lab.session_objects(), "", "reconcile left something");
+    assert!(!tcp_flow_is_natted(topo, &live, &live_client));
+
+    // Purge: twins and a leftover, of both families.
+    for e in [&live, &dead_v6] {
+        fw.install(e).unwrap();
+    }
+    lab.add_tcp_leftover(dead.id, leftover_port);
+    let (client, _server) = tcp_round_trip(topo, &listener, &live, seen);
+    let report = fw.purge().unwrap();
+    let mut removed: Vec<_> = report.removed.iter().map(|e| e.id).collect();
+    removed.sort();
+    let mut expected = vec![Some(live.id), Some(dead_v6.id)];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert_eq!(lab.session_objects(), "", "purge left something");
+    assert!(!tcp_flow_is_natted(topo, &live, &client));
+    assert!(
+        tcp_connect(&topo.client, proxy_target(&live)).is_err(),
+        "after purge no TCP is forwarded"
     );
 }

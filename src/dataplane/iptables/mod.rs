@@ -25,6 +25,18 @@
 //! chains, sessions without (`src_port_filtering false`) appended, so a session keyed on a port
 //! wins over one keyed on any port of the same client, whatever their installation order.
 //!
+//! An entry with a TCP twin ([`SessionEntry::tcp_backend`], always without a client port) has
+//! two more rules with the same comment, in the same batch: TCP from the client (any source
+//! port) to the same proxy port goes to the TCP backend, masqueraded or SNAT'ed as the UDP:
+//! ```text
+//! -A FASP_PROXY -s 192.0.2.2/32 -p tcp -m tcp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:22
+//! -A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment <uuid> -j MASQUERADE
+//! ```
+//! (`iptables-save` prints them back verbatim; `iptables -t nat -L -n` shows
+//! `DNAT 6 -- 192.0.2.2 0.0.0.0/0 tcp dpt:33001 ADDRTYPE match dst-type LOCAL /* <uuid> */ to:198.51.100.2:22`).
+//! Only the UDP DNAT rule holds the session's key and stands for it in list, reconcile and
+//! purge; the twin's rules are read as part of it, and are leftovers without it.
+//!
 //! Facts measured on iptables v1.8.9 (nf_tables) that shape this module:
 //! - declaring an *existing* chain (`:FASP_PROXY - [0:0]`) in an `iptables-restore --noflush`
 //!   batch **flushes it**, so [`Forwarder::prepare`] creates missing chains with `-N` (which
@@ -54,7 +66,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use self::rules::{comment_id, DnatRule, PostRule, Rule};
+use self::rules::{add_lines, comment_id, delete_lines, Rule};
 use self::save::{NatState, SavedRule};
 use self::tools::{ip6_sibling, Tools};
 use super::command::{self, Netns};
@@ -127,15 +139,14 @@ impl IptablesForwarder {
                 continue;
             }
             let state = self.save(family)?;
+            // Only UDP DNAT rules hold keys (a TCP twin shares its session's key).
             let mut taken: HashSet<SessionKey> = state
                 .rules
                 .iter()
-                .filter_map(|r| match &r.rule {
-                    Ok(Rule::Dnat(d)) => Some(d.key()),
-                    _ => None,
-                })
+                .filter_map(|r| r.rule.as_ref().ok()?.udp_dnat().map(|d| d.key()))
                 .collect();
             let mut lines = Vec::with_capacity(mine.len() * 2);
+            let count = mine.len();
             for entry in mine {
                 entry.validate()?;
                 if !taken.insert(entry.key()) {
@@ -145,14 +156,9 @@ impl IptablesForwarder {
                         owner: None,
                     });
                 }
-                lines.push(DnatRule::of(entry).add_line());
-                lines.push(PostRule::of(entry).add_line());
+                lines.extend(add_lines(entry));
             }
-            self.restore(
-                family,
-                &lines,
-                &format!("installing {} sessions", lines.len() / 2),
-            )?;
+            self.restore(family, &lines, &format!("installing {count} sessions"))?;
         }
         Ok(())
     }
@@ -184,7 +190,7 @@ impl IptablesForwarder {
             .map_err(|e| explain_restore_error(e, &batch, what))
     }
 
-    /// A session's rules (DNAT and POST) in `state`, found by their comment.
+    /// A session's rules (DNAT and POST, and its TCP twin's) in `state`, found by their comment.
     fn session_lines(state: &NatState, id: Uuid) -> impl Iterator<Item = &SavedRule> {
         state
             .rules
@@ -192,9 +198,9 @@ impl IptablesForwarder {
             .filter(move |r| matches!(&r.rule, Ok(rule) if rule.id() == Some(id)))
     }
 
-    /// A session's DNAT and POST rules, in one batch: all or nothing. Refused with
-    /// [`DataplaneError::KeyTaken`] if a DNAT rule of the same key exists (its comment names
-    /// the owner); a [`DataplaneError::Setup`] if the chains are missing.
+    /// A session's DNAT and POST rules (and its TCP twin's), in one batch: all or nothing.
+    /// Refused with [`DataplaneError::KeyTaken`] if a UDP DNAT rule of the same key exists (its
+    /// comment names the owner); a [`DataplaneError::Setup`] if the chains are missing.
     fn add_rules(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
         let family = Family::of(entry.client);
         let state = self.save(family)?;
@@ -207,21 +213,22 @@ impl IptablesForwarder {
             )));
         }
         let key = entry.key();
-        if let Some(taken) = state.rules.iter().find_map(|r| match &r.rule {
-            Ok(Rule::Dnat(d)) if d.key() == key => Some(d),
-            _ => None,
-        }) {
+        if let Some(taken) = state
+            .rules
+            .iter()
+            .find_map(|r| r.rule.as_ref().ok()?.udp_dnat().filter(|d| d.key() == key))
+        {
             return Err(DataplaneError::KeyTaken {
                 id: entry.id,
                 key,
                 owner: comment_id(&taken.comment),
             });
         }
-        let lines = [
-            DnatRule::of(entry).add_line(),
-            PostRule::of(entry).add_line(),
-        ];
-        self.restore(family, &lines, &format!("session {}: install", entry.id))
+        self.restore(
+            family,
+            &add_lines(entry),
+            &format!("session {}: install", entry.id),
+        )
     }
 
     /// Reconciles, collecting errors in `errors`, and returns what was done.
@@ -236,16 +243,18 @@ impl IptablesForwarder {
             let mut removed = Vec::new();
             let mut kept = 0;
             for saved in &state.rules {
-                let keep =
-                    matches!(&saved.rule, Ok(r) if r.id().is_some_and(|id| live.contains(&id)));
+                // A TCP twin's rule is kept only with its session's UDP DNAT rule: alone it is
+                // a leftover.
+                let keep = matches!(&saved.rule, Ok(r) if r.id().is_some_and(|id| live.contains(&id))
+                    && (!r.is_tcp() || state.has_udp_dnat_of(r)));
                 if keep {
-                    if matches!(saved.rule, Ok(Rule::Dnat(_))) {
+                    if matches!(&saved.rule, Ok(r) if r.udp_dnat().is_some()) {
                         kept += 1;
                     }
                     continue;
                 }
                 lines.push(saved.delete_line());
-                if let Ok(Rule::Dnat(d)) = &saved.rule {
+                if let Some(d) = saved.rule.as_ref().ok().and_then(Rule::udp_dnat) {
                     removed.push(state.installed(d));
                 }
             }
@@ -304,10 +313,11 @@ impl Forwarder for IptablesForwarder {
         Ok(())
     }
 
-    /// Refuses the session with [`DataplaneError::KeyTaken`] if a DNAT rule of the same key
-    /// exists (its comment names the owner), adds the DNAT and POST rules in one batch, then
-    /// deletes the stale conntrack flows of the client tuple. Lines of the chain it cannot
-    /// parse do not block installs ([`Forwarder::list`] reports them, reconcile deletes them).
+    /// Refuses the session with [`DataplaneError::KeyTaken`] if a UDP DNAT rule of the same key
+    /// exists (its comment names the owner), adds the DNAT and POST rules (and the TCP twin's)
+    /// in one batch, then deletes the stale conntrack flows of the client tuple. Lines of the
+    /// chain it cannot parse do not block installs ([`Forwarder::list`] reports them, reconcile
+    /// deletes them).
     fn install(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
         // Then: a stale un-NATed flow of the same tuple would shadow the new rule.
         super::install_or_roll_back(self, entry, Self::add_rules, |fw| {
@@ -338,11 +348,7 @@ impl Forwarder for IptablesForwarder {
             Err(e) => {
                 errors.push(e);
                 // Could not list: try the exact rules anyway.
-                let lines = [
-                    DnatRule::of(entry).delete_line(),
-                    PostRule::of(entry).delete_line(),
-                ];
-                errors.note(self.restore(family, &lines, &what));
+                errors.note(self.restore(family, &delete_lines(entry), &what));
             }
         }
         errors.note(conntrack::delete_session_flows(&mut self.ct, entry));
@@ -367,9 +373,9 @@ impl Forwarder for IptablesForwarder {
             }) {
                 return Err(saved.parse_error(&self.tools(family).save, why));
             }
-            entries.extend(state.rules.iter().filter_map(|r| match &r.rule {
-                Ok(Rule::Dnat(d)) => Some(state.installed(d)),
-                _ => None,
+            entries.extend(state.rules.iter().filter_map(|r| {
+                let d = r.rule.as_ref().ok()?.udp_dnat()?;
+                Some(state.installed(d))
             }));
         }
         Ok(entries)
@@ -410,10 +416,7 @@ impl Forwarder for IptablesForwarder {
             let left: Vec<InstalledEntry> = state
                 .rules
                 .iter()
-                .filter_map(|r| match &r.rule {
-                    Ok(Rule::Dnat(d)) => Some(state.installed(d)),
-                    _ => None,
-                })
+                .filter_map(|r| Some(state.installed(r.rule.as_ref().ok()?.udp_dnat()?)))
                 .collect();
             let what = "purge: removing the proxy's jump rules and chains";
             if errors.note(self.restore(family, &lines, what)).is_some() {

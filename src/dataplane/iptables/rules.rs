@@ -1,5 +1,5 @@
-//! The text of a session's two rules, one builder per rule, each next to the `iptables-save`
-//! text it stands for. [`super::save`] parses the same text back.
+//! The text of a session's rules (two, four with a TCP twin), one builder per rule, each next
+//! to the `iptables-save` text it stands for. [`super::save`] parses the same text back.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,9 +14,28 @@ pub(super) fn comment_id(comment: &str) -> Option<Uuid> {
     Uuid::try_parse(comment).ok()
 }
 
-/// A session's DNAT rule in [`CHAIN`].
+/// Which protocol a rule forwards: the session's UDP, or its TCP twin
+/// ([`SessionEntry::tcp_backend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    /// `udp` or `tcp`, as `-p` and `-m` take it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+}
+
+/// A session's DNAT rule in [`CHAIN`], for its UDP or for its TCP twin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DnatRule {
+    pub(super) proto: Proto,
     pub(super) comment: String,
     pub(super) client: IpAddr,
     pub(super) client_port: Option<u16>,
@@ -25,14 +44,32 @@ pub(super) struct DnatRule {
 }
 
 impl DnatRule {
+    /// The session's UDP DNAT rule.
     pub(super) fn of(entry: &SessionEntry) -> Self {
         DnatRule {
+            proto: Proto::Udp,
             comment: entry.id.to_string(),
             client: entry.client,
             client_port: entry.client_port,
             proxy_port: entry.proxy_port,
             backend: entry.backend,
         }
+    }
+
+    /// The DNAT rule of the session's TCP twin, if it has one: any client port (a TCP
+    /// connection's source port is known only when it starts), to the TCP backend.
+    pub(super) fn tcp_of(entry: &SessionEntry) -> Option<Self> {
+        entry.tcp_backend.map(|backend| DnatRule {
+            proto: Proto::Tcp,
+            client_port: None,
+            backend,
+            ..DnatRule::of(entry)
+        })
+    }
+
+    /// Whether this is the session's UDP rule, the one that holds its key and makes it listed.
+    pub(super) fn is_udp(&self) -> bool {
+        self.proto == Proto::Udp
     }
 
     pub(super) fn key(&self) -> SessionKey {
@@ -51,14 +88,20 @@ impl DnatRule {
     /// -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:33001
     /// -s 2001:db8:1::2/128 -p udp -m udp --sport 40000 --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination [2001:db8:2::2]:33001
     /// ```
+    /// and the TCP twin's (never with `--sport`):
+    /// ```text
+    /// -s 192.0.2.2/32 -p tcp -m tcp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination 198.51.100.2:22
+    /// -s 2001:db8:1::2/128 -p tcp -m tcp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment <uuid> -j DNAT --to-destination [2001:db8:2::2]:22
+    /// ```
     pub(super) fn spec(&self) -> String {
         let family = Family::of(self.client);
         let sport = self
             .client_port
             .map(|p| format!(" --sport {p}"))
             .unwrap_or_default();
+        let p = self.proto.name();
         format!(
-            "-s {}/{} -p udp -m udp{sport} --dport {} -m addrtype --dst-type LOCAL -m comment --comment {} -j DNAT --to-destination {}",
+            "-s {}/{} -p {p} -m {p}{sport} --dport {} -m addrtype --dst-type LOCAL -m comment --comment {} -j DNAT --to-destination {}",
             self.client,
             family.host_len(),
             self.proxy_port,
@@ -79,10 +122,12 @@ impl DnatRule {
     }
 }
 
-/// A session's SNAT or MASQUERADE rule in [`POST_CHAIN`]: only packets this session's DNAT
-/// rule translated (conntrack status DNAT, original ports) are rewritten.
+/// A session's SNAT or MASQUERADE rule in [`POST_CHAIN`], for its UDP or its TCP twin: only
+/// packets this session's DNAT rule translated (conntrack status DNAT, original ports) are
+/// rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PostRule {
+    pub(super) proto: Proto,
     pub(super) comment: String,
     pub(super) client: IpAddr,
     pub(super) client_port: Option<u16>,
@@ -92,8 +137,10 @@ pub(super) struct PostRule {
 }
 
 impl PostRule {
+    /// The session's UDP POST rule.
     pub(super) fn of(entry: &SessionEntry) -> Self {
         PostRule {
+            proto: Proto::Udp,
             comment: entry.id.to_string(),
             client: entry.client,
             client_port: entry.client_port,
@@ -101,6 +148,16 @@ impl PostRule {
             backend: entry.backend,
             snat: entry.snat,
         }
+    }
+
+    /// The POST rule of the session's TCP twin, if it has one (same SNAT or masquerade).
+    pub(super) fn tcp_of(entry: &SessionEntry) -> Option<Self> {
+        entry.tcp_backend.map(|backend| PostRule {
+            proto: Proto::Tcp,
+            client_port: None,
+            backend,
+            ..PostRule::of(entry)
+        })
     }
 
     pub(super) fn key(&self) -> SessionKey {
@@ -117,6 +174,12 @@ impl PostRule {
     /// -s 192.0.2.2/32 -d 198.51.100.2/32 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment <uuid> -j SNAT --to-source 198.51.100.1
     /// -s 2001:db8:1::2/128 -d 2001:db8:2::2/128 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigsrcport 40000 --ctorigdstport 33001 -m comment --comment <uuid> -j MASQUERADE
     /// ```
+    /// and the TCP twin's (never with `--ctorigsrcport`):
+    /// ```text
+    /// -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment <uuid> -j MASQUERADE
+    /// -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment <uuid> -j SNAT --to-source 198.51.100.1
+    /// -s 2001:db8:1::2/128 -d 2001:db8:2::2/128 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment <uuid> -j MASQUERADE
+    /// ```
     pub(super) fn spec(&self) -> String {
         let len = Family::of(self.client).host_len();
         let sport = self
@@ -127,8 +190,9 @@ impl PostRule {
             Some(addr) => format!("SNAT --to-source {addr}"),
             None => "MASQUERADE".to_string(),
         };
+        let p = self.proto.name();
         format!(
-            "-s {}/{len} -d {}/{len} -p udp -m udp --dport {} -m conntrack --ctstate DNAT{sport} \
+            "-s {}/{len} -d {}/{len} -p {p} -m {p} --dport {} -m conntrack --ctstate DNAT{sport} \
              --ctorigdstport {} -m comment --comment {} -j {target}",
             self.client,
             self.backend.ip(),
@@ -172,6 +236,54 @@ impl Rule {
             Rule::Post(p) => comment_id(&p.comment),
         }
     }
+
+    /// The rule if it is a session's UDP DNAT rule: the one that holds the key and stands for
+    /// the session in list, reconcile and purge (its TCP twin shares the key).
+    pub(super) fn udp_dnat(&self) -> Option<&DnatRule> {
+        match self {
+            Rule::Dnat(d) if d.is_udp() => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The comment and key of the session this rule belongs to.
+    pub(super) fn comment_and_key(&self) -> (&str, SessionKey) {
+        match self {
+            Rule::Dnat(d) => (&d.comment, d.key()),
+            Rule::Post(p) => (&p.comment, p.key()),
+        }
+    }
+
+    /// Whether this is one of a TCP twin's rules.
+    pub(super) fn is_tcp(&self) -> bool {
+        match self {
+            Rule::Dnat(d) => d.proto == Proto::Tcp,
+            Rule::Post(p) => p.proto == Proto::Tcp,
+        }
+    }
+}
+
+/// The `iptables-restore` lines that add a session: its UDP DNAT and POST rules, then its TCP
+/// twin's, when it has one (one batch: all or nothing).
+pub(super) fn add_lines(entry: &SessionEntry) -> Vec<String> {
+    let mut lines = vec![
+        DnatRule::of(entry).add_line(),
+        PostRule::of(entry).add_line(),
+    ];
+    lines.extend(DnatRule::tcp_of(entry).map(|r| r.add_line()));
+    lines.extend(PostRule::tcp_of(entry).map(|r| r.add_line()));
+    lines
+}
+
+/// The `iptables-restore` lines that delete exactly the rules [`add_lines`] adds.
+pub(super) fn delete_lines(entry: &SessionEntry) -> Vec<String> {
+    let mut lines = vec![
+        DnatRule::of(entry).delete_line(),
+        PostRule::of(entry).delete_line(),
+    ];
+    lines.extend(DnatRule::tcp_of(entry).map(|r| r.delete_line()));
+    lines.extend(PostRule::tcp_of(entry).map(|r| r.delete_line()));
+    lines
 }
 
 #[cfg(test)]
@@ -227,6 +339,52 @@ pub(super) mod tests {
                 "-I FASP_PROXY 1 -s 2001:db8:1::2/128 -p udp -m udp --sport 40000 --dport 33001 \
                  -m addrtype --dst-type LOCAL -m comment --comment {UUID} -j DNAT --to-destination [2001:db8:2::2]:33001"
             )
+        );
+    }
+
+    #[test]
+    fn tcp_twin_rule_text_v4_and_v6() {
+        let mut e = sample_entry();
+        assert_eq!(DnatRule::tcp_of(&e), None);
+        assert_eq!(add_lines(&e).len(), 2);
+        e.client_port = None;
+        e.tcp_backend = Some("198.51.100.2:22".parse().unwrap());
+        let lines = add_lines(&e);
+        assert_eq!(
+            lines[2..],
+            [
+                format!(
+                    "-A FASP_PROXY -s 192.0.2.2/32 -p tcp -m tcp --dport 33001 \
+                     -m addrtype --dst-type LOCAL -m comment --comment {UUID} -j DNAT --to-destination 198.51.100.2:22"
+                ),
+                format!(
+                    "-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 \
+                     -m conntrack --ctstate DNAT --ctorigdstport 33001 \
+                     -m comment --comment {UUID} -j MASQUERADE"
+                ),
+            ]
+        );
+        assert_eq!(lines[0], DnatRule::of(&e).add_line(), "UDP first");
+        e.snat = Some("198.51.100.1".parse().unwrap());
+        assert!(delete_lines(&e)[3]
+            .starts_with("-D FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp"));
+        assert!(delete_lines(&e)[3].ends_with("-j SNAT --to-source 198.51.100.1"));
+        let mut e = v6_entry();
+        e.client_port = None;
+        e.tcp_backend = Some("[2001:db8:2::2]:22".parse().unwrap());
+        assert_eq!(
+            DnatRule::tcp_of(&e).unwrap().delete_line(),
+            format!(
+                "-D FASP_PROXY -s 2001:db8:1::2/128 -p tcp -m tcp --dport 33001 \
+                 -m addrtype --dst-type LOCAL -m comment --comment {UUID} -j DNAT --to-destination [2001:db8:2::2]:22"
+            )
+        );
+        let dnat = DnatRule::tcp_of(&e).unwrap();
+        assert!(!dnat.is_udp() && Rule::Dnat(dnat.clone()).udp_dnat().is_none());
+        assert_eq!(
+            dnat.key(),
+            DnatRule::of(&e).key(),
+            "the twin shares the key"
         );
     }
 

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::rules::{comment_id, DnatRule, PostRule, Rule};
+use super::rules::{comment_id, DnatRule, PostRule, Proto, Rule};
 use super::{CHAIN, POST_CHAIN};
 use crate::dataplane::entry::InstalledEntry;
 use crate::dataplane::error::DataplaneError;
@@ -15,15 +15,29 @@ pub(super) const PRE_JUMP: &str = "-A PREROUTING -j FASP_PROXY";
 /// The jump rule into [`POST_CHAIN`], as `iptables-save` prints it.
 pub(super) const POST_JUMP: &str = "-A POSTROUTING -j FASP_PROXY_POST";
 
+impl Proto {
+    /// `-p udp -m udp` or `-p tcp -m tcp`.
+    fn parse(t: &mut Tokens<'_>) -> Result<Self, String> {
+        t.expect("-p")?;
+        let proto = match t.next("udp or tcp")? {
+            "udp" => Proto::Udp,
+            "tcp" => Proto::Tcp,
+            other => return Err(format!("expected `udp` or `tcp`, found `{other}`")),
+        };
+        t.expect_all(&["-m", proto.name()])?;
+        Ok(proto)
+    }
+}
+
 impl DnatRule {
     /// Parses the tokens after `-A FASP_PROXY`, accepting exactly what [`DnatRule::spec`]
-    /// writes.
+    /// writes (UDP with or without `--sport`, TCP without).
     pub(super) fn parse(t: &mut Tokens<'_>) -> Result<Self, String> {
         t.expect("-s")?;
         let client = t.host()?;
         let family = Family::of(client);
-        t.expect_all(&["-p", "udp", "-m", "udp"])?;
-        let client_port = if t.eat("--sport") {
+        let proto = Proto::parse(t)?;
+        let client_port = if proto == Proto::Udp && t.eat("--sport") {
             Some(t.port()?)
         } else {
             None
@@ -37,6 +51,7 @@ impl DnatRule {
         let backend = t.socket_addr(family)?;
         t.end()?;
         Ok(DnatRule {
+            proto,
             comment,
             client,
             client_port,
@@ -48,7 +63,7 @@ impl DnatRule {
 
 impl PostRule {
     /// Parses the tokens after `-A FASP_PROXY_POST`, accepting exactly what
-    /// [`PostRule::spec`] writes.
+    /// [`PostRule::spec`] writes (UDP with or without `--ctorigsrcport`, TCP without).
     pub(super) fn parse(t: &mut Tokens<'_>) -> Result<Self, String> {
         t.expect("-s")?;
         let client = t.host()?;
@@ -60,10 +75,11 @@ impl PostRule {
                 "{client} and {backend_ip} are of different families"
             ));
         }
-        t.expect_all(&["-p", "udp", "-m", "udp", "--dport"])?;
+        let proto = Proto::parse(t)?;
+        t.expect("--dport")?;
         let backend = SocketAddr::new(backend_ip, t.port()?);
         t.expect_all(&["-m", "conntrack", "--ctstate", "DNAT"])?;
-        let client_port = if t.eat("--ctorigsrcport") {
+        let client_port = if proto == Proto::Udp && t.eat("--ctorigsrcport") {
             Some(t.port()?)
         } else {
             None
@@ -87,6 +103,7 @@ impl PostRule {
         };
         t.end()?;
         Ok(PostRule {
+            proto,
             comment,
             client,
             client_port,
@@ -183,12 +200,14 @@ impl NatState {
         state
     }
 
-    /// The installed entry of a DNAT rule, with the SNAT address of its POST rule (same
-    /// comment and key); masquerade when there is none.
+    /// The installed entry of a (UDP) DNAT rule, with the SNAT address of its POST rule (same
+    /// comment and key; masquerade when there is none) and the TCP backend of its TCP twin's
+    /// DNAT rule (same comment and key), if there is one.
     pub(super) fn installed(&self, dnat: &DnatRule) -> InstalledEntry {
         let snat = self.rules.iter().find_map(|r| match &r.rule {
             Ok(Rule::Post(p))
-                if p.comment == dnat.comment
+                if p.proto == Proto::Udp
+                    && p.comment == dnat.comment
                     && p.key() == dnat.key()
                     && p.backend == dnat.backend =>
             {
@@ -196,14 +215,31 @@ impl NatState {
             }
             _ => None,
         });
+        let tcp_backend = self.rules.iter().find_map(|r| match &r.rule {
+            Ok(Rule::Dnat(t))
+                if t.proto == Proto::Tcp && t.comment == dnat.comment && t.key() == dnat.key() =>
+            {
+                Some(t.backend)
+            }
+            _ => None,
+        });
         InstalledEntry {
             id: comment_id(&dnat.comment),
             key: dnat.key(),
             backend: dnat.backend,
-            tcp_backend: None,
+            tcp_backend,
             snat: snat.flatten(),
             expires: None,
         }
+    }
+
+    /// Whether `rule` belongs to a session whose UDP DNAT rule is here (same comment and key):
+    /// a TCP twin's rule without it is a leftover.
+    pub(super) fn has_udp_dnat_of(&self, rule: &Rule) -> bool {
+        let (comment, key) = rule.comment_and_key();
+        self.rules.iter().any(|r| {
+            matches!(&r.rule, Ok(other) if other.udp_dnat().is_some_and(|d| d.comment == comment && d.key() == key))
+        })
     }
 }
 
@@ -335,7 +371,7 @@ impl Tokens<'_> {
             .map_err(|_| format!("`{token}` is not an IP address"))
     }
 
-    /// A UDP port, 1..=65535.
+    /// A port, 1..=65535.
     pub(super) fn port(&mut self) -> Result<u16, String> {
         let token = self.next("a port")?;
         match token.parse::<u16>() {
@@ -453,6 +489,84 @@ mod tests {
         }
     }
 
+    /// Exactly what `iptables-save` (v1.8.9, nf_tables) printed back for a TCP twin's rules.
+    const TCP_TWIN_SAVED: &str = "\
+-A FASP_PROXY -s 192.0.2.2/32 -p udp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment 3a9fd819-59c3-42bc-b0a2-d26304a1eb84 -j DNAT --to-destination 198.51.100.2:33001
+-A FASP_PROXY -s 192.0.2.2/32 -p tcp -m tcp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment 3a9fd819-59c3-42bc-b0a2-d26304a1eb84 -j DNAT --to-destination 198.51.100.2:22
+-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment 3a9fd819-59c3-42bc-b0a2-d26304a1eb84 -j SNAT --to-source 198.51.100.1
+-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment 3a9fd819-59c3-42bc-b0a2-d26304a1eb84 -j SNAT --to-source 198.51.100.1
+";
+
+    #[test]
+    fn parser_reads_back_a_tcp_twin_as_part_of_its_session() {
+        let mut e = sample_entry();
+        e.client_port = None;
+        e.tcp_backend = Some("198.51.100.2:22".parse().unwrap());
+        e.snat = Some("198.51.100.1".parse().unwrap());
+        let state = NatState::parse(Family::V4, &saved(TCP_TWIN_SAVED));
+        let rules: Vec<Rule> = state
+            .rules
+            .iter()
+            .map(|r| r.rule.clone().unwrap())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                Rule::Dnat(DnatRule::of(&e)),
+                Rule::Dnat(DnatRule::tcp_of(&e).unwrap()),
+                Rule::Post(PostRule::of(&e)),
+                Rule::Post(PostRule::tcp_of(&e).unwrap()),
+            ]
+        );
+        // What the builders write is what iptables-save printed.
+        let mut written = String::new();
+        for r in &rules {
+            match r {
+                Rule::Dnat(d) => written.push_str(&format!("-A FASP_PROXY {}\n", d.spec())),
+                Rule::Post(p) => written.push_str(&format!("-A FASP_PROXY_POST {}\n", p.spec())),
+            }
+        }
+        assert_eq!(written, TCP_TWIN_SAVED);
+        let udp: Vec<&DnatRule> = rules.iter().filter_map(Rule::udp_dnat).collect();
+        assert_eq!(udp.len(), 1, "the twin is not a session of its own");
+        assert_eq!(
+            state.installed(udp[0]),
+            InstalledEntry {
+                id: Some(e.id),
+                key: e.key(),
+                backend: e.backend,
+                tcp_backend: e.tcp_backend,
+                snat: e.snat,
+                expires: None,
+            }
+        );
+        assert!(rules.iter().all(|r| state.has_udp_dnat_of(r)));
+        // Without the UDP DNAT rule the twin's rules are leftovers.
+        let orphans: String = TCP_TWIN_SAVED
+            .lines()
+            .skip(1)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let state = NatState::parse(Family::V4, &saved(&orphans));
+        let tcp = state.rules[0].rule.as_ref().unwrap();
+        assert!(tcp.is_tcp() && !state.has_udp_dnat_of(tcp));
+        // The IPv6 twin.
+        let mut e = v6_entry();
+        e.client_port = None;
+        e.tcp_backend = Some("[2001:db8:2::2]:22".parse().unwrap());
+        let body = format!(
+            "{}-A FASP_PROXY {}\n-A FASP_PROXY_POST {}\n",
+            saved_lines(&e),
+            DnatRule::tcp_of(&e).unwrap().spec(),
+            PostRule::tcp_of(&e).unwrap().spec()
+        );
+        let state = NatState::parse(Family::V6, &saved(&body));
+        let Ok(Rule::Dnat(d)) = &state.rules[0].rule else {
+            panic!("{:?}", state.rules[0])
+        };
+        assert_eq!(state.installed(d).tcp_backend, e.tcp_backend);
+    }
+
     #[test]
     fn parser_reports_malformed_lines_and_deletes_them_verbatim() {
         let bad = [
@@ -475,6 +589,24 @@ mod tests {
             (
                 "-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p udp -m udp --dport 33001 -m conntrack --ctstate DNAT --ctorigdstport 33001 -m comment --comment x -j MASQUERADE --random",
                 "unexpected `--random`",
+            ),
+            // a TCP twin never filters on the client's source port
+            (
+                "-A FASP_PROXY -s 192.0.2.2/32 -p tcp -m tcp --sport 40000 --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment x -j DNAT --to-destination 198.51.100.2:22",
+                "expected `--dport`, found `--sport`",
+            ),
+            (
+                "-A FASP_PROXY_POST -s 192.0.2.2/32 -d 198.51.100.2/32 -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT --ctorigsrcport 40000 --ctorigdstport 33001 -m comment --comment x -j MASQUERADE",
+                "expected `--ctorigdstport`, found `--ctorigsrcport`",
+            ),
+            // neither UDP nor TCP, or a match that is not the protocol's
+            (
+                "-A FASP_PROXY -s 192.0.2.2/32 -p sctp -m sctp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment x -j DNAT --to-destination 198.51.100.2:22",
+                "expected `udp` or `tcp`, found `sctp`",
+            ),
+            (
+                "-A FASP_PROXY -s 192.0.2.2/32 -p tcp -m udp --dport 33001 -m addrtype --dst-type LOCAL -m comment --comment x -j DNAT --to-destination 198.51.100.2:22",
+                "expected `tcp`, found `udp`",
             ),
             // a quoted comment is read, but the rule is still not ours
             (

@@ -1,6 +1,9 @@
 //! The nftables backend (the default): each session is one element in a DNAT map and one in a
 //! SNAT map or masquerade set of the proxy's own table, added and deleted over one long-lived
-//! NETLINK_NETFILTER socket. See [`ruleset`] for the table and the rules that look the maps up.
+//! NETLINK_NETFILTER socket. An entry with a TCP twin ([`SessionEntry::tcp_backend`]) has two
+//! more, in `tcp_sessions` and in `tcp_source_nat` or `tcp_masq_sessions`, always added,
+//! refreshed and deleted in the same transaction as its UDP elements. See [`ruleset`] for the
+//! table and the rules that look the maps up.
 
 pub mod elements;
 pub mod ruleset;
@@ -12,7 +15,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use self::elements::{ElemOp, Element, Family, Listed, Part, SetRef};
-use self::ruleset::Collection;
+use self::ruleset::{Collection, Keying};
 use super::command::{self, Netns};
 use super::conntrack;
 use super::entry::{InstalledEntry, SessionEntry, SessionKey};
@@ -122,34 +125,40 @@ impl NftablesForwarder {
         Ok(in_place)
     }
 
-    /// The element operations that add `entry` (Add) or refresh it (Refresh).
+    /// The element operations that add `entry` (Add) or refresh it (Refresh): its DNAT element
+    /// and its SNAT or masquerade element, for UDP and, when it has one, for its TCP twin, in
+    /// the order of [`session_sets`].
     fn element_ops(entry: &SessionEntry, refresh: bool) -> Vec<ElemOp> {
-        let key = key_parts(&entry.key());
-        let comment = entry.id.to_string();
-        let [sessions, nat_set] = session_sets(entry);
-        let dnat = Element {
-            key: key.clone(),
-            data: Some(vec![
-                Part::Addr(entry.backend.ip()),
-                Part::Port(entry.backend.port()),
-            ]),
-            timeout: entry.lifetime,
-            comment: comment.clone(),
-        };
-        let nat = Element {
+        let element = |key: Vec<Part>, data: Option<Vec<Part>>| Element {
             key,
-            data: entry.snat.map(|addr| vec![Part::Addr(addr)]),
+            data,
             timeout: entry.lifetime,
-            comment,
+            comment: entry.id.to_string(),
         };
-        if refresh {
-            vec![
-                ElemOp::Refresh(sessions, dnat),
-                ElemOp::Refresh(nat_set, nat),
-            ]
-        } else {
-            vec![ElemOp::Add(sessions, dnat), ElemOp::Add(nat_set, nat)]
+        let to = |addr: SocketAddr| Some(vec![Part::Addr(addr.ip()), Part::Port(addr.port())]);
+        let snat = entry.snat.map(|addr| vec![Part::Addr(addr)]);
+        let key = key_parts(&entry.key());
+        let mut elements = vec![
+            element(key.clone(), to(entry.backend)),
+            element(key, snat.clone()),
+        ];
+        if let Some(tcp) = entry.tcp_backend {
+            // client address . proxy port, whatever `client_port` (validate() wants it None).
+            let key = vec![Part::Addr(entry.client), Part::Port(entry.proxy_port)];
+            elements.push(element(key.clone(), to(tcp)));
+            elements.push(element(key, snat));
         }
+        session_sets(entry)
+            .into_iter()
+            .zip(elements)
+            .map(|(set, e)| {
+                if refresh {
+                    ElemOp::Refresh(set, e)
+                } else {
+                    ElemOp::Add(set, e)
+                }
+            })
+            .collect()
     }
 
     /// Delete operations for every collection a key may have an element in.
@@ -235,7 +244,7 @@ impl NftablesForwarder {
         Ok(found)
     }
 
-    /// A session's two elements, in one transaction: all or nothing. A taken key is
+    /// A session's elements (two, four with a TCP twin), in one transaction: all or nothing. A taken key is
     /// [`DataplaneError::KeyTaken`] (naming the owner from the DNAT map's comment), a missing
     /// table a [`DataplaneError::Setup`].
     fn add_elements(&mut self, entry: &SessionEntry) -> Result<(), DataplaneError> {
@@ -294,9 +303,10 @@ impl NftablesForwarder {
     }
 }
 
-/// The two collections a session has an element in: the DNAT map, and the SNAT map or the
-/// masquerade set, keyed with or without the client port.
-fn session_sets(entry: &SessionEntry) -> [SetRef; 2] {
+/// The collections a session has an element in: the DNAT map, and the SNAT map or the
+/// masquerade set, keyed with or without the client port; with a TCP twin also `tcp_sessions`
+/// and `tcp_source_nat` or `tcp_masq_sessions`.
+fn session_sets(entry: &SessionEntry) -> Vec<SetRef> {
     let family = Family::of(entry.client);
     let with_port = entry.client_port.is_some();
     let nat = if entry.snat.is_some() {
@@ -304,18 +314,27 @@ fn session_sets(entry: &SessionEntry) -> [SetRef; 2] {
     } else {
         Collection::Masquerade
     };
-    [
+    let mut sets = vec![
         ruleset::set(family, Collection::Sessions, with_port),
         ruleset::set(family, nat, with_port),
-    ]
+    ];
+    if entry.tcp_backend.is_some() {
+        sets.push(ruleset::tcp_set(family, Collection::Sessions));
+        sets.push(ruleset::tcp_set(family, nat));
+    }
+    sets
 }
 
-/// What was found of one key across the collections.
+/// What was found of one key across the collections. The TCP twin's elements are keyed like
+/// the any-port UDP ones (client address . proxy port), so they land in the same `Found`.
 #[derive(Debug, Default)]
 struct Found {
     sets: Vec<SetRef>,
     id: Option<Uuid>,
+    /// From the UDP DNAT map: without it the key is a leftover.
     backend: Option<SocketAddr>,
+    /// From `tcp_sessions`.
+    tcp_backend: Option<SocketAddr>,
     snat: Option<IpAddr>,
     expires: Option<Duration>,
 }
@@ -325,27 +344,35 @@ impl Found {
         if self.id.is_none() {
             self.id = l.comment.as_deref().and_then(|c| Uuid::parse_str(c).ok());
         }
-        match (
-            set.name.starts_with("sessions"),
-            set.name.starts_with("source_nat"),
-            l.data.as_deref(),
-        ) {
-            (true, _, Some([Part::Addr(a), Part::Port(p)])) => {
+        let Some((collection, keying)) = ruleset::role(set.name) else {
+            return;
+        };
+        match (collection, keying, l.data.as_deref()) {
+            (
+                Collection::Sessions,
+                Keying::ClientPort | Keying::AnyPort,
+                Some([Part::Addr(a), Part::Port(p)]),
+            ) => {
                 self.backend = Some(SocketAddr::new(*a, *p));
                 self.expires = l.expires;
             }
-            (_, true, Some([Part::Addr(a)])) => self.snat = Some(*a),
+            (Collection::Sessions, Keying::Tcp, Some([Part::Addr(a), Part::Port(p)])) => {
+                self.tcp_backend = Some(SocketAddr::new(*a, *p));
+            }
+            // The UDP and the TCP SNAT elements of one entry hold the same address.
+            (Collection::SourceNat, _, Some([Part::Addr(a)])) => self.snat = Some(*a),
             _ => {}
         }
     }
 
-    /// The entry as the kernel holds it; `None` for leftovers without a DNAT element.
+    /// The entry as the kernel holds it; `None` for leftovers without a UDP DNAT element (also
+    /// a key with TCP elements only).
     fn installed(&self, key: SessionKey) -> Option<InstalledEntry> {
         Some(InstalledEntry {
             id: self.id,
             key,
             backend: self.backend?,
-            tcp_backend: None,
+            tcp_backend: self.tcp_backend,
             snat: self.snat,
             expires: self.expires,
         })
@@ -431,7 +458,7 @@ impl Forwarder for NftablesForwarder {
 
     fn remove(&mut self, entry: &SessionEntry) -> Result<(), Errors> {
         let mut errors = Errors::default();
-        // Only the two elements the session has: asking to delete an absent element aborts
+        // Only the elements the session has: asking to delete an absent element aborts
         // the kernel transaction, and an aborted transaction costs a grace period (~16 ms).
         let sets = session_sets(entry);
         let ops = Self::delete_ops(&entry.key(), &sets);
@@ -492,5 +519,109 @@ impl Forwarder for NftablesForwarder {
         let script: String = Family::ALL.into_iter().map(ruleset::purge_script).collect();
         errors.note(self.nft(&script));
         errors.into_result(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::entry::sample_entry;
+
+    fn tcp_entry() -> SessionEntry {
+        SessionEntry {
+            client_port: None,
+            tcp_backend: Some("198.51.100.2:22".parse().unwrap()),
+            ..sample_entry()
+        }
+    }
+
+    fn names(ops: &[ElemOp]) -> Vec<&'static str> {
+        ops.iter().map(|op| op.set().name).collect()
+    }
+
+    #[test]
+    fn a_tcp_twin_adds_and_refreshes_its_elements_with_the_udp_ones() {
+        let e = tcp_entry();
+        let add = NftablesForwarder::element_ops(&e, false);
+        assert_eq!(
+            names(&add),
+            [
+                "sessions_any_port",
+                "masq_sessions_any_port",
+                "tcp_sessions",
+                "tcp_masq_sessions"
+            ]
+        );
+        let key = vec![Part::Addr(e.client), Part::Port(e.proxy_port)];
+        let ElemOp::Add(_, dnat) = &add[2] else {
+            panic!("{add:?}")
+        };
+        assert_eq!(dnat.key, key);
+        assert_eq!(
+            dnat.data,
+            Some(vec![
+                Part::Addr("198.51.100.2".parse().unwrap()),
+                Part::Port(22)
+            ])
+        );
+        assert_eq!(dnat.comment, e.id.to_string());
+        assert!(NftablesForwarder::element_ops(&e, true)
+            .iter()
+            .all(|op| matches!(op, ElemOp::Refresh(..))));
+        let snat = SessionEntry {
+            snat: Some("198.51.100.1".parse().unwrap()),
+            ..e.clone()
+        };
+        let ops = NftablesForwarder::element_ops(&snat, false);
+        assert_eq!(names(&ops)[3], "tcp_source_nat");
+        let ElemOp::Add(_, nat) = &ops[3] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(
+            nat.data,
+            Some(vec![Part::Addr("198.51.100.1".parse().unwrap())])
+        );
+        let deletes = NftablesForwarder::delete_ops(&e.key(), &session_sets(&e));
+        assert_eq!(names(&deletes), names(&add));
+        assert!(deletes
+            .iter()
+            .all(|op| matches!(op, ElemOp::Delete(_, k) if *k == key)));
+        // Without a twin: the two UDP elements only.
+        assert_eq!(
+            names(&NftablesForwarder::element_ops(&sample_entry(), false)),
+            ["sessions", "masq_sessions"]
+        );
+    }
+
+    #[test]
+    fn the_tcp_backend_is_read_from_tcp_sessions_and_a_tcp_only_key_is_a_leftover() {
+        let e = tcp_entry();
+        let listed = |data: Option<Vec<Part>>| Listed {
+            key: vec![Part::Addr(e.client), Part::Port(e.proxy_port)],
+            data,
+            timeout: None,
+            expires: Some(Duration::from_secs(30)),
+            comment: Some(e.id.to_string()),
+        };
+        let to = |a: &str, p| Some(vec![Part::Addr(a.parse().unwrap()), Part::Port(p)]);
+        let mut tcp_only = Found::default();
+        let tcp_sessions = ruleset::tcp_set(Family::V4, Collection::Sessions);
+        tcp_only.absorb(&tcp_sessions, listed(to("198.51.100.2", 22)));
+        assert_eq!(
+            tcp_only.backend, None,
+            "tcp_sessions is not the UDP DNAT map"
+        );
+        assert_eq!(tcp_only.installed(e.key()), None, "a leftover");
+
+        let mut found = Found::default();
+        found.absorb(
+            &ruleset::set(Family::V4, Collection::Sessions, false),
+            listed(to("198.51.100.2", 33001)),
+        );
+        found.absorb(&tcp_sessions, listed(to("198.51.100.2", 22)));
+        let installed = found.installed(e.key()).unwrap();
+        assert_eq!(installed.backend, e.backend);
+        assert_eq!(installed.tcp_backend, e.tcp_backend);
+        assert_eq!(installed.expires, Some(Duration::from_secs(30)));
     }
 }
