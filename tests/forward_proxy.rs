@@ -19,7 +19,8 @@ use lab::{text, NsProcess, Sshd, Topology};
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 const PROXY_USER: &str = "alice";
-const PROXY_PASS: &str = "alice proxy pass";
+/// No character a URL would need escaped: IBM's client does not decode `%XX`.
+const PROXY_PASS: &str = "alice-proxy-pass";
 
 struct ForwardLab {
     topo: Topology,
@@ -216,8 +217,7 @@ impl ForwardLab {
 
 fn url(scheme: &str, port: u16, password: &str) -> String {
     format!(
-        "{scheme}://{PROXY_USER}:{}@{}:{port}",
-        password.replace(' ', "%20"),
+        "{scheme}://{PROXY_USER}:{password}@{}:{port}",
         lab::PROXY_CLIENT_V4
     )
 }
@@ -266,6 +266,21 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
         "no entry during the transfer:\n{during}\n{}",
         lab.log()
     );
+    let table = text(&lab.topo.proxy.try_exec(&[FASP_PROXY, "sessions"]).stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .unwrap_or_else(|| panic!("no forwarding row:\n{table}"));
+    for field in [
+        "alice",
+        "192.0.2.2",
+        "198.51.100.2:22",
+        "198.51.100.2:33001",
+        "5000",
+    ] {
+        assert!(row.contains(field), "{field} missing: {table}");
+    }
+    assert!(table.contains("1 live forwarding\n"), "{table}");
     let status = client.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{}\n{}", client.log(), lab.log());
     assert_eq!(
@@ -273,12 +288,18 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
         std::fs::read(&src).unwrap()
     );
     if forwarding == "nftables" {
+        // `192.0.2.2 . 5000 timeout … comment "…" : 198.51.100.2 . 22`
+        let element = |to: &str| {
+            during
+                .lines()
+                .any(|l| l.contains("192.0.2.2 . 5000 ") && l.ends_with(&format!(": {to} }}")))
+        };
         assert!(
-            during.contains("192.0.2.2 . 5000 : 198.51.100.2 . 22"),
+            element("198.51.100.2 . 22"),
             "the TCP twin to the server's SSH:\n{during}"
         );
         assert!(
-            during.contains("192.0.2.2 . 5000 : 198.51.100.2 . 33001"),
+            element("198.51.100.2 . 33001"),
             "the UDP entry to the server's FASP port:\n{during}"
         );
     } else {

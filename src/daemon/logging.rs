@@ -17,9 +17,19 @@ struct FileLogger {
     file: Mutex<File>,
 }
 
+/// Whether a record is logged: the daemon's own up to the configured level; its libraries'
+/// (russh, rustls, hyper) warnings and errors, and their debug detail only at the most verbose
+/// level (`<log_level>` 2 and up), so `<log_level>` 1 is the proxy's detail, not TLS chatter.
+fn wanted(metadata: &Metadata) -> bool {
+    let max = log::max_level();
+    let own = metadata.target().starts_with("fasp_proxy");
+    metadata.level() <= max
+        && (own || metadata.level() <= log::Level::Warn || max == LevelFilter::Trace)
+}
+
 impl Log for FileLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        wanted(metadata)
     }
 
     fn log(&self, record: &Record) {
@@ -66,10 +76,13 @@ struct Tagged<L> {
 
 impl<L: Log> Log for Tagged<L> {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        self.inner.enabled(metadata)
+        wanted(metadata) && self.inner.enabled(metadata)
     }
 
     fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
         self.inner.log(
             &Record::builder()
                 .args(format_args!("{} {}", tag(record.level()), record.args()))
