@@ -101,7 +101,7 @@ pub fn create(dir: &Path, api_names: &[String]) -> Result<Created, CreateError> 
     let rsa_host_key_pub = dir.join(format!("{RSA_HOST_KEY_FILE}.pub"));
     let api_cert = dir.join(API_CERT_FILE);
     let api_key = dir.join(API_KEY_FILE);
-    let existing: Vec<PathBuf> = [
+    refuse_existing(&[
         &config,
         &host_key,
         &host_key_pub,
@@ -109,14 +109,7 @@ pub fn create(dir: &Path, api_names: &[String]) -> Result<Created, CreateError> 
         &rsa_host_key_pub,
         &api_cert,
         &api_key,
-    ]
-    .into_iter()
-    .filter(|p| p.symlink_metadata().is_ok())
-    .cloned()
-    .collect();
-    if !existing.is_empty() {
-        return Err(CreateError::Exists(existing));
-    }
+    ])?;
 
     let key = PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)?;
     let private = key.to_openssh(LineEnding::LF)?;
@@ -140,8 +133,7 @@ pub fn create(dir: &Path, api_names: &[String]) -> Result<Created, CreateError> 
     let rsa_public_text = format!("{rsa_public} fasp-proxy\n");
 
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let mut written: Vec<PathBuf> = Vec::new();
-    let files: [(&PathBuf, &[u8], u32); 7] = [
+    write_all_new(&[
         (&host_key, private.as_bytes(), 0o600),
         (&host_key_pub, public_text.as_bytes(), 0o644),
         (&rsa_host_key, rsa_private.as_bytes(), 0o600),
@@ -149,17 +141,7 @@ pub fn create(dir: &Path, api_names: &[String]) -> Result<Created, CreateError> 
         (&api_key, key_pem.as_bytes(), 0o600),
         (&api_cert, cert_pem.as_bytes(), 0o644),
         (&config, config_text.as_bytes(), 0o644),
-    ];
-    for (path, contents, mode) in files {
-        if let Err(e) = write_new(path, contents, mode) {
-            // Remove only what this call created.
-            for w in &written {
-                let _ = fs::remove_file(w);
-            }
-            return Err(e);
-        }
-        written.push(path.clone());
-    }
+    ])?;
     Ok(Created {
         config,
         host_key,
@@ -180,31 +162,23 @@ pub fn create(dir: &Path, api_names: &[String]) -> Result<Created, CreateError> 
 pub fn create_certificate(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), CreateError> {
     let cert = dir.join(API_CERT_FILE);
     let key = dir.join(API_KEY_FILE);
-    let existing: Vec<PathBuf> = [&cert, &key]
-        .into_iter()
-        .filter(|p| p.symlink_metadata().is_ok())
-        .cloned()
-        .collect();
-    if !existing.is_empty() {
-        return Err(CreateError::Exists(existing));
-    }
+    refuse_existing(&[&cert, &key])?;
     let (cert_pem, key_pem) = self_signed(names)?;
     fs::create_dir_all(dir).map_err(|source| CreateError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    write_new(&key, key_pem.as_bytes(), 0o600)?;
-    if let Err(e) = write_new(&cert, cert_pem.as_bytes(), 0o644) {
-        let _ = fs::remove_file(&key);
-        return Err(e);
-    }
+    write_all_new(&[
+        (&key, key_pem.as_bytes(), 0o600),
+        (&cert, cert_pem.as_bytes(), 0o644),
+    ])?;
     Ok((cert, key))
 }
 
 /// The names a certificate of this host holds by default: its host name and every address of
 /// its interfaces (loopback last).
 pub fn default_api_names() -> Vec<String> {
-    let mut addrs = crate::forward::destinations::own_addresses();
+    let mut addrs = super::environment::local_addresses();
     addrs.sort_by_key(|a| (a.is_loopback(), a.is_ipv6(), *a));
     addrs.dedup();
     let mut names: Vec<String> = addrs
@@ -235,6 +209,36 @@ pub fn self_signed(names: &[String]) -> Result<(String, String), CreateError> {
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Refuses, with every one named, if any of `paths` exists (also as a dangling symlink).
+fn refuse_existing(paths: &[&PathBuf]) -> Result<(), CreateError> {
+    let existing: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .map(|p| (*p).clone())
+        .collect();
+    if existing.is_empty() {
+        Ok(())
+    } else {
+        Err(CreateError::Exists(existing))
+    }
+}
+
+/// Writes every file (path, contents, mode) as new, or none: on a failure, removes what this
+/// call created.
+fn write_all_new(files: &[(&PathBuf, &[u8], u32)]) -> Result<(), CreateError> {
+    let mut written: Vec<&PathBuf> = Vec::new();
+    for (path, contents, mode) in files {
+        if let Err(e) = write_new(path, contents, *mode) {
+            for w in &written {
+                let _ = fs::remove_file(w);
+            }
+            return Err(e);
+        }
+        written.push(path);
+    }
+    Ok(())
 }
 
 /// Creates `path` (failing if it exists, even if it appeared since the check) and writes it.
@@ -295,8 +299,9 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let mode = fs::metadata(&created.api_key).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        crate::forward::api::tls_acceptor(&created.api_cert, &created.api_key)
-            .expect("the certificate and key make a usable TLS pair");
+        // (tests/forward_api.rs serves HTTPS with a pair made the same way.)
+        let pem = fs::read_to_string(&created.api_cert).unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
         let loaded = crate::config::load(&created.config).unwrap();
         assert_eq!(loaded.config.server.https_certificate, created.api_cert);
         assert_eq!(loaded.config.server.https_private_key, created.api_key);

@@ -19,22 +19,28 @@ pub struct Machine {
     pub ip_forwarding: (Option<bool>, Option<bool>),
 }
 
+/// The addresses held by this machine's interfaces (in its current network namespace); empty
+/// when they cannot be read.
+pub fn local_addresses() -> Vec<IpAddr> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs
+            .filter_map(|a| a.address)
+            .filter_map(|s| {
+                if let Some(v4) = s.as_sockaddr_in() {
+                    Some(IpAddr::V4(v4.ip()))
+                } else {
+                    s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 impl Machine {
     /// Reads the local interface addresses of this machine (its current network namespace).
     pub fn probe() -> Machine {
-        let local_addresses = match nix::ifaddrs::getifaddrs() {
-            Ok(addrs) => addrs
-                .filter_map(|a| a.address)
-                .filter_map(|s| {
-                    if let Some(v4) = s.as_sockaddr_in() {
-                        Some(IpAddr::V4(v4.ip()))
-                    } else {
-                        s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-                    }
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let local_addresses = local_addresses();
         let sysctl = |path: &str| sysctl::is_on(path).ok();
         Machine {
             local_addresses,

@@ -151,6 +151,25 @@ fn install_or_roll_back<F: Forwarder, T>(
     Ok(())
 }
 
+/// A forwarder shared by the daemon's tasks (reverse-proxy sessions, forward-proxy calls, upkeep):
+/// one lock, so every kernel change is made by one thread at a time.
+pub type SharedForwarder = std::sync::Arc<std::sync::Mutex<Box<dyn Forwarder>>>;
+
+/// Runs a blocking data plane call on a blocking thread, under the forwarder's lock; `None` if
+/// that thread failed.
+pub async fn on_blocking_thread<T: Send + 'static>(
+    forwarder: &SharedForwarder,
+    f: impl FnOnce(&mut dyn Forwarder) -> T + Send + 'static,
+) -> Option<T> {
+    let fwd = std::sync::Arc::clone(forwarder);
+    tokio::task::spawn_blocking(move || {
+        let mut guard = fwd.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_mut())
+    })
+    .await
+    .ok()
+}
+
 /// Opens one backend in the current network namespace; `iptables_path` is the iptables binary
 /// the iptables backend uses (the others ignore it). [`Backend::Memory`] opens an empty
 /// [`memory::MemoryForwarder`] (keep its [`memory::MemoryForwarder::handle`] by building it

@@ -13,12 +13,12 @@ use log::{info, warn};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::destinations::{self, Destinations};
+use super::destinations::Destinations;
 use super::table::{self, ForwardTable, Forwarding, TableError};
 use super::users::NodeUsers;
 use super::wire::{OpenReply, OpenRequest, SPEC_IPV4};
 use crate::config::Config;
-use crate::dataplane::{Forwarder, SessionEntry};
+use crate::dataplane::{Forwarder, SessionEntry, SharedForwarder};
 
 /// How many password verifications run at once (argon2id takes ~20 MiB and tens of ms each).
 pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
@@ -144,7 +144,7 @@ pub struct ForwardService {
     live: Mutex<HashMap<u64, ForwardingInfo>>,
     users: Mutex<UsersCache>,
     verifications: Semaphore,
-    forwarder: Arc<Mutex<Box<dyn Forwarder>>>,
+    forwarder: SharedForwarder,
 }
 
 impl ForwardService {
@@ -153,7 +153,7 @@ impl ForwardService {
     pub fn new(
         settings: ForwardSettings,
         reserved: std::collections::BTreeSet<u16>,
-        forwarder: Arc<Mutex<Box<dyn Forwarder>>>,
+        forwarder: SharedForwarder,
     ) -> ForwardService {
         let (low, high) = settings.port_range;
         ForwardService {
@@ -183,13 +183,7 @@ impl ForwardService {
         &self,
         f: impl FnOnce(&mut dyn Forwarder) -> T + Send + 'static,
     ) -> Option<T> {
-        let fwd = Arc::clone(&self.forwarder);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = fwd.lock().unwrap_or_else(|p| p.into_inner());
-            f(guard.as_mut())
-        })
-        .await
-        .ok()
+        crate::dataplane::on_blocking_thread(&self.forwarder, f).await
     }
 
     /// The users, re-read when the file changed since the last call.
@@ -262,7 +256,7 @@ impl ForwardService {
             .map_err(|e| refused(Refusal::BadRequest(e)))?;
         self.settings
             .destinations
-            .check(server, &destinations::own_addresses())
+            .check(server, &crate::config::environment::local_addresses())
             .map_err(|e| refused(Refusal::Forbidden(e.to_string())))?;
         let server_tcp = SocketAddr::new(server, request.tcp_port);
         let server_udp = SocketAddr::new(server, request.udp_port);

@@ -59,7 +59,7 @@ pub struct Shared {
     /// Internal server selection, faulty marks and source addresses.
     pub balancer: Mutex<Balancer>,
     /// The kernel data plane (blocking calls: used from blocking threads).
-    pub forwarder: Arc<Mutex<Box<dyn Forwarder>>>,
+    pub forwarder: crate::dataplane::SharedForwarder,
     /// Host keys of the internal servers (trusted on first use, a changed key refused).
     pub backend_known_hosts: PathBuf,
     /// Every session task, so the daemon can wait until all have ended.
@@ -89,13 +89,7 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut dyn Forwarder) -> T + Send + 'static,
     ) -> Option<T> {
-        let fwd = Arc::clone(&self.forwarder);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = fwd.lock().unwrap_or_else(|p| p.into_inner());
-            f(guard.as_mut())
-        })
-        .await
-        .ok()
+        crate::dataplane::on_blocking_thread(&self.forwarder, f).await
     }
 
     /// Asks every session to end for `reason` and admits no new one; returns how many were live.
