@@ -7,13 +7,16 @@
 //!
 //! 1. [`config`] (`aspera.conf`: schema, parsing, validation), [`protocol`] (the frame and
 //!    datagram codecs, and the one frame reader), [`policy`] (which rule, which account and
-//!    key, which internal server, which source address; health marks), [`sysctl`] (the few
-//!    kernel settings both the configuration check and the data plane read).
+//!    key, which internal server, which source address; health marks; penalties after failed
+//!    logins), [`sysctl`] (the few kernel settings both the configuration check and the data
+//!    plane read), [`heap`] (giving free memory back).
 //! 2. [`dataplane`] (the kernel's per-session DNAT entries: one `Forwarder` trait, nftables and
 //!    iptables backends, an in-memory one for tests) and [`ssh`] (the front end that accepts
 //!    clients, the client that logs in to internal servers). Neither knows of the other.
 //! 3. [`session`]: one task per proxied session, where SSH, the handshake, the policy and the
-//!    data plane meet; the registry of live sessions and their close handles.
+//!    data plane meet; the registry of live sessions and their close handles. Beside it,
+//!    [`forward`]: the forward proxy's node API, where HTTP, node-API users, the policy's
+//!    penalties and the data plane meet.
 //! 4. [`daemon`]: `daemon::serve(setup, shutdown)` runs it all on listeners and a data plane it
 //!    is handed (upkeep, idle timeout, the `sessions` control socket, shutdown).
 //! 5. The binaries (`src/bin/`): `fasp-proxy` reads the configuration, sets up logging, the
@@ -29,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod forward;
+pub mod heap;
 pub mod policy;
 pub mod protocol;
 pub mod session;

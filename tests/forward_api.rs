@@ -5,15 +5,19 @@
 //! What each test shows is the status and body a client gets, and what the daemon did to the
 //! kernel (the entries the in-memory forwarder holds).
 
+mod api_client;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api_client::{ibm_request, read_response, send_from};
 use fasp_proxy::daemon::{self, ApiSetup, DaemonError, Setup};
 use fasp_proxy::dataplane::memory::{MemoryForwarder, MemoryHandle};
 use fasp_proxy::forward::api::{tls_acceptor, ApiLimits};
 use fasp_proxy::forward::users::{users_path, NodeUsers};
+use fasp_proxy::policy::penalties::PenaltySettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -109,8 +113,11 @@ impl Daemon {
                     max_connections: 8,
                     header_timeout: Duration::from_millis(500),
                     connection_timeout: Duration::from_secs(3),
-                    auth_delay: Duration::from_millis(20),
-                    max_auth_delay: Duration::from_millis(100),
+                },
+                penalties: PenaltySettings {
+                    base: Duration::from_millis(20),
+                    max: Duration::from_millis(100),
+                    ..PenaltySettings::default()
                 },
             }),
             control_listener: None,
@@ -141,54 +148,6 @@ impl Daemon {
     fn entries(&self) -> usize {
         self.kernel.installed().len()
     }
-}
-
-/// A request as IBM's client writes it: POST, Basic credentials, a form content type, no
-/// User-Agent.
-fn ibm_request(path: &str, credentials: &str, body: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(credentials);
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:9091\r\nAccept: */*\r\nAuthorization: Basic {auth}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// Reads one response: (status, body). `None` if the server closed without one.
-async fn read_response<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<(u16, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
-    Some((status, body))
 }
 
 async fn call(addr: SocketAddr, request: &[u8]) -> Option<(u16, String)> {
@@ -264,6 +223,51 @@ async fn wrong_or_missing_credentials_get_401_and_install_nothing() {
     let (status, _) = call(d.http, no_auth.as_bytes()).await.unwrap();
     assert_eq!(status, 401);
     assert_eq!(d.entries(), 0);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_logins_put_the_address_under_a_penalty_and_other_addresses_go_on() {
+    let mut d = Daemon::start(Options::default()).await;
+    // Eight wrong passwords at once from 127.0.0.1: at most two are verified (two verifications
+    // run at once) and answered 401 after the penalty; the others are refused at once (429).
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let request = ibm_request("/proxy/open", &format!("alice:wrong{i}"), IBM_OPEN);
+            tokio::spawn(async move { send_from(None, d.http, &request).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for a in attempts {
+        replies.push(a.await.unwrap().expect("an answer"));
+    }
+    let unauthorized = replies.iter().filter(|r| r.status == 401).count();
+    let penalised: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!((1..=2).contains(&unauthorized), "{replies:?}");
+    assert_eq!(unauthorized + penalised.len(), 8, "{replies:?}");
+    for r in &penalised {
+        assert!(
+            r.body.contains("too many failed logins from 127.0.0.1"),
+            "{}",
+            r.body
+        );
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(retry >= 1, "{}", r.head);
+    }
+    // Another address is not affected.
+    let creds = "alice:alice's password";
+    let other = "127.0.0.2".parse().ok();
+    let r = send_from(other, d.http, &ibm_request("/proxy/open", creds, IBM_OPEN))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // After its penalty (at most 100 ms here) the first address logs in again.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (status, body) = call(d.http, &ibm_request("/proxy/open", creds, IBM_OPEN))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(d.entries(), 2);
     d.stop().await.unwrap();
 }
 

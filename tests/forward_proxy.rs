@@ -8,6 +8,7 @@
 //! ("request rejected by proxy", nothing installed), kill -9 of a client (the forwarding expires)
 //! and of the daemon (the restart leaves nothing).
 
+mod api_client;
 mod lab;
 
 use std::path::{Path, PathBuf};
@@ -432,6 +433,161 @@ fn a_killed_client_s_forwarding_expires_and_a_killed_daemon_leaves_nothing_after
         lab.log()
     );
     lab.stop();
+}
+
+/// The resident memory of a process, in KiB (`VmRSS` of /proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// `count` opens with wrong passwords from the client's address, `concurrency` at a time;
+/// the statuses seen, by code (0: no answer).
+async fn wrong_password_flood(
+    api: std::net::SocketAddr,
+    count: usize,
+    concurrency: usize,
+) -> std::collections::BTreeMap<u16, usize> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let next = std::sync::Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut seen = std::collections::BTreeMap::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let request = api_client::ibm_request(
+                        "/proxy/open",
+                        &format!("{PROXY_USER}:guess-{i}"),
+                        OPEN_BODY,
+                    );
+                    let reply = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        api_client::send_from(None, api, &request),
+                    )
+                    .await
+                    .ok()
+                    .flatten();
+                    *seen.entry(reply.map_or(0, |r| r.status)).or_insert(0) += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = std::collections::BTreeMap::new();
+    for w in workers {
+        for (status, n) in w.await.unwrap() {
+            *all.entry(status).or_insert(0) += n;
+        }
+    }
+    all
+}
+
+/// IBM ascp's open body for the outside server.
+const OPEN_BODY: &str =
+    r#"{"host_spec" : "IPv4", "host" : "198.51.100.2", "tcp_port" : 22, "udp_port" : 33001}"#;
+
+#[test]
+fn ten_thousand_wrong_passwords_get_401_or_429_in_bounded_memory_and_install_nothing() {
+    let mut lab = ForwardLab::new(&format!("{ASCP} --server"));
+    let conf = lab.configure("nftables", "");
+    lab.start(&conf);
+    let pid = lab.daemon.as_ref().unwrap().pid();
+    let api = std::net::SocketAddr::new(lab::PROXY_CLIENT_V4.into(), 9091);
+    // A second client address, for the partner next to the attacker.
+    lab.topo.client.add_addr(lab::CLIENT_IF, "192.0.2.3/24");
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // 1,000 wrong passwords, then 9,000 more: the memory after the first thousand (argon2's
+    // working memory included) does not grow with the next nine.
+    let rss_start = rss_kib(pid);
+    let first = lab
+        .topo
+        .client
+        .run_in(|| runtime().block_on(wrong_password_flood(api, 1_000, 8)));
+    let rss_first = rss_kib(pid);
+    let rest = lab
+        .topo
+        .client
+        .run_in(|| runtime().block_on(wrong_password_flood(api, 9_000, 8)));
+    let rss_rest = rss_kib(pid);
+    eprintln!(
+        "wrong passwords: first 1,000 {first:?}, next 9,000 {rest:?} (status: count); daemon \
+         VmRSS {rss_start} KiB at start, {rss_first} KiB after 1,000, {rss_rest} KiB after 10,000"
+    );
+    let statuses: Vec<u16> = first.keys().chain(rest.keys()).copied().collect();
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{first:?} {rest:?}"
+    );
+    let verified = first.get(&401).unwrap_or(&0) + rest.get(&401).unwrap_or(&0);
+    assert!(
+        verified < 100,
+        "the penalty lets only a few guesses through: {first:?} {rest:?}"
+    );
+    // Measured: +0.1 MiB. Anything kept per request would be far more (9,000 requests), and so
+    // would an argon2id working set (19 MiB) left resident after a verification.
+    assert!(
+        rss_rest < rss_first + 8 * 1024,
+        "memory grew from {rss_start} KiB (start) and {rss_first} KiB (1,000 wrong passwords) to \
+         {rss_rest} KiB over 9,000 more"
+    );
+    assert!(lab.daemon.as_mut().unwrap().try_wait().is_none());
+    assert!(lab.kernel_traces().is_empty(), "{}", lab.kernel_traces());
+    // One log line per failed verification and one per penalty, not one per request.
+    let log = lab.log();
+    let failed = log.matches("failed login from 192.0.2.2").count();
+    let refused = log.matches("calls from 192.0.2.2 refused (429)").count();
+    assert_eq!(failed, verified, "{log}");
+    assert!((1..=verified).contains(&refused), "{log}");
+
+    // The partner next door is not affected, and the attacker's address gets in again with the
+    // right password once its penalty is over.
+    let good = api_client::ibm_request(
+        "/proxy/open",
+        &format!("{PROXY_USER}:{PROXY_PASS}"),
+        OPEN_BODY,
+    );
+    let partner = Some("192.0.2.3".parse().unwrap());
+    let reply = lab.topo.client.run_in(|| {
+        runtime()
+            .block_on(api_client::send_from(partner, api, &good))
+            .unwrap()
+    });
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = lab.topo.client.run_in(|| {
+        runtime().block_on(async {
+            for _ in 0..10 {
+                let reply = api_client::send_from(None, api, &good).await.unwrap();
+                if reply.status != 429 {
+                    return reply;
+                }
+                let wait: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+                tokio::time::sleep(Duration::from_secs(wait.min(20))).await;
+            }
+            panic!("still refused after ten waits");
+        })
+    });
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    lab.stop();
+    let nft = text(
+        &lab.topo
+            .proxy
+            .try_exec(&["nft", "list", "table", "ip", "fasp_proxy"])
+            .stdout,
+    );
+    assert!(!nft.contains("192.0.2."), "{nft}");
 }
 
 fn ibm_ascp_dir() -> PathBuf {

@@ -255,6 +255,7 @@ async fn bind_api(config: &config::Config, config_path: &Path) -> Result<daemon:
         https,
         users_path: fasp_proxy::forward::users::users_path(config_path),
         limits: fasp_proxy::forward::api::ApiLimits::default(),
+        penalties: fasp_proxy::policy::penalties::PenaltySettings::default(),
     })
 }
 

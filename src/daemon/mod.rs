@@ -26,6 +26,7 @@ use crate::config::{Config, ForwardingType};
 use crate::dataplane::{self, Backend, Forwarder};
 use crate::forward::api::{Api, ApiLimits};
 use crate::forward::service::{ForwardService, ForwardSettings};
+use crate::policy::penalties::{Penalties, PenaltySettings};
 use crate::session::registry::CloseReason;
 use crate::session::{self, Sessions, Shared};
 use crate::ssh::server::{self as frontend, FrontendConfig, FrontendError};
@@ -84,6 +85,8 @@ pub struct ApiSetup {
     pub users_path: PathBuf,
     /// The API's limits.
     pub limits: ApiLimits,
+    /// How failed logins are penalised.
+    pub penalties: PenaltySettings,
 }
 
 /// Where the internal servers' host keys are kept: `known_hosts` beside the configuration.
@@ -280,6 +283,7 @@ fn start_forward_proxy(
         settings,
         config.server.own_ports(),
         Arc::clone(&shared.forwarder),
+        Arc::new(std::sync::Mutex::new(Penalties::new(api.penalties))),
     ));
     let server = Api::new(Arc::clone(&service), api.limits);
     let mut tasks = Vec::new();
@@ -336,7 +340,7 @@ async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             // Sessions ended: hand the memory they used back to the system, so a burst of
             // sessions does not leave the daemon's resident size at its peak (on a blocking
             // thread: trimming a large heap takes milliseconds).
-            drop(tokio::task::spawn_blocking(session::trim_heap));
+            drop(tokio::task::spawn_blocking(crate::heap::trim));
         }
         live_before = sessions.len();
         for s in sessions {

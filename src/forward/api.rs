@@ -6,26 +6,27 @@
 //! connections at once (more are closed at accept), the TLS handshake and the request head each
 //! within [`ApiLimits::header_timeout`], the whole connection within
 //! [`ApiLimits::connection_timeout`], bodies of at most [`MAX_BODY`] bytes, request heads within
-//! hyper's smallest buffer (8 KiB), and a failed authentication answered only after a delay that
-//! grows with the failures of that client address ([`FailedAuths`]).
+//! hyper's smallest buffer (8 KiB); failed logins put the client's address under a penalty
+//! ([`crate::policy::penalties`], applied by [`ForwardService::authenticate`]): its 401 comes only
+//! after the penalty, and its calls meanwhile get 429 with `Retry-After`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, warn};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio::time::Instant;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
@@ -41,11 +42,6 @@ pub struct ApiLimits {
     pub header_timeout: Duration,
     /// Time a connection may stay open at all.
     pub connection_timeout: Duration,
-    /// Delay before the first failed authentication of an address is answered; doubled for each
-    /// further failure of that address, up to [`ApiLimits::max_auth_delay`].
-    pub auth_delay: Duration,
-    /// The longest failed-authentication delay.
-    pub max_auth_delay: Duration,
 }
 
 impl Default for ApiLimits {
@@ -54,64 +50,7 @@ impl Default for ApiLimits {
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             connection_timeout: Duration::from_secs(30),
-            auth_delay: Duration::from_secs(1),
-            max_auth_delay: Duration::from_secs(16),
         }
-    }
-}
-
-/// How many client addresses [`FailedAuths`] remembers; the oldest is forgotten first.
-pub const MAX_TRACKED_ADDRESSES: usize = 4096;
-/// An address's failures are forgotten this long after its last one.
-pub const FAILURE_MEMORY: Duration = Duration::from_secs(600);
-
-/// Failed authentications per client address, in bounded memory, for the growing delay.
-#[derive(Debug, Default)]
-pub struct FailedAuths {
-    by_addr: HashMap<IpAddr, (u32, Instant)>,
-}
-
-impl FailedAuths {
-    /// Records a failure of `addr` and returns the delay before it is answered.
-    pub fn failed(&mut self, addr: IpAddr, limits: &ApiLimits, now: Instant) -> Duration {
-        self.by_addr
-            .retain(|_, (_, last)| now.saturating_duration_since(*last) < FAILURE_MEMORY);
-        if self.by_addr.len() >= MAX_TRACKED_ADDRESSES && !self.by_addr.contains_key(&addr) {
-            if let Some(oldest) = self
-                .by_addr
-                .iter()
-                .min_by_key(|(_, (_, last))| *last)
-                .map(|(a, _)| *a)
-            {
-                self.by_addr.remove(&oldest);
-            }
-        }
-        let count = {
-            let e = self.by_addr.entry(addr).or_insert((0, now));
-            e.0 = e.0.saturating_add(1);
-            e.1 = now;
-            e.0
-        };
-        let factor = 1u32 << (count - 1).min(16);
-        limits
-            .auth_delay
-            .saturating_mul(factor)
-            .min(limits.max_auth_delay)
-    }
-
-    /// A success of `addr` clears its failures.
-    pub fn succeeded(&mut self, addr: IpAddr) {
-        self.by_addr.remove(&addr);
-    }
-
-    /// How many addresses are remembered.
-    pub fn len(&self) -> usize {
-        self.by_addr.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.by_addr.is_empty()
     }
 }
 
@@ -120,17 +59,15 @@ pub struct Api {
     service: Arc<ForwardService>,
     limits: ApiLimits,
     connections: Arc<Semaphore>,
-    failures: Arc<Mutex<FailedAuths>>,
 }
 
 impl Api {
-    /// An API for `service`; HTTP and HTTPS listeners share its connection cap and failures.
+    /// An API for `service`; HTTP and HTTPS listeners share its connection cap.
     pub fn new(service: Arc<ForwardService>, limits: ApiLimits) -> Arc<Api> {
         Arc::new(Api {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             service,
             limits,
-            failures: Arc::new(Mutex::new(FailedAuths::default())),
         })
     }
 
@@ -244,16 +181,16 @@ impl Api {
                     StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
                 let mut response = reply(status, error_reply(&refusal.to_string()));
                 if status == StatusCode::UNAUTHORIZED {
-                    let delay = self
-                        .failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .failed(client, &self.limits, Instant::now());
-                    tokio::time::sleep(delay).await;
                     response.headers_mut().insert(
                         WWW_AUTHENTICATE,
                         HeaderValue::from_static("Basic realm=\"fasp-proxy\""),
                     );
+                }
+                if let HttpRefusal::Service(Refusal::Penalised { retry_after, .. }) = &refusal {
+                    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                    response
+                        .headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
                 }
                 response
             }
@@ -327,12 +264,6 @@ impl Api {
                     .map(|()| id_reply(id.proxy_id))
             }
         };
-        if !matches!(result, Err(Refusal::Unauthorized(_))) && service.settings().authentication {
-            self.failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .succeeded(client);
-        }
         result.map_err(HttpRefusal::Service)
     }
 }
@@ -468,30 +399,5 @@ mod tests {
             let err = basic_credentials(Some(&h(bad))).unwrap_err();
             assert_eq!(err.status(), 400, "{bad}: {err}");
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn failure_delays_grow_per_address_and_memory_stays_bounded() {
-        let limits = ApiLimits::default();
-        let mut f = FailedAuths::default();
-        let now = Instant::now();
-        let a: IpAddr = "192.0.2.2".parse().unwrap();
-        let delays: Vec<u64> = (0..7)
-            .map(|_| f.failed(a, &limits, now).as_secs())
-            .collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 16, 16]);
-        let b: IpAddr = "192.0.2.3".parse().unwrap();
-        assert_eq!(f.failed(b, &limits, now), Duration::from_secs(1));
-        f.succeeded(a);
-        assert_eq!(f.failed(a, &limits, now), Duration::from_secs(1));
-        for i in 0..(MAX_TRACKED_ADDRESSES as u32 + 1000) {
-            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            f.failed(addr, &limits, now);
-        }
-        assert!(f.len() <= MAX_TRACKED_ADDRESSES, "{}", f.len());
-        // Failures are forgotten after a while.
-        let later = now + FAILURE_MEMORY + Duration::from_secs(1);
-        assert_eq!(f.failed(a, &limits, later), Duration::from_secs(1));
-        assert_eq!(f.len(), 1);
     }
 }

@@ -19,6 +19,7 @@ use super::users::NodeUsers;
 use super::wire::{OpenReply, OpenRequest, SPEC_IPV4};
 use crate::config::Config;
 use crate::dataplane::{Forwarder, SessionEntry, SharedForwarder};
+use crate::policy::penalties::Penalties;
 
 /// How many password verifications run at once (argon2id takes ~20 MiB and tens of ms each).
 pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
@@ -37,6 +38,14 @@ pub enum Refusal {
     /// 403: the destination is not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 429: the client's address is refused for a while after failed logins.
+    #[error("{why}")]
+    Penalised {
+        /// What the client is told.
+        why: String,
+        /// Time left of the penalty (`Retry-After`).
+        retry_after: Duration,
+    },
     /// 404: no such forwarding of this client and user.
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +65,7 @@ impl Refusal {
             Refusal::Unauthorized(_) => 401,
             Refusal::Forbidden(_) => 403,
             Refusal::NotFound(_) => 404,
+            Refusal::Penalised { .. } => 429,
             Refusal::Unavailable(_) => 503,
             Refusal::Internal(_) => 500,
         }
@@ -145,15 +155,18 @@ pub struct ForwardService {
     users: Mutex<UsersCache>,
     verifications: Semaphore,
     forwarder: SharedForwarder,
+    penalties: Arc<Mutex<Penalties>>,
 }
 
 impl ForwardService {
     /// A service handing out ports of `settings.port_range` except `reserved` (the proxy's
-    /// own listening ports), programming `forwarder`.
+    /// own listening ports), programming `forwarder`, refusing addresses that `penalties`
+    /// holds (and adding failed logins to it).
     pub fn new(
         settings: ForwardSettings,
         reserved: std::collections::BTreeSet<u16>,
         forwarder: SharedForwarder,
+        penalties: Arc<Mutex<Penalties>>,
     ) -> ForwardService {
         let (low, high) = settings.port_range;
         ForwardService {
@@ -163,6 +176,7 @@ impl ForwardService {
             users: Mutex::new(UsersCache::default()),
             verifications: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
             forwarder,
+            penalties,
         }
     }
 
@@ -173,6 +187,10 @@ impl ForwardService {
 
     fn table(&self) -> std::sync::MutexGuard<'_, ForwardTable> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn penalties(&self) -> std::sync::MutexGuard<'_, Penalties> {
+        self.penalties.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ForwardingInfo>> {
@@ -201,35 +219,90 @@ impl ForwardService {
 
     /// The user a call is made as: with `<authentication>` a node-API user whose password
     /// verifies (at most [`MAX_CONCURRENT_VERIFICATIONS`] at once), else the name sent.
+    ///
+    /// A failed login is an offence of the client's address: it is answered only after the
+    /// address's penalty (so one address guesses one password per penalty), and calls from the
+    /// address are refused meanwhile (429) without a verification, also those that were
+    /// already waiting for one.
     pub async fn authenticate(&self, caller: &Caller) -> Result<String, Refusal> {
-        let (user, password) = caller.credentials.clone().unwrap_or_default();
         if !self.settings.authentication {
+            let user = caller.credentials.clone().unwrap_or_default().0;
             return Ok(if user.is_empty() { "-".into() } else { user });
         }
-        if caller.credentials.is_none() {
-            return Err(Refusal::Unauthorized(
-                "authentication required (Authorization: Basic)".into(),
-            ));
-        }
+        self.refuse_if_penalised(caller.client)?;
+        let Some((user, password)) = caller.credentials.clone() else {
+            return Err(self
+                .failed_login(caller.client, "-", "no credentials (Authorization: Basic)")
+                .await);
+        };
         let users = self.current_users().map_err(|e| {
             warn!("forward proxy: cannot read the node-API users: {e}");
             Refusal::Internal("the proxy cannot read its users".into())
         })?;
-        let _slot = self
+        let slot = self
             .verifications
             .acquire()
             .await
             .map_err(|_| Refusal::Internal("shutting down".into()))?;
+        self.refuse_if_penalised(caller.client)?;
         let name = user.clone();
-        let ok = tokio::task::spawn_blocking(move || users.verify(&name, &password))
-            .await
-            .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = users.verify(&name, &password);
+            // argon2id's 19 MiB would otherwise stay resident in this thread's malloc arena.
+            crate::heap::trim();
+            ok
+        })
+        .await
+        .unwrap_or(false);
         if ok {
-            Ok(user)
-        } else {
-            Err(Refusal::Unauthorized(format!(
-                "wrong user name or password (user {user:?})"
-            )))
+            self.penalties().forgive(caller.client);
+            return Ok(user);
+        }
+        // Recorded before the slot is given back, so the calls waiting for it are refused.
+        let failed = self.failed_login(caller.client, &user, "wrong user name or password");
+        drop(slot);
+        Err(failed.await)
+    }
+
+    /// 429 while `client` serves a penalty; the first refusal of a penalty is logged.
+    fn refuse_if_penalised(&self, client: IpAddr) -> Result<(), Refusal> {
+        let Some(refused) = self.penalties().check(client, Instant::now()) else {
+            return Ok(());
+        };
+        let secs = refused.remaining.as_secs() + u64::from(refused.remaining.subsec_nanos() > 0);
+        if refused.first {
+            warn!(
+                "forward proxy: calls from {client} refused (429) for {secs} s more after {} \
+                 failed logins; further refusals of this penalty are not logged",
+                refused.offences
+            );
+        }
+        Err(Refusal::Penalised {
+            why: format!("too many failed logins from {client}: try again in {secs} s"),
+            retry_after: refused.remaining,
+        })
+    }
+
+    /// Records a failed login of `client` at once; the future waits out its penalty and gives
+    /// the 401.
+    fn failed_login(
+        &self,
+        client: IpAddr,
+        user: &str,
+        why: &str,
+    ) -> impl std::future::Future<Output = Refusal> {
+        let offence = self.penalties().offence(client, Instant::now());
+        let user: String = user.chars().take(64).collect();
+        warn!(
+            "forward proxy: failed login from {client} (user {user:?}): {why}; failure {} of \
+             this address, refused for {:.1} s",
+            offence.count,
+            offence.penalty.as_secs_f64()
+        );
+        let refusal = Refusal::Unauthorized(format!("{why} (user {user:?})"));
+        async move {
+            tokio::time::sleep(offence.penalty).await;
+            refusal
         }
     }
 
@@ -438,6 +511,7 @@ async fn resolve(host: &str, port: u16) -> Result<IpAddr, String> {
 mod tests {
     use super::*;
     use crate::dataplane::memory::MemoryForwarder;
+    use crate::policy::penalties::PenaltySettings;
     use std::collections::BTreeSet;
 
     fn settings(dir: &std::path::Path, authentication: bool) -> ForwardSettings {
@@ -459,6 +533,11 @@ mod tests {
             settings(dir, authentication),
             BTreeSet::from([5001]),
             Arc::new(Mutex::new(fw)),
+            Arc::new(Mutex::new(Penalties::new(PenaltySettings {
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(40),
+                ..PenaltySettings::default()
+            }))),
         )
     }
 

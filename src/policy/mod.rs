@@ -1,8 +1,11 @@
 //! Reverse-proxy policy, pure: which rule a session falls under, which account and key it uses
 //! on the internal server, which internal server it goes to (round robin, skipping servers
 //! marked faulty, with every change of a server's health logged once, here), and which source
-//! address its forwarded data leaves from. Time is passed in (a `tokio::time::Instant`, so
+//! address its forwarded data leaves from; and ([`penalties`]) which source addresses are refused
+//! for a while after failed logins. Time is passed in (a `tokio::time::Instant`, so
 //! paused-time tests drive it), and nothing here does I/O besides logging.
+
+pub mod penalties;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

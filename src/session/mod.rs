@@ -321,7 +321,7 @@ impl Session {
     /// (`malloc_trim` of a large heap takes milliseconds; the client must not wait for it).
     fn trim_if_last(&self) {
         if self.shared.registry.is_empty() {
-            drop(tokio::task::spawn_blocking(trim_heap));
+            drop(tokio::task::spawn_blocking(crate::heap::trim));
         }
     }
 
@@ -778,15 +778,6 @@ async fn start_command(
         .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
         .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
     Ok(stream.into_split())
-}
-
-/// Hands the heap's free memory back to the system, so a burst of sessions does not leave the
-/// daemon's resident size at its peak.
-pub fn trim_heap() {
-    // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Sends the client an `Error` frame (best effort: it may be gone).
