@@ -2,7 +2,11 @@
 # The main job, end to end, on one machine: a client, the proxy and two internal servers (real
 # OpenSSH sshd) in throw-away network namespaces; `ascp -P 33001` through `fasp-proxy run`, the
 # kernel's per-session DNAT entry shown while the data flows (nftables, then iptables), the
-# throughput proxied vs direct, and everything removed again.
+# throughput proxied vs direct, and everything removed again. Then the forward proxy, in the
+# same daemon: the client, as an inside user, uploads to server1, as an outside server, with
+# `ascp --proxy dnat://alice@192.0.2.1:9091` (and dnats://…:9092 with iptables); the
+# forwarding's kernel entries are shown while the data flows and gone after, and server1's sshd
+# log names only the proxy's address, never the client's.
 #
 #   sudo ./scripts/demo.sh                 # 512 MiB test file, ascp -l 2g
 #   sudo DEMO_MIB=64 ./scripts/demo.sh     # quicker
@@ -22,13 +26,16 @@
 #
 # Environment (all optional):
 #   DEMO_MIB         test file size in MiB                                     (512)
-#   DEMO_RATE        ascp -l for every transfer                                (2g)
+#   DEMO_RATE        ascp -l of the reverse-proxy and direct transfers          (2g)
+#                    (the forward-proxy act sends min(DEMO_MIB, 32) MiB at -l 100m, so its
+#                    forwarding lives a few seconds)
 #   DEMO_TIMEOUT     time limit of each transfer, seconds                      (300)
 #   DEMO_SKIP_BUILD  1: use target/release/{fasp-proxy,ascp} as they are       (0)
 #   DEMO_TMPDIR      where the temp dir (test file, keys, configuration) lives (${TMPDIR:-/tmp})
 #
 # Exit status 0 only if every check passed: each file arrived intact, the kernel entry was seen
-# during each proxied transfer, and no entry was left after each session and after shutdown.
+# during each proxied transfer, no entry was left after each session or forwarding and after
+# shutdown, and the outside server never saw the inside client's address.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/lab.sh"
 
@@ -222,8 +229,9 @@ section "3. Proxy configuration"
 ETC="$WORK/etc"
 LOG_DIR="$WORK/log"
 mkdir -p "$LOG_DIR"
-printf '   # fasp-proxy create-config --dir %s\n' "$ETC"
-timeout 60 "$FASP_PROXY" create-config --dir "$ETC" 2>&1 | indent
+# --api-name: the HTTPS API's certificate names the address inside clients dial (dnats://).
+printf '   # fasp-proxy create-config --dir %s --api-name %s\n' "$ETC" "$PROXY_IP"
+timeout 60 "$FASP_PROXY" create-config --dir "$ETC" --api-name "$PROXY_IP" 2>&1 | indent
 mv "$ETC/aspera.conf" "$ETC/aspera.conf.default"
 # The proxy user root logs in with the client's key; the proxy logs in to the servers with the
 # key they accept; the servers' host keys are known in advance (no trust on first use).
@@ -239,8 +247,19 @@ CONF_NFT="$ETC/aspera.conf"
 CONF_IPT="$ETC/aspera-iptables.conf"
 write_config nftables "$CONF_NFT"
 write_config iptables "$CONF_IPT"
-note "$CONF_NFT (from etc/demo-aspera.conf.in), its <rproxy> rule:"
+note "$CONF_NFT (from etc/demo-aspera.conf.in), its <rproxy> rule (the reverse proxy):"
 sed -n '/<rules>/,/<\/rules>/p' "$CONF_NFT" | indent
+note "and its <proxy> (the forward proxy, same daemon) with the node API's listeners:"
+sed -n '/<proxy>/,/<https_private_key>/p' "$CONF_NFT" | grep -v '<!--' | indent
+# The forward proxy's node-API user: the password goes on stdin, never on a command line.
+FWD_USER=alice
+FWD_PASS=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+# shellcheck disable=SC2016 # "$PASS" is shown literally
+printf '   # printf "%%s\\n" "$PASS" | fasp-proxy --config %s node-user add %s\n' "$CONF_NFT" "$FWD_USER"
+printf '%s\n' "$FWD_PASS" | timeout 60 "$FASP_PROXY" --config "$CONF_NFT" node-user add "$FWD_USER" 2>&1 | indent ||
+	die "fasp-proxy node-user add failed"
+printf '   # fasp-proxy --config %s node-user list\n' "$CONF_NFT"
+timeout 60 "$FASP_PROXY" --config "$CONF_NFT" node-user list 2>&1 | indent
 show "$NS_P" "$FASP_PROXY" check-config "$CONF_NFT" || die "check-config refused the demo configuration"
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +276,7 @@ log_lines() { # the number of lines in the proxy's log (0 if none yet)
 	echo "$n"
 }
 log_since_start() { tail -n "+$((LOG_MARK + 1))" "$PROXY_LOG" 2>/dev/null || true; }
+log_from() { tail -n "+$(($1 + 1))" "$PROXY_LOG" 2>/dev/null || true; } # log_from LINES: after them
 start_daemon() { # start_daemon CONF LABEL
 	local conf=$1 label=$2 _ child
 	LOG_MARK=$(log_lines)
@@ -268,8 +288,10 @@ start_daemon() { # start_daemon CONF LABEL
 	for _ in $(seq 100); do
 		child=$(cat "/proc/$DAEMON_WRAPPER/task/$DAEMON_WRAPPER/children" 2>/dev/null || true)
 		child=${child%% *}
+		# Up when both the SSH front end and the forward proxy's API have said so.
 		if [[ -n $child && $(cat "/proc/$child/comm" 2>/dev/null) == fasp-proxy ]] &&
-			log_since_start | grep -q "fasp-proxy .* listening on"; then
+			log_since_start | grep -q "fasp-proxy .* listening on" &&
+			log_since_start | grep -q "Started on port(s)"; then
 			DAEMON_PID=$child
 			note "fasp-proxy is running, PID $DAEMON_PID; its log ($PROXY_LOG) so far:"
 			log_since_start | indent
@@ -321,10 +343,11 @@ ipt_session_rules() {
 # ascp_bg LABEL ARGS...: start ascp in the client namespace, in the background.
 ASCP_PID=""
 ASCP_T0=""
+# ASCP_SHOWN_ENV: what to print before "ascp" (e.g. "ASPERA_PROXY_PASS=… "; never a secret).
 ascp_bg() {
 	local label=$1
 	shift
-	printf '   [client]$ ascp %s &\n' "$*"
+	printf '   [client]$ %sascp %s &\n' "${ASCP_SHOWN_ENV:-}" "$*"
 	ASCP_T0=$(date +%s.%N)
 	timeout "$DEMO_TIMEOUT" ip netns exec "$NS_C" "$ASCP" "$@" >"$WORK/ascp-$label.log" 2>&1 &
 	ASCP_PID=$!
@@ -353,10 +376,11 @@ ascp_secs() {
 wall_rate_mbps() {
 	awk -v b="$BYTES" -v s="$1" 'BEGIN { if (s > 0) printf "%.0f", b * 8 / s / 1e6; else print 0 }'
 }
-# verify LABEL FILE: compare with the source, then remove the copy.
+# verify LABEL FILE [SOURCE]: compare with the source ($SRC by default), then remove the copy.
 verify() {
-	if [[ -f $2 ]] && cmp -s "$SRC" "$2"; then
-		ok "$1: $2 is identical to the source (cmp, $BYTES bytes)"
+	local src=${3:-$SRC}
+	if [[ -f $2 ]] && cmp -s "$src" "$2"; then
+		ok "$1: $2 is identical to the source (cmp, $(stat -c %s "$src") bytes)"
 	else
 		fail "$1: $2 is missing or differs from the source"
 	fi
@@ -396,6 +420,115 @@ proxied_transfer() {
 		fail "$label: no kernel entry seen while the transfer ran"
 	fi
 	ascp_wait "$label"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The forward proxy: the client (inside) uploads to server1 (outside) through the daemon's API
+# ---------------------------------------------------------------------------------------------
+FWD_RATE=100m # slow enough that the forwarding lives a few seconds, whatever DEMO_RATE is
+FWD_MIB=$((DEMO_MIB < 32 ? DEMO_MIB : 32))
+FWD_SRC="$WORK/forward.bin"
+SERVER1_LOG="$WORK/server1/sshd.log"
+
+# fwd_nft_entries / fwd_ipt_entries: the kernel entries naming the client (empty if none).
+fwd_nft_entries() {
+	lab_nsx "$NS_P" nft list table ip fasp_proxy 2>/dev/null | grep -F "$CLIENT_IP" || true
+}
+fwd_ipt_entries() {
+	lab_nsx "$NS_P" iptables -t nat -S 2>/dev/null | grep -F -- "-s $CLIENT_IP/32" || true
+}
+# show_fwd_nft / show_fwd_ipt: print the forwarding's entries as the administrator lists them.
+show_fwd_nft() {
+	local pattern="^\s+(map|set) |${CLIENT_IP//./\\.}"
+	note "the maps and sets of the table, with the forwarding's elements (key: client . proxy port):"
+	printf "   [proxy]# nft list table ip fasp_proxy | grep -E '%s'\n" "$pattern"
+	lab_nsx "$NS_P" nft list table ip fasp_proxy 2>&1 | grep -E "$pattern" | indent || true
+	note "tcp_sessions: DNAT of the SSH to the server's port 22; sessions_any_port: of the FASP data"
+	note "to its UDP 33001; tcp_masq_sessions, masq_sessions_any_port: their source NAT (masquerade:"
+	note "the server sees the proxy's $PROXY_INNER_IP)"
+}
+show_fwd_ipt() {
+	show "$NS_P" iptables -t nat -S FASP_PROXY
+	show "$NS_P" iptables -t nat -S FASP_PROXY_POST
+}
+
+# forward_transfer LABEL URL ENTRIES_FN SHOW_FN: uploads $FWD_SRC from the client to server1
+# with `ascp --proxy URL` (the password in ASPERA_PROXY_PASS, not on the command line); shows
+# the forwarding while the data flows, checks the copy, the daemon's log, that the entries are
+# gone after the client's close, and that server1's sshd saw only the proxy's address.
+forward_transfer() {
+	local label=$1 url=$2 entries=$3 show_fn=$4 ssh_mark log_mark opened="" id="" port="" _
+	local sshd_lines
+	ssh_mark=$(wc -l <"$SERVER1_LOG")
+	log_mark=$(log_lines)
+	ASPERA_PROXY_PASS=$FWD_PASS ASCP_SHOWN_ENV='ASPERA_PROXY_PASS=… ' ascp_bg "$label" \
+		--proxy "$url" -P 22 -i "$CLIENT_KEY" --known-hosts "$CLIENT_KNOWN_HOSTS" -l "$FWD_RATE" \
+		"$FWD_SRC" "root@$SERVER1_IP:$INBOX"
+	# The forwarding exists from the client's /proxy/open (before its SSH) to its /proxy/close.
+	for _ in $(seq 400); do
+		opened=$(log_from "$log_mark" | grep -m1 "forwarding [0-9]* opened:" || true)
+		[[ -n $opened && -n $($entries) ]] && break
+		kill -0 "$ASCP_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	id=$(sed -n 's/.*forwarding \([0-9]*\) opened:.*/\1/p' <<<"$opened")
+	port=$(sed -n 's/.* via proxy [0-9.]* port \([0-9]*\).*/\1/p' <<<"$opened")
+	if [[ -n $id && -n $port && -n $($entries) ]]; then
+		# Wait for the data phase: the UDP flow client -> proxy port, DNAT'ed to the server.
+		for _ in $(seq 200); do
+			[[ -n $(lab_nsx "$NS_P" conntrack -L -p udp -s "$CLIENT_IP" -d "$PROXY_IP" --dport "$port" 2>/dev/null) ]] &&
+				break
+			kill -0 "$ASCP_PID" 2>/dev/null || break
+			sleep 0.05
+		done
+		ok "forwarding $id (proxy port $port) is in the kernel while the data flows:"
+		"$show_fn"
+		sleep 0.5 # let the kernel's counters grow a little
+		show "$NS_P" "$FASP_PROXY" sessions
+		note "(PACKETS/BYTES: read from the kernel every 5 s, '-' before the first reading; conntrack has them live)"
+		printf '   [proxy]# conntrack -L -s %s -d %s | grep dport=%s   (original -> reply: the server answers the proxy)\n' \
+			"$CLIENT_IP" "$PROXY_IP" "$port"
+		lab_nsx "$NS_P" conntrack -L -s "$CLIENT_IP" -d "$PROXY_IP" 2>/dev/null | grep -F "dport=$port " | indent || true
+	else
+		fail "$label: no forwarding seen in the kernel while ascp --proxy ran"
+	fi
+	ascp_wait "$label"
+	verify "through the forward proxy to $SERVER1_IP" "$WORK/disk-server1/$(basename "$FWD_SRC")" "$FWD_SRC"
+
+	# After ascp: its /proxy/close removed the entries.
+	for _ in $(seq 100); do
+		[[ -n $id ]] && log_from "$log_mark" | grep -q "forwarding $id closed" && [[ -z $($entries) ]] && break
+		sleep 0.05
+	done
+	if [[ -z $($entries) ]]; then
+		ok "after ascp's /proxy/close: no entry naming $CLIENT_IP is left"
+	else
+		fail "$label: entries outlived the forwarding: $($entries)"
+	fi
+	show "$NS_P" "$FASP_PROXY" sessions
+	note "the daemon's forward-proxy log lines ($PROXY_LOG):"
+	log_since_start | grep -E "proxy service ready|Started on port|forwarding [0-9]+ |forward proxy" | indent || true
+	local want="forwarding ${id:-N} opened: user $FWD_USER, client $CLIENT_IP -> server $SERVER1_IP (tcp 22, udp 33001) via proxy $PROXY_IP port ${port:-P}"
+	if ! log_from "$log_mark" | grep -qF "$want"; then
+		fail "$label: the proxy's log lacks \"$want\""
+	fi
+	if ! log_from "$log_mark" | grep -qF "forwarding ${id:-N} closed by the client"; then
+		fail "$label: the proxy's log lacks \"forwarding ${id:-N} closed by the client\""
+	fi
+
+	# What the outside server saw: its sshd (LogLevel VERBOSE) logs every login's source.
+	sleep 0.2 # sshd's last lines of the login (disconnect)
+	sshd_lines=$(tail -n "+$((ssh_mark + 1))" "$SERVER1_LOG" |
+		grep -E "Connection from|Accepted publickey|Disconnected from|Received disconnect" || true)
+	note "server1's sshd log ($SERVER1_LOG) for this login:"
+	indent <<<"$sshd_lines"
+	if grep -qF "$CLIENT_IP" <<<"$sshd_lines"; then
+		fail "$label: server1's sshd saw the inside client's address $CLIENT_IP"
+	elif grep -qF "Accepted publickey for root from $PROXY_INNER_IP port" <<<"$sshd_lines"; then
+		ok "server1 saw only the proxy's address $PROXY_INNER_IP, never the client's $CLIENT_IP"
+	else
+		fail "$label: server1's sshd logged no login from the proxy's $PROXY_INNER_IP"
+	fi
 }
 
 section "4. The proxy daemon (nftables backend)"
@@ -482,7 +615,17 @@ note "goodput: ascp's own figure for its data phase; the wall time adds SSH set-
 note "one sample each: on a busy machine the ratio moves from run to run (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # ---------------------------------------------------------------------------------------------
-section "8. The iptables backend: restart the daemon with <forwarding_type>iptables</forwarding_type>"
+section "8. The forward proxy: the client, inside, uploads to server1, outside, through the same daemon"
+# ---------------------------------------------------------------------------------------------
+note "now the client $CLIENT_IP is an inside user and server1 $SERVER1_IP an outside server: ascp asks"
+note "the node API on $PROXY_IP:9091 (user $FWD_USER) for a forwarding, the kernel forwards its SSH and FASP"
+note "data from a proxy port on to $SERVER1_IP:22 and :33001 with the proxy's $PROXY_INNER_IP as the source"
+head -c "$((FWD_MIB * 1024 * 1024))" "$SRC" >"$FWD_SRC"
+note "test file: $FWD_SRC ($FWD_MIB MiB), sent at -l $FWD_RATE so the forwarding can be watched"
+forward_transfer fwd-nft "dnat://$FWD_USER@$PROXY_IP:9091" fwd_nft_entries show_fwd_nft
+
+# ---------------------------------------------------------------------------------------------
+section "9. The iptables backend: restart the daemon with <forwarding_type>iptables</forwarding_type>"
 # ---------------------------------------------------------------------------------------------
 stop_daemon
 printf '   # diff %s %s\n' "$CONF_NFT" "$CONF_IPT"
@@ -504,9 +647,12 @@ else
 fi
 note "the proxy's log since this daemon started:"
 log_since_start | indent
+note "the forward proxy with iptables, this time over HTTPS (dnats://, port 9092; ascp checks that"
+note "the API's certificate names $PROXY_IP, as IBM's ascp does):"
+forward_transfer fwd-ipt "dnats://$FWD_USER@$PROXY_IP:9092" fwd_ipt_entries show_fwd_ipt
 
 # ---------------------------------------------------------------------------------------------
-section "9. Shutdown: SIGTERM, nothing left in the kernel"
+section "10. Shutdown: SIGTERM, nothing left in the kernel"
 # ---------------------------------------------------------------------------------------------
 stop_daemon
 show "$NS_P" nft list tables
@@ -538,4 +684,5 @@ if ((${#FAILURES[@]})); then
 	printf '  - %s\n' "${FAILURES[@]}"
 	exit 1
 fi
-printf '\ndemo: OK: ascp -P 33001 through fasp-proxy reached the internal servers, the kernel forwarded the data.\n'
+printf '\ndemo: OK: ascp -P 33001 through fasp-proxy reached the internal servers, ascp --proxy reached an\n'
+printf '      outside server, which saw only the address of the proxy; the kernel forwarded the data.\n'
