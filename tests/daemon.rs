@@ -16,12 +16,13 @@ use std::time::Duration;
 use fasp_proxy::config::CommandShape;
 use fasp_proxy::daemon::{self, DaemonError, Setup};
 use fasp_proxy::dataplane::memory::{Call, MemoryForwarder, MemoryHandle};
+use fasp_proxy::policy::penalties::{Penalties, PenaltySettings};
 use fasp_proxy::protocol::{
     Direction, ErrorCode, ErrorFrame, Frame, Overwrite, ResumeLevel, SessionAccept, SessionInit,
 };
 use fasp_proxy::ssh::client::{self as ssh_client, ClientConfig, ExecOutcome, HostKeyPolicy};
 use fasp_proxy::ssh::server::{
-    self as frontend, CommandKind, ExecHandler, ExecRequest, FrontendConfig,
+    self as frontend, CommandKind, ExecHandler, ExecRequest, FrontendConfig, LoginLimits,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -144,9 +145,9 @@ impl Backend {
             allowed_clients: Vec::new(),
             allowed_commands: vec!["ascp --server".into()],
             opaque_commands: CommandShape::ibm(),
-            max_unauthenticated: 10,
             auth_rejection_delay: Duration::from_millis(10),
-            auth_timeout: Duration::from_secs(10),
+            limits: LoginLimits::default(),
+            penalties: Penalties::shared(PenaltySettings::off()),
         };
         let handler = Arc::new(Transfer {
             execs: Arc::clone(&execs),
@@ -283,6 +284,7 @@ impl Daemon {
             api: None,
             control_listener: None,
             backend_known_hosts: files.dir.path().join("backend_known_hosts"),
+            penalties: Penalties::shared(PenaltySettings::off()),
         };
         let (shutdown, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(daemon::serve(setup, async {

@@ -17,7 +17,9 @@ use fasp_proxy::daemon::{self, ApiSetup, DaemonError, Setup};
 use fasp_proxy::dataplane::memory::{MemoryForwarder, MemoryHandle};
 use fasp_proxy::forward::api::{tls_acceptor, ApiLimits};
 use fasp_proxy::forward::users::{users_path, NodeUsers};
-use fasp_proxy::policy::penalties::PenaltySettings;
+use fasp_proxy::policy::penalties::{
+    self, OffenceKind, Penalties, PenaltySettings, SharedPenalties,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -32,6 +34,8 @@ struct Options {
     authentication: bool,
     range: (u16, u16),
     https: bool,
+    max_per_source: usize,
+    penalty_max: Duration,
 }
 
 impl Default for Options {
@@ -40,6 +44,8 @@ impl Default for Options {
             authentication: true,
             range: (5000, 5002),
             https: false,
+            max_per_source: 0,
+            penalty_max: Duration::from_millis(100),
         }
     }
 }
@@ -48,6 +54,7 @@ struct Daemon {
     http: SocketAddr,
     https: Option<SocketAddr>,
     kernel: MemoryHandle,
+    penalties: SharedPenalties,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), DaemonError>>,
     _dir: tempfile::TempDir,
@@ -101,6 +108,12 @@ impl Daemon {
         };
         let forwarder = MemoryForwarder::new();
         let kernel = forwarder.handle();
+        let penalties = Penalties::shared(PenaltySettings {
+            auth_failure: Duration::from_millis(20),
+            source_cap: Duration::from_millis(20),
+            max: o.penalty_max,
+            ..PenaltySettings::default()
+        });
         let setup = Setup {
             config: Arc::new(config),
             forwarder: Box::new(forwarder),
@@ -113,15 +126,12 @@ impl Daemon {
                     max_connections: 8,
                     header_timeout: Duration::from_millis(500),
                     connection_timeout: Duration::from_secs(3),
-                },
-                penalties: PenaltySettings {
-                    base: Duration::from_millis(20),
-                    max: Duration::from_millis(100),
-                    ..PenaltySettings::default()
+                    max_per_source: o.max_per_source,
                 },
             }),
             control_listener: None,
             backend_known_hosts: dir.path().join("known_hosts"),
+            penalties: Arc::clone(&penalties),
         };
         let (shutdown, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(daemon::serve(setup, async {
@@ -131,6 +141,7 @@ impl Daemon {
             http: http_addr,
             https: https_addr,
             kernel,
+            penalties,
             shutdown: Some(shutdown),
             task,
             _dir: dir,
@@ -268,6 +279,52 @@ async fn failed_logins_put_the_address_under_a_penalty_and_other_addresses_go_on
         .unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(d.entries(), 2);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_source_s_connections_are_capped_and_the_ssh_front_end_s_penalties_hold_here_too() {
+    let mut d = Daemon::start(Options {
+        max_per_source: 2,
+        penalty_max: Duration::from_secs(10),
+        ..Options::default()
+    })
+    .await;
+    // Two stalled connections from 127.0.0.1 take its share; a third is closed at accept.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(d.http).await.unwrap();
+        s.write_all(b"POST /proxy/open HTTP/1.1\r\n").await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let creds = "alice:alice's password";
+    let third = send_from(None, d.http, &ibm_request("/proxy/open", creds, IBM_OPEN)).await;
+    assert!(third.is_none(), "{third:?}");
+    // Another source is served meanwhile.
+    let other = "127.0.0.2".parse().ok();
+    let r = send_from(other, d.http, &ibm_request("/proxy/open", creds, IBM_OPEN))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // One penalty table for the daemon: a source the SSH front end penalised (here: it closed
+    // a connection without logging in) gets 429 from the API too.
+    let ssh_offender: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    penalties::lock(&d.penalties).offence(
+        ssh_offender,
+        OffenceKind::NoAuth,
+        tokio::time::Instant::now(),
+    );
+    let r = send_from(
+        Some(ssh_offender),
+        d.http,
+        &ibm_request("/proxy/open", creds, IBM_OPEN),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 429, "{}", r.body);
+    drop(stalled);
+    assert_eq!(d.entries(), 1);
     d.stop().await.unwrap();
 }
 

@@ -498,6 +498,13 @@ const OPEN_BODY: &str =
 fn ten_thousand_wrong_passwords_get_401_or_429_in_bounded_memory_and_install_nothing() {
     let mut lab = ForwardLab::new(&format!("{ASCP} --server"));
     let conf = lab.configure("nftables", "");
+    // Penalties of 1 s doubling to at most 4 s keep the test short.
+    let conf_text = std::fs::read_to_string(&conf).unwrap().replace(
+        "</server></CONF>",
+        "<per_source><penalty_auth_failure>1</penalty_auth_failure><penalty_max>4</penalty_max>\
+         </per_source></server></CONF>",
+    );
+    std::fs::write(&conf, conf_text).unwrap();
     lab.start(&conf);
     let pid = lab.daemon.as_ref().unwrap().pid();
     let api = std::net::SocketAddr::new(lab::PROXY_CLIENT_V4.into(), 9091);

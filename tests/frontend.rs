@@ -1,7 +1,8 @@
 //! The SSH front end (`fasp_proxy::ssh::server`) driven by the real OpenSSH client on loopback:
 //! public-key auth, the exec allow-list, refusals (shell, pty, port forwarding, disallowed
 //! commands, unknown users, wrong keys, clients outside the allow-list, the session cap), the
-//! order of stdout / stderr / exit status, and shutdown.
+//! order of stdout / stderr / exit status, shutdown, and the front end under attack: per-source
+//! caps, penalties, the deadline of each login step.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,10 @@ use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fasp_proxy::ssh::server::{serve, ExecHandler, ExecRequest, FrontendConfig, FrontendError};
+use fasp_proxy::policy::penalties::{Penalties, PenaltySettings};
+use fasp_proxy::ssh::server::{
+    serve, ExecHandler, ExecRequest, FrontendConfig, FrontendError, LoginLimits,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -202,9 +206,9 @@ async fn start(admit: bool, tweak: impl FnOnce(&mut FrontendConfig)) -> Server {
         allowed_clients: Vec::new(),
         allowed_commands: vec![UPPER.to_string(), NOISY.to_string()],
         opaque_commands: Vec::new(),
-        max_unauthenticated: 10,
         auth_rejection_delay: Duration::from_millis(100),
-        auth_timeout: Duration::from_secs(10),
+        limits: LoginLimits::default(),
+        penalties: Penalties::shared(PenaltySettings::off()),
     };
     tweak(&mut config);
     let (shutdown, rx) = watch::channel(false);
@@ -501,8 +505,12 @@ async fn session_cap_refuses_with_a_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unauthenticated_cap_and_auth_timeout() {
     let server = start(true, |c| {
-        c.max_unauthenticated = 1;
-        c.auth_timeout = Duration::from_secs(2);
+        c.limits.max_startups = fasp_proxy::config::MaxStartups {
+            start: 1,
+            rate: 100,
+            full: 1,
+        };
+        c.limits.banner_timeout = Duration::from_secs(2);
     })
     .await;
     // Wait for the readiness probe of `start` to be forgotten.
@@ -580,9 +588,9 @@ async fn bad_host_key_is_reported() {
         allowed_clients: Vec::new(),
         allowed_commands: vec![UPPER.into()],
         opaque_commands: Vec::new(),
-        max_unauthenticated: 10,
         auth_rejection_delay: Duration::from_millis(100),
-        auth_timeout: Duration::from_secs(10),
+        limits: LoginLimits::default(),
+        penalties: Penalties::shared(PenaltySettings::off()),
     };
     let err = serve(config, Arc::new(Upper { admit: true }), rx)
         .await
@@ -673,4 +681,131 @@ async fn sha1_ssh_rsa_is_accepted_only_with_the_legacy_setting() {
         );
         server.stop().await;
     }
+}
+
+/// A TCP connection from `source` to the front end that reads the server's version line and
+/// then says nothing; `None` when the front end closed it before sending one.
+async fn idle_connection(source: &str, port: u16) -> Option<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("address"))
+        .expect("bind");
+    let mut s = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("tcp connect");
+    let mut banner = [0u8; 8];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut banner)).await {
+        Ok(Ok(_)) if &banner == b"SSH-2.0-" => Some(s),
+        _ => None,
+    }
+}
+
+/// Whether the front end closes `s` within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, s.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_source_cannot_take_every_login_slot() {
+    let server = start(true, |c| {
+        c.limits.per_source = 2;
+        c.penalties = Penalties::shared(PenaltySettings {
+            source_cap: Duration::from_secs(2),
+            ..PenaltySettings::off()
+        });
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two idle connections from 127.0.0.1 take its share; the third is closed at accept, before
+    // any SSH byte, and the source is penalised.
+    let first = idle_connection("127.0.0.1", server.port).await;
+    let second = idle_connection("127.0.0.1", server.port).await;
+    assert!(first.is_some() && second.is_some());
+    assert!(idle_connection("127.0.0.1", server.port).await.is_none());
+    // Another source logs in meanwhile.
+    let out = server
+        .ssh(&["-b", "127.0.0.2", "root@127.0.0.1", UPPER], b"x")
+        .await;
+    assert_eq!(text(&out.stdout), "X", "{}", describe(&out));
+    // The penalised source is refused even with its idle connections gone...
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = server.ssh(&["root@127.0.0.1", UPPER], b"x").await;
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+    // ...until its penalty is over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = server.ssh(&["root@127.0.0.1", UPPER], b"x").await;
+    assert_eq!(text(&out.stdout), "X", "{}", describe(&out));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_login_penalises_its_source_and_no_other() {
+    let server = start(true, |c| {
+        c.penalties = Penalties::shared(PenaltySettings {
+            auth_failure: Duration::from_secs(2),
+            ..PenaltySettings::off()
+        });
+    })
+    .await;
+    let out = server
+        .ssh_with(&server.wrong_key(), &["root@127.0.0.1", UPPER], b"")
+        .await;
+    assert!(
+        text(&out.stderr).contains("Permission denied (publickey)"),
+        "{}",
+        describe(&out)
+    );
+    // The right key from the same source is refused at accept for the penalty...
+    let out = server.ssh(&["root@127.0.0.1", UPPER], b"x").await;
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+    assert!(
+        !text(&out.stderr).contains("Permission denied"),
+        "refused before any SSH: {}",
+        describe(&out)
+    );
+    // ...while another source is not affected,
+    let out = server
+        .ssh(&["-b", "127.0.0.2", "root@127.0.0.1", UPPER], b"x")
+        .await;
+    assert_eq!(text(&out.stdout), "X", "{}", describe(&out));
+    // and after the penalty the first source logs in.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let out = server.ssh(&["root@127.0.0.1", UPPER], b"x").await;
+    assert_eq!(text(&out.stdout), "X", "{}", describe(&out));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_login_step_has_its_deadline() {
+    let server = start(true, |c| {
+        c.limits.banner_timeout = Duration::from_secs(1);
+        c.limits.kex_timeout = Duration::from_secs(2);
+        c.limits.session_open_timeout = Duration::from_secs(1);
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No version line: closed at the banner deadline.
+    let mut silent = idle_connection("127.0.0.1", server.port).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(4)).await);
+    // A version line, then nothing: closed at the key exchange deadline.
+    let mut stalled = idle_connection("127.0.0.1", server.port).await.unwrap();
+    stalled.write_all(b"SSH-2.0-stall\r\n").await.unwrap();
+    assert!(closed_within(&mut stalled, Duration::from_secs(5)).await);
+    // Logged in but no command (ssh -N): closed at the session deadline.
+    let started = std::time::Instant::now();
+    let out = server.ssh(&["-N", "root@127.0.0.1"], b"").await;
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ssh -N was not closed"
+    );
+    // A real client is unaffected.
+    let out = server.ssh(&["root@127.0.0.1", UPPER], b"x").await;
+    assert_eq!(text(&out.stdout), "X", "{}", describe(&out));
+    server.stop().await;
 }

@@ -119,8 +119,20 @@ impl ProxyLab {
     }
 
     /// Like [`ProxyLab::configure`], with `server_extra` put into `<server>` (e.g.
-    /// `<forwarding_type>`). May be called again to rewrite the configuration.
+    /// `<forwarding_type>`). May be called again to rewrite the configuration. Without a
+    /// `<per_source>` in `server_extra`, sources are not penalised (these tests log in from one
+    /// address again and again, also after refusals they provoke); the tests of penalties set
+    /// their own.
     fn configure_full(&self, rules: &str, extra: &str, server_extra: &str) -> PathBuf {
+        let no_penalties = "<per_source><penalty_auth_failure>0</penalty_auth_failure>\
+                            <penalty_no_auth>0</penalty_no_auth><penalty_grace_exceeded>0\
+                            </penalty_grace_exceeded><penalty_max_startups>0\
+                            </penalty_max_startups></per_source>";
+        let server_extra = if server_extra.contains("<per_source>") {
+            server_extra.to_string()
+        } else {
+            format!("{server_extra}{no_penalties}")
+        };
         let etc = self.path("etc");
         if !etc.join("ssh_host_ed25519_key").exists() {
             let out = std::process::Command::new(FASP_PROXY)
@@ -2110,6 +2122,405 @@ fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_
         !lab.topo.nft_sessions_any_port().contains("192.0.2.2"),
         "after the restart:\n{}",
         lab.topo.nft_sessions_any_port()
+    );
+    lab.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The front end under attack: per-source caps, random early drop, penalties, deadlines.
+// ---------------------------------------------------------------------------------------------
+
+/// The attacker, on the client's link.
+const ATTACKER_V4: &str = "192.0.2.99";
+
+/// Opens `count` TCP connections from `source` to the proxy's SSH port (in the namespace of
+/// the calling thread); each reads the proxy's version line, if it comes, and with
+/// `send_version` sends one of its own, then says nothing. Returns each connection with whether
+/// it was admitted (got the proxy's version line).
+fn open_connections(
+    source: std::net::IpAddr,
+    proxy: SocketAddr,
+    count: usize,
+    send_version: bool,
+) -> Vec<(std::net::TcpStream, bool)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let socket = if source.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .unwrap();
+            socket.bind(SocketAddr::new(source, 0)).unwrap();
+            let Ok(mut s) = socket.connect(proxy).await else {
+                continue;
+            };
+            let mut banner = [0u8; 8];
+            let admitted = matches!(
+                tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut banner)).await,
+                Ok(Ok(_)) if &banner == b"SSH-2.0-"
+            );
+            if admitted && send_version {
+                let _ = s.write_all(b"SSH-2.0-stall\r\n").await;
+            }
+            out.push((s.into_std().unwrap(), admitted));
+        }
+        out
+    })
+}
+
+/// How long after `since` each connection was closed by the proxy (read until EOF or error,
+/// for at most `limit`); `None` for one still open then.
+fn closed_after(
+    conns: Vec<std::net::TcpStream>,
+    since: std::time::Instant,
+    limit: Duration,
+) -> Vec<Option<Duration>> {
+    use std::io::Read;
+    conns
+        .into_iter()
+        .map(|mut s| {
+            s.set_nonblocking(false).unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                let left = limit.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return None;
+                }
+                s.set_read_timeout(Some(left.min(Duration::from_millis(500))))
+                    .unwrap();
+                match s.read(&mut buf) {
+                    Ok(0) => return Some(since.elapsed()),
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return Some(since.elapsed()),
+                }
+            }
+        })
+        .collect()
+}
+
+/// The daemon's resident memory in KiB.
+fn daemon_rss_kib(lab: &ProxyLab) -> u64 {
+    let pid = lab.daemon.as_ref().unwrap().pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn one_address_holding_idle_and_stalled_connections_locks_no_one_else_out() {
+    let mut lab = ProxyLab::new(1);
+    let conf = lab.configure_full(
+        &default_rule(&lab),
+        "<banner_timeout>3</banner_timeout><kex_timeout>6</kex_timeout>",
+        "<per_source><max_startups>32</max_startups></per_source>",
+    );
+    lab.start(&conf);
+    lab.topo
+        .client
+        .add_addr(lab::CLIENT_IF, &format!("{ATTACKER_V4}/24"));
+    let attacker: std::net::IpAddr = ATTACKER_V4.parse().unwrap();
+    let proxy = SocketAddr::new(lab::PROXY_CLIENT_V4.into(), 33001);
+    let opened = std::time::Instant::now();
+    // The stalling ones first: they take the source's 32 slots; the idle ones then find it
+    // full, and penalised.
+    let (stalled, idle) = lab.topo.client.run_in(|| {
+        (
+            open_connections(attacker, proxy, 50, true),
+            open_connections(attacker, proxy, 350, false),
+        )
+    });
+    let admitted = idle.iter().chain(&stalled).filter(|(_, a)| *a).count();
+    assert!(
+        admitted <= 32,
+        "{admitted} of the attacker's connections were admitted"
+    );
+    // Meanwhile, 20 uploads in a row from another address all succeed.
+    let watcher = std::thread::spawn(move || {
+        let idle = closed_after(
+            idle.into_iter().map(|(s, _)| s).collect(),
+            opened,
+            Duration::from_secs(60),
+        );
+        let stalled = closed_after(
+            stalled.into_iter().map(|(s, _)| s).collect(),
+            opened,
+            Duration::from_secs(60),
+        );
+        (idle, stalled)
+    });
+    let src = lab.path("small.bin");
+    std::fs::write(&src, content(100_000, 3)).unwrap();
+    for i in 0..20 {
+        upload(
+            &lab,
+            &src,
+            &format!("root@{}", lab::PROXY_CLIENT_V4),
+            &lab.path(&format!("in-{i}")),
+        );
+    }
+    let (idle, stalled) = watcher.join().unwrap();
+    // Every attacker connection is closed: at accept, or at its login step's deadline (6 s
+    // without a key exchange; plus scheduling slack).
+    let latest = |v: &[Option<Duration>]| {
+        v.iter()
+            .map(|c| c.expect("an attacker connection was never closed"))
+            .max()
+            .unwrap_or_default()
+    };
+    let (idle_max, stalled_max) = (latest(&idle), latest(&stalled));
+    eprintln!(
+        "attacker: 400 connections, {admitted} admitted; the last idle one closed after {idle_max:?}, \
+         the last stalled one after {stalled_max:?}; 20 of 20 uploads from 192.0.2.2 succeeded"
+    );
+    assert!(idle_max < Duration::from_secs(3 + 5), "{idle_max:?}");
+    assert!(stalled_max < Duration::from_secs(6 + 5), "{stalled_max:?}");
+    let log = lab.log();
+    assert!(
+        log.contains(&format!("source {ATTACKER_V4} penalised")),
+        "{log}"
+    );
+    // One refusal line per penalty, not one per connection.
+    let refusals = log
+        .matches(&format!("Refused connection from {ATTACKER_V4}"))
+        .count();
+    assert!(refusals < 20, "{refusals} refusal lines:\n{log}");
+    lab.stop();
+}
+
+#[test]
+fn fifty_wrong_keys_from_one_address_get_it_refused_for_its_penalty_only() {
+    let mut lab = ProxyLab::new(1);
+    let conf = lab.configure_full(
+        &default_rule(&lab),
+        "",
+        "<per_source><penalty_auth_failure>2</penalty_auth_failure><penalty_max>2</penalty_max>\
+         </per_source>",
+    );
+    lab.start(&conf);
+    lab.topo
+        .client
+        .add_addr(lab::CLIENT_IF, &format!("{ATTACKER_V4}/24"));
+    let wrong = lab.path("wrong_key");
+    ssh_keygen(&wrong);
+    let from_attacker = |key: &Path| -> Output {
+        let mut args: Vec<String> = vec!["timeout".into(), "30".into()];
+        let mut ssh = lab.ssh_args(
+            &format!("root@{}", lab::PROXY_CLIENT_V4),
+            &["-b", ATTACKER_V4],
+        );
+        // The key: replace server 0's (the one after -i) with `key`.
+        if let Some(i) = ssh.iter().position(|a| a == "-i") {
+            ssh[i + 1] = key.display().to_string();
+        }
+        args.extend(ssh);
+        args.push("ascp --server".into());
+        client_exec_stdin(&lab, &args, b"")
+    };
+    let mut denied = 0;
+    for _ in 0..50 {
+        let out = from_attacker(&wrong);
+        assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+        if text(&out.stderr).contains("Permission denied") {
+            denied += 1;
+        }
+    }
+    // Another address is not slowed down.
+    let src = lab.path("ok.bin");
+    std::fs::write(&src, content(10_000, 1)).unwrap();
+    upload(
+        &lab,
+        &src,
+        &format!("root@{}", lab::PROXY_CLIENT_V4),
+        &lab.path("in"),
+    );
+    let log = lab.log();
+    let penalties = log
+        .matches(&format!("source {ATTACKER_V4} penalised"))
+        .count();
+    let refusals = log
+        .matches(&format!("Refused connection from {ATTACKER_V4}"))
+        .count();
+    eprintln!(
+        "50 wrong keys from {ATTACKER_V4}: {denied} reached the key check, {} refused at \
+         accept; {penalties} penalty lines, {refusals} refusal lines",
+        50 - denied
+    );
+    assert!(
+        (1..50).contains(&denied),
+        "{denied} of 50 reached the key check"
+    );
+    assert_eq!(penalties, denied, "one penalty per failed login:\n{log}");
+    assert!(
+        refusals <= penalties,
+        "at most one refusal line per penalty:\n{log}"
+    );
+    // After its penalty, the attacker's address logs in with the right key.
+    std::thread::sleep(Duration::from_millis(2500));
+    let from = lab.log().len();
+    let out = from_attacker(&lab.servers[0].client_key);
+    let log = lab.log_since(from);
+    assert!(
+        log.contains("accepted publickey for root"),
+        "{}\n{log}",
+        describe(&out)
+    );
+    lab.stop();
+}
+
+/// Binds `2001:db8:1:1::/64` to the client's loopback (any address of it can be a source) and
+/// routes it from the proxy: sources enough for a flood from many addresses.
+fn add_many_client_addresses(lab: &ProxyLab) {
+    // IPv6 binds only addresses on an interface unless non-local binds are allowed.
+    lab.topo.client.sysctl("net.ipv6.ip_nonlocal_bind", "1");
+    lab.topo.client.ip(&[
+        "-6",
+        "route",
+        "add",
+        "local",
+        "2001:db8:1:1::/64",
+        "dev",
+        "lo",
+    ]);
+    lab.topo.proxy.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1:1::/64",
+        "via",
+        &lab::CLIENT_V6.to_string(),
+    ]);
+}
+
+/// Source number `i` of [`add_many_client_addresses`].
+fn many_source(i: usize) -> std::net::IpAddr {
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 1, 0, 0, (i >> 16) as u16, i as u16).into()
+}
+
+/// The configuration of the flood tests: the front end on every address, IPv6 sources per
+/// address.
+fn flood_config(lab: &ProxyLab, rproxy: &str, per_source: &str) -> PathBuf {
+    let conf = lab.configure_full(
+        &default_rule(lab),
+        rproxy,
+        &format!("<per_source><ipv6_prefix>128</ipv6_prefix>{per_source}</per_source>"),
+    );
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "<ssh_bind_address>0.0.0.0</ssh_bind_address>",
+        "<ssh_bind_address>::</ssh_bind_address>",
+    );
+    std::fs::write(&conf, text).unwrap();
+    conf
+}
+
+#[test]
+fn a_hundred_sources_times_ten_connections_meet_random_early_drop_as_configured() {
+    let mut lab = ProxyLab::new(1);
+    // From 50 connections not logged in, drop 30 %, rising to all at 300; no penalties here
+    // (each probe below would otherwise count), and the flood kept open for the measurement.
+    let conf = flood_config(
+        &lab,
+        "<max_startups>50:30:300</max_startups><banner_timeout>60</banner_timeout>\
+         <kex_timeout>60</kex_timeout><login_grace_time>60</login_grace_time>",
+        "<penalty_no_auth>0</penalty_no_auth><penalty_max_startups>0</penalty_max_startups>",
+    );
+    lab.start(&conf);
+    add_many_client_addresses(&lab);
+    let proxy = SocketAddr::new(lab::PROXY_CLIENT_V6.into(), 33001);
+    let flood: Vec<(std::net::TcpStream, bool)> = lab.topo.client.run_in(|| {
+        (0..100)
+            .flat_map(|i| open_connections(many_source(i), proxy, 10, false))
+            .collect()
+    });
+    let admitted = flood.iter().filter(|(_, a)| *a).count();
+    // What the drop curve predicts for 1,000 connections opened one after the other.
+    let percent = |n: f64| -> f64 {
+        if n < 50.0 {
+            0.0
+        } else if n >= 300.0 {
+            100.0
+        } else {
+            30.0 + 70.0 * (n - 50.0) / 250.0
+        }
+    };
+    let mut expected: f64 = 0.0;
+    for _ in 0..1000 {
+        expected += 1.0 - percent(expected.floor()) / 100.0;
+    }
+    // Legitimate probes from 192.0.2.2 while the flood holds its slots.
+    let legit_proxy = SocketAddr::new(lab::PROXY_CLIENT_V4.into(), 33001);
+    let probes = lab
+        .topo
+        .client
+        .run_in(|| open_connections(lab::CLIENT_V4.into(), legit_proxy, 100, false));
+    let succeeded = probes.iter().filter(|(_, a)| *a).count();
+    let predicted = 100.0 - percent(admitted as f64);
+    eprintln!(
+        "early drop 50:30:300, 100 sources x 10 connections: {admitted} admitted (the curve \
+         predicts {expected:.0}); legitimate connections during the flood: {succeeded} of 100 \
+         admitted (the curve predicts {predicted:.0}%)"
+    );
+    assert!(
+        (admitted as f64 - expected).abs() < 30.0,
+        "{admitted} admitted, {expected:.0} expected"
+    );
+    assert!(
+        (succeeded as f64 - predicted).abs() < 25.0,
+        "{succeeded}% of the legitimate connections admitted, {predicted:.0}% expected"
+    );
+    drop((flood, probes));
+    lab.stop();
+}
+
+#[test]
+fn thousands_of_offending_sources_keep_the_daemon_s_memory_bounded() {
+    let mut lab = ProxyLab::new(1);
+    let conf = flood_config(&lab, "", "<max_tracked_sources>1000</max_tracked_sources>");
+    lab.start(&conf);
+    add_many_client_addresses(&lab);
+    let proxy = SocketAddr::new(lab::PROXY_CLIENT_V6.into(), 33001);
+    let before = daemon_rss_kib(&lab);
+    // 3,000 sources, each connecting and closing at once: an offence each (no login attempt).
+    let sources = 3000;
+    lab.topo.client.run_in(|| {
+        for i in 0..sources {
+            drop(open_connections(many_source(1000 + i), proxy, 1, false));
+        }
+    });
+    assert!(lab::wait_until(Duration::from_secs(20), || {
+        lab.log().matches("penalised for").count() >= sources
+    }));
+    let after = daemon_rss_kib(&lab);
+    eprintln!(
+        "{sources} offending sources (table capped at 1,000): daemon VmRSS {before} KiB before, \
+         {after} KiB after"
+    );
+    assert!(
+        after < before + 16 * 1024,
+        "{before} KiB -> {after} KiB after {sources} offending sources"
+    );
+    // Still serving.
+    let src = lab.path("ok.bin");
+    std::fs::write(&src, content(10_000, 2)).unwrap();
+    upload(
+        &lab,
+        &src,
+        &format!("root@{}", lab::PROXY_CLIENT_V4),
+        &lab.path("in"),
     );
     lab.stop();
 }

@@ -212,6 +212,9 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
             _ = tokio::signal::ctrl_c() => {}
         }
     };
+    let penalties = fasp_proxy::policy::penalties::Penalties::new(
+        fasp_proxy::policy::penalties::PenaltySettings::from_config(&config),
+    );
     let setup = daemon::Setup {
         config,
         forwarder,
@@ -219,6 +222,7 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
         api,
         control_listener: Some(control_listener),
         backend_known_hosts: daemon::backend_known_hosts(config_path),
+        penalties: std::sync::Arc::new(std::sync::Mutex::new(penalties)),
     };
     daemon::serve(setup, shutdown)
         .await
@@ -254,8 +258,10 @@ async fn bind_api(config: &config::Config, config_path: &Path) -> Result<daemon:
         http,
         https,
         users_path: fasp_proxy::forward::users::users_path(config_path),
-        limits: fasp_proxy::forward::api::ApiLimits::default(),
-        penalties: fasp_proxy::policy::penalties::PenaltySettings::default(),
+        limits: fasp_proxy::forward::api::ApiLimits {
+            max_per_source: config.server.per_source.max_api_connections as usize,
+            ..fasp_proxy::forward::api::ApiLimits::default()
+        },
     })
 }
 

@@ -25,6 +25,8 @@ pub struct Server {
     pub rproxy: ReverseProxy,
     /// `<proxy>`.
     pub proxy: ForwardProxy,
+    /// `<per_source>`: limits and penalties per client address.
+    pub per_source: PerSource,
     /// `<enable_http>`: serve the forward-proxy API over HTTP.
     pub enable_http: bool,
     /// `<enable_https>`: serve the forward-proxy API over HTTPS.
@@ -79,6 +81,64 @@ impl Server {
     }
 }
 
+/// `<max_startups>` `start:rate:full`, as OpenSSH's `MaxStartups`: with `n` connections not yet
+/// logged in, a new one is dropped with no chance below `start`, `rate` % at `start`, rising
+/// linearly to 100 % at `full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxStartups {
+    /// Where random dropping starts.
+    pub start: u32,
+    /// The drop chance at `start`, in percent.
+    pub rate: u8,
+    /// Where every new connection is dropped.
+    pub full: u32,
+}
+
+impl MaxStartups {
+    /// The chance, in percent, that a new connection is dropped while `n` are not yet logged in.
+    pub fn drop_percent(&self, n: u32) -> u32 {
+        if n >= self.full {
+            100
+        } else if n < self.start {
+            0
+        } else {
+            let rate = u32::from(self.rate);
+            rate + (100 - rate) * (n - self.start) / (self.full - self.start).max(1)
+        }
+    }
+}
+
+impl fmt::Display for MaxStartups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.start, self.rate, self.full)
+    }
+}
+
+/// `<server><per_source>`: limits and penalties per client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerSource {
+    /// `<max_startups>`: SSH connections not yet logged in per source; 0 = no limit.
+    pub max_startups: u32,
+    /// `<max_api_connections>`: open API connections per source; 0 = no limit.
+    pub max_api_connections: u32,
+    /// `<ipv6_prefix>`: IPv6 sources count per prefix of this length.
+    pub ipv6_prefix: u8,
+    /// `<penalty_auth_failure>` (zero: none).
+    pub penalty_auth_failure: Duration,
+    /// `<penalty_no_auth>` (zero: none).
+    pub penalty_no_auth: Duration,
+    /// `<penalty_grace_exceeded>` (zero: none).
+    pub penalty_grace_exceeded: Duration,
+    /// `<penalty_max_startups>` (zero: none).
+    pub penalty_max_startups: Duration,
+    /// `<penalty_max>`.
+    pub penalty_max: Duration,
+    /// `<penalty_exempt_allowed_clients>`.
+    pub penalty_exempt_allowed_clients: bool,
+    /// `<max_tracked_sources>`.
+    pub max_tracked_sources: u32,
+}
+
 /// The kernel interface used for per-session forwarding entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardingType {
@@ -131,6 +191,16 @@ pub struct ReverseProxy {
     pub session_idle_timeout: Option<Duration>,
     /// `<faulty_host_hold_time>`: how long a failed internal server is skipped.
     pub faulty_host_hold_time: Duration,
+    /// `<max_startups>`: random early drop of connections not yet logged in.
+    pub max_startups: MaxStartups,
+    /// `<banner_timeout>`: time from connecting to the client's SSH version line.
+    pub banner_timeout: Duration,
+    /// `<kex_timeout>`: time from connecting to the end of the key exchange.
+    pub kex_timeout: Duration,
+    /// `<login_grace_time>`: time from connecting to a successful login.
+    pub login_grace_time: Duration,
+    /// `<session_open_timeout>`: time from login to an accepted command.
+    pub session_open_timeout: Duration,
     /// `<rules>`, in file order.
     pub rules: Vec<Rule>,
 }

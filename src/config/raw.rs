@@ -22,6 +22,8 @@ pub struct RawServer {
     pub rproxy: RawReverseProxy,
     /// `<proxy>`.
     pub proxy: RawForwardProxy,
+    /// `<per_source>`.
+    pub per_source: RawPerSource,
     /// `<enable_http>`.
     pub enable_http: Option<String>,
     /// `<enable_https>`.
@@ -80,8 +82,44 @@ pub struct RawReverseProxy {
     pub session_idle_timeout: Option<String>,
     /// `<faulty_host_hold_time>`.
     pub faulty_host_hold_time: Option<String>,
+    /// `<max_startups>`.
+    pub max_startups: Option<String>,
+    /// `<banner_timeout>`.
+    pub banner_timeout: Option<String>,
+    /// `<kex_timeout>`.
+    pub kex_timeout: Option<String>,
+    /// `<login_grace_time>`.
+    pub login_grace_time: Option<String>,
+    /// `<session_open_timeout>`.
+    pub session_open_timeout: Option<String>,
     /// `<rules>`.
     pub rules: RawRules,
+}
+
+/// `<per_source>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawPerSource {
+    /// `<max_startups>`.
+    pub max_startups: Option<String>,
+    /// `<max_api_connections>`.
+    pub max_api_connections: Option<String>,
+    /// `<ipv6_prefix>`.
+    pub ipv6_prefix: Option<String>,
+    /// `<penalty_auth_failure>`.
+    pub penalty_auth_failure: Option<String>,
+    /// `<penalty_no_auth>`.
+    pub penalty_no_auth: Option<String>,
+    /// `<penalty_grace_exceeded>`.
+    pub penalty_grace_exceeded: Option<String>,
+    /// `<penalty_max_startups>`.
+    pub penalty_max_startups: Option<String>,
+    /// `<penalty_max>`.
+    pub penalty_max: Option<String>,
+    /// `<penalty_exempt_allowed_clients>`.
+    pub penalty_exempt_allowed_clients: Option<String>,
+    /// `<max_tracked_sources>`.
+    pub max_tracked_sources: Option<String>,
 }
 
 /// A list of `<cidr>` tags (`<allowed_clients>`, `<allowed_destinations>`, `<denied_destinations>`).

@@ -308,6 +308,37 @@ const RPROXY_CHILDREN: &[Tag] = &[
         "seconds",
         "how long an internal server that failed is skipped",
     ),
+    leaf(
+        "max_startups",
+        "100:30:300",
+        "start:rate:full (or one number N = N:100:N)",
+        "connections not yet logged in, in all: from `start` on, new ones are dropped at random with \
+         `rate` % chance, rising to 100 % at `full` (OpenSSH's MaxStartups)",
+    ),
+    leaf(
+        "banner_timeout",
+        "5",
+        "seconds",
+        "a client must send its SSH version line this soon after connecting",
+    ),
+    leaf(
+        "kex_timeout",
+        "10",
+        "seconds",
+        "a client must finish the SSH key exchange this soon after connecting",
+    ),
+    leaf(
+        "login_grace_time",
+        "30",
+        "seconds",
+        "a client must log in this soon after connecting (OpenSSH's LoginGraceTime)",
+    ),
+    leaf(
+        "session_open_timeout",
+        "30",
+        "seconds",
+        "a logged-in connection must start its command (a session channel with exec) this soon",
+    ),
     section(
         "rules",
         "forwarding rules, tried in file order",
@@ -412,6 +443,72 @@ const PROXY_CHILDREN: &[Tag] = &[
     ),
 ];
 
+const PER_SOURCE_CHILDREN: &[Tag] = &[
+    leaf(
+        "max_startups",
+        "32",
+        "integer, 0 = no limit",
+        "SSH connections not yet logged in from one source; more are refused at once, before any \
+         crypto, and the source is penalised (OpenSSH's PerSourceMaxStartups)",
+    ),
+    leaf(
+        "max_api_connections",
+        "32",
+        "integer, 0 = no limit",
+        "open connections to the forward proxy's API from one source; more are refused at once",
+    ),
+    leaf(
+        "ipv6_prefix",
+        "64",
+        "1-128",
+        "IPv6 sources sharing this prefix count as one source (OpenSSH's PerSourceNetBlockSize)",
+    ),
+    leaf(
+        "penalty_auth_failure",
+        "5",
+        "seconds, 0 = none",
+        "a source whose login failed (SSH or API) is refused this long; doubled for each further \
+         offence while it keeps offending",
+    ),
+    leaf(
+        "penalty_no_auth",
+        "1",
+        "seconds, 0 = none",
+        "penalty of a source that closed an SSH connection without trying to log in",
+    ),
+    leaf(
+        "penalty_grace_exceeded",
+        "10",
+        "seconds, 0 = none",
+        "penalty of a source that missed <banner_timeout>, <kex_timeout> or <login_grace_time>",
+    ),
+    leaf(
+        "penalty_max_startups",
+        "5",
+        "seconds, 0 = none",
+        "penalty of a source that tripped <max_startups> or <max_api_connections>",
+    ),
+    leaf(
+        "penalty_max",
+        "600",
+        "seconds",
+        "the longest penalty",
+    ),
+    leaf(
+        "penalty_exempt_allowed_clients",
+        "false",
+        "true|false",
+        "sources in <rproxy><allowed_clients> are never penalised (the per-source caps still apply)",
+    ),
+    leaf(
+        "max_tracked_sources",
+        "65536",
+        "integer >= 1",
+        "most sources the penalty table remembers; the one that offended longest ago is forgotten \
+         first",
+    ),
+];
+
 const SERVER_CHILDREN: &[Tag] = &[
     section(
         "rproxy",
@@ -422,6 +519,11 @@ const SERVER_CHILDREN: &[Tag] = &[
         "proxy",
         "forward proxy: inside users reach outside servers",
         PROXY_CHILDREN,
+    ),
+    section(
+        "per_source",
+        "limits and penalties per client address, for the SSH front end and the node API",
+        PER_SOURCE_CHILDREN,
     ),
     leaf(
         "enable_http",

@@ -46,6 +46,19 @@ pub fn describe(config: &Config) -> String {
                 (false, None) => "SHA-2 only",
             }
         );
+        let _ = writeln!(
+            out,
+            "SSH logins: random early drop from {} connections not logged in ({}% rising to all \
+             at {}); version line within {} s, key exchange within {} s, login within {} s of \
+             connecting; a command within {} s of logging in",
+            r.max_startups.start,
+            r.max_startups.rate,
+            r.max_startups.full,
+            r.banner_timeout.as_secs(),
+            r.kex_timeout.as_secs(),
+            r.login_grace_time.as_secs(),
+            r.session_open_timeout.as_secs()
+        );
     } else {
         let _ = writeln!(
             out,
@@ -92,10 +105,45 @@ pub fn describe(config: &Config) -> String {
     } else {
         let _ = writeln!(out, "forward proxy: disabled");
     }
+    if r.enabled || p.enabled {
+        describe_per_source(config, &mut out);
+    }
     if !config.file_system.paths.is_empty() {
         let _ = writeln!(out, "docroots: {}", config.file_system.paths.len());
     }
     out
+}
+
+fn describe_per_source(config: &Config, out: &mut String) {
+    let s = &config.server.per_source;
+    let cap = |n: u32, what: &str| match n {
+        0 => format!("no limit of {what}"),
+        n => format!("at most {n} {what}"),
+    };
+    let penalty = |d: std::time::Duration| match d.as_secs() {
+        0 => "none".to_string(),
+        n => format!("{n} s"),
+    };
+    let _ = writeln!(
+        out,
+        "per source (IPv6 per /{}): {}, {}; penalties: failed login {}, no login attempt {}, \
+         too slow {}, over a cap {}, doubled while it goes on, at most {} s; {}; {} sources \
+         remembered",
+        s.ipv6_prefix,
+        cap(s.max_startups, "SSH connections not logged in"),
+        cap(s.max_api_connections, "API connections"),
+        penalty(s.penalty_auth_failure),
+        penalty(s.penalty_no_auth),
+        penalty(s.penalty_grace_exceeded),
+        penalty(s.penalty_max_startups),
+        s.penalty_max.as_secs(),
+        if s.penalty_exempt_allowed_clients {
+            "<allowed_clients> exempt"
+        } else {
+            "no source exempt"
+        },
+        s.max_tracked_sources
+    );
 }
 
 fn describe_rule(rule: &Rule, out: &mut String) {

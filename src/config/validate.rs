@@ -193,6 +193,7 @@ impl Checker {
         Server {
             rproxy: self.rproxy(&raw.rproxy),
             proxy: self.forward_proxy(&raw.proxy),
+            per_source: self.per_source(&raw.per_source),
             enable_http: self.required(
                 &format!("{P}/enable_http"),
                 &raw.enable_http,
@@ -385,7 +386,80 @@ impl Checker {
                     &raw.faulty_host_hold_time,
                 )
                 .unwrap_or(Duration::ZERO),
+            max_startups: self.required(
+                &format!("{P}/max_startups"),
+                &raw.max_startups,
+                values::max_startups,
+            ),
+            banner_timeout: self.deadline(&format!("{P}/banner_timeout"), &raw.banner_timeout),
+            kex_timeout: self.deadline(&format!("{P}/kex_timeout"), &raw.kex_timeout),
+            login_grace_time: self
+                .deadline(&format!("{P}/login_grace_time"), &raw.login_grace_time),
+            session_open_timeout: self.deadline(
+                &format!("{P}/session_open_timeout"),
+                &raw.session_open_timeout,
+            ),
             rules,
+        }
+    }
+
+    /// A deadline in seconds, at least 1.
+    fn deadline(&mut self, path: &str, raw: &Option<String>) -> Duration {
+        let n = self.required(path, raw, |s| match values::integer(s, 86_400)? {
+            0 => Err("must be at least 1 second".to_string()),
+            n => Ok(n),
+        });
+        Duration::from_secs(n)
+    }
+
+    /// A penalty in seconds; 0 = none.
+    fn penalty(&mut self, path: &str, raw: &Option<String>) -> Duration {
+        self.seconds(path, raw).unwrap_or(Duration::ZERO)
+    }
+
+    fn per_source(&mut self, raw: &RawPerSource) -> PerSource {
+        const P: &str = "CONF/server/per_source";
+        let count = |s: &str| values::integer(s, 1_000_000).map(|n| n as u32);
+        PerSource {
+            max_startups: self.required(&format!("{P}/max_startups"), &raw.max_startups, count),
+            max_api_connections: self.required(
+                &format!("{P}/max_api_connections"),
+                &raw.max_api_connections,
+                count,
+            ),
+            ipv6_prefix: self.required(&format!("{P}/ipv6_prefix"), &raw.ipv6_prefix, |s| {
+                match values::integer(s, 128)? {
+                    0 => Err("must be 1 to 128".to_string()),
+                    n => Ok(n as u8),
+                }
+            }),
+            penalty_auth_failure: self.penalty(
+                &format!("{P}/penalty_auth_failure"),
+                &raw.penalty_auth_failure,
+            ),
+            penalty_no_auth: self.penalty(&format!("{P}/penalty_no_auth"), &raw.penalty_no_auth),
+            penalty_grace_exceeded: self.penalty(
+                &format!("{P}/penalty_grace_exceeded"),
+                &raw.penalty_grace_exceeded,
+            ),
+            penalty_max_startups: self.penalty(
+                &format!("{P}/penalty_max_startups"),
+                &raw.penalty_max_startups,
+            ),
+            penalty_max: self.deadline(&format!("{P}/penalty_max"), &raw.penalty_max),
+            penalty_exempt_allowed_clients: self.required(
+                &format!("{P}/penalty_exempt_allowed_clients"),
+                &raw.penalty_exempt_allowed_clients,
+                values::boolean,
+            ),
+            max_tracked_sources: self.required(
+                &format!("{P}/max_tracked_sources"),
+                &raw.max_tracked_sources,
+                |s| match values::integer(s, 10_000_000)? {
+                    0 => Err("must be at least 1".to_string()),
+                    n => Ok(n as u32),
+                },
+            ),
         }
     }
 

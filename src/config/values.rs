@@ -254,6 +254,45 @@ pub fn user_name(s: &str) -> Result<String, String> {
     }
 }
 
+/// `start:rate:full` (OpenSSH's `MaxStartups`), or one number `N` meaning `N:100:N`.
+pub fn max_startups(s: &str) -> Result<super::model::MaxStartups, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let number = |t: &str, what: &str| {
+        integer(t.trim(), 1_000_000)
+            .map_err(|e| format!("{what} of \"{s}\": {e} (write start:rate:full, e.g. 32:30:128)"))
+    };
+    let (start, rate, full) = match parts.as_slice() {
+        [n] => {
+            let n = number(n, "the limit")?;
+            (n, 100, n)
+        }
+        [start, rate, full] => (
+            number(start, "start")?,
+            number(rate, "rate")?,
+            number(full, "full")?,
+        ),
+        _ => {
+            return Err(format!(
+                "\"{s}\" is not start:rate:full (e.g. 32:30:128) or one number"
+            ))
+        }
+    };
+    if full == 0 {
+        return Err(format!("full of \"{s}\" must be at least 1"));
+    }
+    if start > full {
+        return Err(format!("start of \"{s}\" is above full"));
+    }
+    if rate > 100 {
+        return Err(format!("rate of \"{s}\" is a percentage, at most 100"));
+    }
+    Ok(super::model::MaxStartups {
+        start: start as u32,
+        rate: rate as u8,
+        full: full as u32,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +396,29 @@ mod tests {
         assert!(user_name("xfer").is_ok());
         assert!(user_name("x fer").is_err());
         assert!(user_name("-x").is_err());
+    }
+
+    #[test]
+    fn max_startups_reads_openssh_s_shapes_and_drops_linearly() {
+        let m = max_startups("10:30:100").unwrap();
+        assert_eq!((m.start, m.rate, m.full), (10, 30, 100));
+        assert_eq!(m.to_string(), "10:30:100");
+        assert_eq!(
+            [0, 9, 10, 55, 99, 100, 500].map(|n| m.drop_percent(n)),
+            [0, 0, 30, 65, 99, 100, 100]
+        );
+        let one = max_startups("64").unwrap();
+        assert_eq!((one.drop_percent(63), one.drop_percent(64)), (0, 100));
+        for bad in [
+            "",
+            "10:30",
+            "a:b:c",
+            "10:130:100",
+            "50:30:10",
+            "0:30:0",
+            "1:2:3:4",
+        ] {
+            assert!(max_startups(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -26,10 +26,10 @@ use crate::config::{Config, ForwardingType};
 use crate::dataplane::{self, Backend, Forwarder};
 use crate::forward::api::{Api, ApiLimits};
 use crate::forward::service::{ForwardService, ForwardSettings};
-use crate::policy::penalties::{Penalties, PenaltySettings};
+use crate::policy::penalties::SharedPenalties;
 use crate::session::registry::CloseReason;
 use crate::session::{self, Sessions, Shared};
-use crate::ssh::server::{self as frontend, FrontendConfig, FrontendError};
+use crate::ssh::server::{self as frontend, FrontendConfig, FrontendError, LoginLimits};
 use crate::sysctl;
 
 /// How long shutdown waits for sessions to end before removing what is left.
@@ -37,12 +37,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often live entries are refreshed, their counters read and idle sessions ended (at most
 /// a third of an entry's lifetime).
 pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
-/// Most connections authenticating at once.
-pub const MAX_UNAUTHENTICATED: usize = 64;
 /// Delay before a refused authentication is answered.
 pub const AUTH_REJECTION_DELAY: Duration = Duration::from_secs(1);
-/// Time a connection has to authenticate.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the daemon could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +69,9 @@ pub struct Setup {
     pub control_listener: Option<UnixListener>,
     /// The known_hosts file for the internal servers' host keys.
     pub backend_known_hosts: PathBuf,
+    /// The penalty table the SSH front end and the API share
+    /// (`Penalties::new(PenaltySettings::from_config(..))`).
+    pub penalties: SharedPenalties,
 }
 
 /// What the forward proxy's API serves on.
@@ -85,8 +84,6 @@ pub struct ApiSetup {
     pub users_path: PathBuf,
     /// The API's limits.
     pub limits: ApiLimits,
-    /// How failed logins are penalised.
-    pub penalties: PenaltySettings,
 }
 
 /// Where the internal servers' host keys are kept: `known_hosts` beside the configuration.
@@ -131,7 +128,7 @@ pub fn prepare_dataplane(config: &Config) -> Result<Box<dyn Forwarder>, DaemonEr
 }
 
 /// The front end's settings, from the configuration.
-fn frontend_config(config: &Config) -> FrontendConfig {
+fn frontend_config(config: &Config, penalties: &SharedPenalties) -> FrontendConfig {
     let rproxy = &config.server.rproxy;
     FrontendConfig {
         listen: rproxy.ssh_listen,
@@ -145,9 +142,9 @@ fn frontend_config(config: &Config) -> FrontendConfig {
         allowed_clients: rproxy.allowed_clients.clone(),
         allowed_commands: vec![session::TRANSFER_COMMAND.to_string()],
         opaque_commands: rproxy.opaque_commands.clone(),
-        max_unauthenticated: MAX_UNAUTHENTICATED,
         auth_rejection_delay: AUTH_REJECTION_DELAY,
-        auth_timeout: AUTH_TIMEOUT,
+        limits: LoginLimits::from_config(config),
+        penalties: Arc::clone(penalties),
     }
 }
 
@@ -162,6 +159,7 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         api,
         control_listener,
         backend_known_hosts,
+        penalties,
     } = setup;
     let kind = forwarder.kind();
     let shared = Arc::new(Shared::new(
@@ -177,7 +175,7 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
             .local_addr()
             .unwrap_or(config.server.rproxy.ssh_listen);
         let frontend = frontend::with_listener(
-            frontend_config(&config),
+            frontend_config(&config, &penalties),
             ssh_listener,
             Arc::new(Sessions(Arc::clone(&shared))),
         )?;
@@ -188,7 +186,8 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
             config.server.rproxy.rules.len(),
         );
     }
-    let mut forward = api.map(|api| start_forward_proxy(&config, &shared, api, &stop_rx));
+    let mut forward =
+        api.map(|api| start_forward_proxy(&config, &shared, &penalties, api, &stop_rx));
     let control_task = control_listener.map(|listener| {
         tokio::spawn(control::serve_shared(
             listener,
@@ -273,6 +272,7 @@ struct ForwardProxy {
 fn start_forward_proxy(
     config: &Config,
     shared: &Arc<Shared>,
+    penalties: &SharedPenalties,
     api: ApiSetup,
     stop: &watch::Receiver<bool>,
 ) -> ForwardProxy {
@@ -283,7 +283,7 @@ fn start_forward_proxy(
         settings,
         config.server.own_ports(),
         Arc::clone(&shared.forwarder),
-        Arc::new(std::sync::Mutex::new(Penalties::new(api.penalties))),
+        Arc::clone(penalties),
     ));
     let server = Api::new(Arc::clone(&service), api.limits);
     let mut tasks = Vec::new();

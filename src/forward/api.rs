@@ -10,10 +10,11 @@
 //! ([`crate::policy::penalties`], applied by [`ForwardService::authenticate`]): its 401 comes only
 //! after the penalty, and its calls meanwhile get 429 with `Retry-After`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -42,6 +43,9 @@ pub struct ApiLimits {
     pub header_timeout: Duration,
     /// Time a connection may stay open at all.
     pub connection_timeout: Duration,
+    /// Most connections from one source at once (`<per_source><max_api_connections>`); more
+    /// are closed at accept, and the source is penalised. 0 = no limit.
+    pub max_per_source: usize,
 }
 
 impl Default for ApiLimits {
@@ -50,6 +54,7 @@ impl Default for ApiLimits {
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             connection_timeout: Duration::from_secs(30),
+            max_per_source: 32,
         }
     }
 }
@@ -59,6 +64,7 @@ pub struct Api {
     service: Arc<ForwardService>,
     limits: ApiLimits,
     connections: Arc<Semaphore>,
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Api {
@@ -68,6 +74,7 @@ impl Api {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             service,
             limits,
+            per_source: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -90,6 +97,10 @@ impl Api {
                 },
                 _ = shutdown.changed() => return,
             };
+            let Some(source) = self.take_source(peer.ip()) else {
+                drop(stream);
+                continue;
+            };
             let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
                 debug!(
                     "forward proxy API: {peer}: connection refused, {} already open",
@@ -111,8 +122,37 @@ impl Api {
                     );
                 }
                 drop(permit);
+                drop(source);
             });
         }
+    }
+
+    /// Counts a connection of `addr`'s source, or refuses it (and penalises the source) when
+    /// the source already has [`ApiLimits::max_per_source`] open.
+    fn take_source(&self, addr: IpAddr) -> Option<SourceGuard> {
+        let key = self.service.source_key(addr);
+        let mut open = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if self.limits.max_per_source > 0 && *n >= self.limits.max_per_source {
+            let first = *n == self.limits.max_per_source;
+            drop(open);
+            if let Some(offence) = self.service.over_source_cap(addr) {
+                if first || offence.count == 1 {
+                    warn!(
+                        "forward proxy API: connections from {addr} refused: {} already open \
+                         (<per_source><max_api_connections>); penalised for {} s",
+                        self.limits.max_per_source,
+                        offence.penalty.as_secs()
+                    );
+                }
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SourceGuard {
+            open: Arc::clone(&self.per_source),
+            key,
+        })
     }
 
     async fn connection(
@@ -265,6 +305,24 @@ impl Api {
             }
         };
         result.map_err(HttpRefusal::Service)
+    }
+}
+
+/// Counts one open connection of a source until dropped.
+struct SourceGuard {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -19,10 +19,14 @@ use super::users::NodeUsers;
 use super::wire::{OpenReply, OpenRequest, SPEC_IPV4};
 use crate::config::Config;
 use crate::dataplane::{Forwarder, SessionEntry, SharedForwarder};
-use crate::policy::penalties::Penalties;
+use crate::policy::penalties::{OffenceKind, SharedPenalties};
 
 /// How many password verifications run at once (argon2id takes ~20 MiB and tens of ms each).
 pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
+/// The longest a 401 is held back (at most its penalty): the penalty itself, which refuses the
+/// source's calls with 429, is what limits guessing; this only slows the guesser without
+/// holding a connection past the API's connection deadline.
+pub const MAX_UNAUTHORIZED_DELAY: Duration = Duration::from_secs(5);
 /// How long resolving the host name of an open may take.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -154,8 +158,9 @@ pub struct ForwardService {
     live: Mutex<HashMap<u64, ForwardingInfo>>,
     users: Mutex<UsersCache>,
     verifications: Semaphore,
+    verifier: Verifier,
     forwarder: SharedForwarder,
-    penalties: Arc<Mutex<Penalties>>,
+    penalties: SharedPenalties,
 }
 
 impl ForwardService {
@@ -166,7 +171,7 @@ impl ForwardService {
         settings: ForwardSettings,
         reserved: std::collections::BTreeSet<u16>,
         forwarder: SharedForwarder,
-        penalties: Arc<Mutex<Penalties>>,
+        penalties: SharedPenalties,
     ) -> ForwardService {
         let (low, high) = settings.port_range;
         ForwardService {
@@ -175,6 +180,7 @@ impl ForwardService {
             live: Mutex::new(HashMap::new()),
             users: Mutex::new(UsersCache::default()),
             verifications: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+            verifier: Verifier::start(MAX_CONCURRENT_VERIFICATIONS),
             forwarder,
             penalties,
         }
@@ -189,8 +195,8 @@ impl ForwardService {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn penalties(&self) -> std::sync::MutexGuard<'_, Penalties> {
-        self.penalties.lock().unwrap_or_else(|p| p.into_inner())
+    fn penalties(&self) -> std::sync::MutexGuard<'_, crate::policy::penalties::Penalties> {
+        crate::policy::penalties::lock(&self.penalties)
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ForwardingInfo>> {
@@ -220,10 +226,10 @@ impl ForwardService {
     /// The user a call is made as: with `<authentication>` a node-API user whose password
     /// verifies (at most [`MAX_CONCURRENT_VERIFICATIONS`] at once), else the name sent.
     ///
-    /// A failed login is an offence of the client's address: it is answered only after the
-    /// address's penalty (so one address guesses one password per penalty), and calls from the
-    /// address are refused meanwhile (429) without a verification, also those that were
-    /// already waiting for one.
+    /// A failed login is an offence of the client's address: it is answered after the
+    /// address's penalty (at most [`MAX_UNAUTHORIZED_DELAY`]), and calls from the address are
+    /// refused (429) without a verification until the penalty is over, also those that were
+    /// already waiting for one: one address guesses one password per penalty.
     pub async fn authenticate(&self, caller: &Caller) -> Result<String, Refusal> {
         if !self.settings.authentication {
             let user = caller.credentials.clone().unwrap_or_default().0;
@@ -246,14 +252,11 @@ impl ForwardService {
             .map_err(|_| Refusal::Internal("shutting down".into()))?;
         self.refuse_if_penalised(caller.client)?;
         let name = user.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            let ok = users.verify(&name, &password);
-            // argon2id's 19 MiB would otherwise stay resident in this thread's malloc arena.
-            crate::heap::trim();
-            ok
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self
+            .verifier
+            .run(move |memory| users.verify_in(&name, &password, memory))
+            .await
+            .unwrap_or(false);
         if ok {
             self.penalties().forgive(caller.client);
             return Ok(user);
@@ -262,6 +265,17 @@ impl ForwardService {
         let failed = self.failed_login(caller.client, &user, "wrong user name or password");
         drop(slot);
         Err(failed.await)
+    }
+
+    /// The key `addr` is counted under in per-source limits (IPv6: its prefix).
+    pub fn source_key(&self, addr: IpAddr) -> IpAddr {
+        self.penalties().source_key(addr)
+    }
+
+    /// `addr` tripped a per-source cap: an offence; `None` when it costs nothing.
+    pub fn over_source_cap(&self, addr: IpAddr) -> Option<crate::policy::penalties::Offence> {
+        self.penalties()
+            .offence(addr, OffenceKind::SourceCap, Instant::now())
     }
 
     /// 429 while `client` serves a penalty; the first refusal of a penalty is logged.
@@ -291,17 +305,20 @@ impl ForwardService {
         user: &str,
         why: &str,
     ) -> impl std::future::Future<Output = Refusal> {
-        let offence = self.penalties().offence(client, Instant::now());
+        let offence = self
+            .penalties()
+            .offence(client, OffenceKind::AuthFailure, Instant::now());
+        let penalty = offence.map_or(Duration::ZERO, |o| o.penalty);
         let user: String = user.chars().take(64).collect();
         warn!(
             "forward proxy: failed login from {client} (user {user:?}): {why}; failure {} of \
-             this address, refused for {:.1} s",
-            offence.count,
-            offence.penalty.as_secs_f64()
+             this source, refused for {:.1} s",
+            offence.map_or(0, |o| o.count),
+            penalty.as_secs_f64()
         );
         let refusal = Refusal::Unauthorized(format!("{why} (user {user:?})"));
         async move {
-            tokio::time::sleep(offence.penalty).await;
+            tokio::time::sleep(penalty.min(MAX_UNAUTHORIZED_DELAY)).await;
             refusal
         }
     }
@@ -484,6 +501,74 @@ impl ForwardService {
     }
 }
 
+/// Password verifications on threads of their own, the same few for the daemon's life, each
+/// with argon2id's working memory (19 MiB) kept between verifications.
+///
+/// Freed, that memory stays in glibc's arenas once its mmap threshold has grown (measured on
+/// the runtime's blocking pool: 1.5 GiB after 1,000 opens); kept by the thread, it is allocated
+/// once per burst and no verification waits for fresh pages. When no verification is waiting,
+/// a thread gives its buffer back and the heap is trimmed, so an idle daemon holds none of it.
+struct Verifier {
+    jobs: std::sync::mpsc::Sender<VerifyJob>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A job of a [`Verifier`] thread, handed that thread's argon2 memory.
+type VerifyJob = Box<dyn FnOnce(&mut Vec<argon2::Block>) + Send>;
+
+impl Verifier {
+    fn start(threads: usize) -> Verifier {
+        let (jobs, queue) = std::sync::mpsc::channel::<VerifyJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for i in 0..threads {
+            let queue = Arc::clone(&queue);
+            let waiting = Arc::clone(&waiting);
+            let spawned = std::thread::Builder::new()
+                .name(format!("verify-{i}"))
+                .spawn(move || {
+                    let mut memory: Vec<argon2::Block> = Vec::new();
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        // A panicking job loses its answer (the caller sees `None`), not the
+                        // thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            job(&mut memory)
+                        }));
+                        if waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                            memory = Vec::new();
+                            crate::heap::trim();
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                warn!("forward proxy: cannot start a password verification thread: {e}");
+            }
+        }
+        Verifier { jobs, waiting }
+    }
+
+    /// Runs `f` on a verification thread with its memory; `None` if none could run it.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<argon2::Block>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let job: VerifyJob = Box::new(move |memory| {
+            let _ = tx.send(f(memory));
+        });
+        if self.jobs.send(job).is_err() {
+            self.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return None;
+        }
+        rx.await.ok()
+    }
+}
+
 fn not_found(e: TableError) -> Refusal {
     Refusal::NotFound(e.to_string())
 }
@@ -511,7 +596,7 @@ async fn resolve(host: &str, port: u16) -> Result<IpAddr, String> {
 mod tests {
     use super::*;
     use crate::dataplane::memory::MemoryForwarder;
-    use crate::policy::penalties::PenaltySettings;
+    use crate::policy::penalties::{Penalties, PenaltySettings};
     use std::collections::BTreeSet;
 
     fn settings(dir: &std::path::Path, authentication: bool) -> ForwardSettings {
@@ -534,7 +619,7 @@ mod tests {
             BTreeSet::from([5001]),
             Arc::new(Mutex::new(fw)),
             Arc::new(Mutex::new(Penalties::new(PenaltySettings {
-                base: Duration::from_millis(10),
+                auth_failure: Duration::from_millis(10),
                 max: Duration::from_millis(40),
                 ..PenaltySettings::default()
             }))),

@@ -19,11 +19,12 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -33,6 +34,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, SshId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 pub use super::access::CommandKind;
 use super::access::{Access, PasswordRefusal};
@@ -40,7 +42,8 @@ pub use super::authorized_keys::{
     authorized_key_matches, expand_pattern, AUTHORIZED_KEYS_MAX, HARMLESS_OPTIONS,
 };
 use super::bridge::{self, Outbound};
-use crate::config::CommandShape;
+use crate::config::{CommandShape, MaxStartups};
+use crate::policy::penalties::{self, OffenceKind, SharedPenalties};
 
 /// How the front end is set up (from `<rproxy>`).
 #[derive(Debug, Clone)]
@@ -67,13 +70,67 @@ pub struct FrontendConfig {
     pub allowed_commands: Vec<String>,
     /// Command shapes `exec` may run as opaque sessions (IBM's clients).
     pub opaque_commands: Vec<CommandShape>,
-    /// Most connections not yet authenticated at once; more are closed on accept (0 counts
-    /// as 1).
-    pub max_unauthenticated: usize,
     /// Delay before answering a failed authentication.
     pub auth_rejection_delay: Duration,
-    /// A connection must authenticate within this time (counted from TCP accept).
-    pub auth_timeout: Duration,
+    /// Caps and deadlines of connections that have not logged in yet.
+    pub limits: LoginLimits,
+    /// The daemon's penalty table: sources in it are refused at accept; offences are added.
+    pub penalties: SharedPenalties,
+}
+
+/// Caps and deadlines of connections that have not logged in yet (`<rproxy>` and
+/// `<server><per_source>`).
+#[derive(Debug, Clone)]
+pub struct LoginLimits {
+    /// `<max_startups>`: random early drop over all sources.
+    pub max_startups: MaxStartups,
+    /// `<per_source><max_startups>`: per source; 0 = no limit.
+    pub per_source: u32,
+    /// `<per_source><ipv6_prefix>`: IPv6 sources count per prefix.
+    pub ipv6_prefix: u8,
+    /// `<banner_timeout>`, from TCP accept.
+    pub banner_timeout: Duration,
+    /// `<kex_timeout>`, from TCP accept.
+    pub kex_timeout: Duration,
+    /// `<login_grace_time>`, from TCP accept.
+    pub login_grace_time: Duration,
+    /// `<session_open_timeout>`, from login.
+    pub session_open_timeout: Duration,
+}
+
+impl LoginLimits {
+    /// The limits a configuration sets.
+    pub fn from_config(config: &crate::config::Config) -> LoginLimits {
+        let r = &config.server.rproxy;
+        LoginLimits {
+            max_startups: r.max_startups,
+            per_source: config.server.per_source.max_startups,
+            ipv6_prefix: config.server.per_source.ipv6_prefix,
+            banner_timeout: r.banner_timeout,
+            kex_timeout: r.kex_timeout,
+            login_grace_time: r.login_grace_time,
+            session_open_timeout: r.session_open_timeout,
+        }
+    }
+}
+
+impl Default for LoginLimits {
+    /// The schema's defaults.
+    fn default() -> Self {
+        LoginLimits {
+            max_startups: MaxStartups {
+                start: 100,
+                rate: 30,
+                full: 300,
+            },
+            per_source: 32,
+            ipv6_prefix: 64,
+            banner_timeout: Duration::from_secs(5),
+            kex_timeout: Duration::from_secs(10),
+            login_grace_time: Duration::from_secs(30),
+            session_open_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// An accepted `exec` of an allowed command, for the session layer.
@@ -168,7 +225,8 @@ struct Shared {
     russh: Arc<russh::server::Config>,
     /// Who may connect, log in and run what.
     access: Access,
-    auth_timeout: Duration,
+    limits: LoginLimits,
+    penalties: SharedPenalties,
     handler: Arc<dyn ExecHandler>,
 }
 
@@ -251,7 +309,8 @@ pub fn with_listener(
     let shared = Arc::new(Shared {
         russh: Arc::new(russh_config),
         access,
-        auth_timeout: config.auth_timeout,
+        limits: config.limits.clone(),
+        penalties: Arc::clone(&config.penalties),
         handler,
     });
     Ok(Frontend {
@@ -281,8 +340,8 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), FrontendError> {
-    let unauthenticated = Arc::new(AtomicUsize::new(0));
-    let max_unauthenticated = config.max_unauthenticated.max(1);
+    let startups = Startups::new();
+    let mut early_drops = EarlyDrops::default();
     info!(
         "SSH front end listening on {}",
         listener.local_addr().unwrap_or(config.listen)
@@ -311,34 +370,162 @@ async fn accept_loop(
             }
         };
         let peer = canonical(peer);
-        if !shared.access.client_allowed(peer.ip()) {
-            info!("Refused connection from {peer}: not in allowed clients");
-            drop(socket);
-            continue;
-        }
-        let guard = match UnauthGuard::take(&unauthenticated, max_unauthenticated) {
-            Some(g) => g,
-            None => {
-                warn!(
-                    "Refused connection from {peer}: {max_unauthenticated} connections are \
-                     already authenticating"
-                );
+        match admit(&shared, &startups, &mut early_drops, peer.ip()) {
+            Ok(guard) => {
+                let local = match socket.local_addr() {
+                    Ok(a) => canonical(a),
+                    Err(e) => {
+                        debug!("connection from {peer}: no local address: {e}");
+                        continue;
+                    }
+                };
+                debug!("TCP connection from {peer} to {local}");
+                tokio::spawn(connection(socket, peer, local, Arc::clone(&shared), guard));
+            }
+            Err(refusal) => {
+                if let Some(line) = refusal {
+                    info!("Refused connection from {peer}: {line}");
+                }
                 drop(socket);
-                continue;
             }
-        };
-        let local = match socket.local_addr() {
-            Ok(a) => canonical(a),
-            Err(e) => {
-                debug!("connection from {peer}: no local address: {e}");
-                continue;
-            }
-        };
-        debug!("TCP connection from {peer} to {local}");
-        tokio::spawn(connection(socket, peer, local, Arc::clone(&shared), guard));
+        }
     }
     info!("SSH front end on {} stopped accepting", config.listen);
     Ok(())
+}
+
+/// Whether a new connection from `source` may start, checked before any byte of SSH: the
+/// client allow-list, the source's penalty, the per-source cap (tripping it is an offence), then
+/// random early drop over all sources (`<max_startups>`). `Err` holds the line to log, if any:
+/// a penalised source is logged once per penalty and early drops once per period.
+fn admit(
+    shared: &Shared,
+    startups: &Arc<Startups>,
+    early_drops: &mut EarlyDrops,
+    source: IpAddr,
+) -> Result<StartupGuard, Option<String>> {
+    if !shared.access.client_allowed(source) {
+        return Err(Some("not in allowed clients".into()));
+    }
+    let now = Instant::now();
+    if let Some(refused) = penalties::lock(&shared.penalties).check(source, now) {
+        return Err(refused.first.then(|| {
+            format!(
+                "penalised for {} s more after {} offences; its further connections are refused \
+                 without a log line until then",
+                whole_seconds(refused.remaining),
+                refused.offences
+            )
+        }));
+    }
+    let limits = &shared.limits;
+    let key = penalties::source_key(source, limits.ipv6_prefix);
+    let (total, from_source) = startups.counts(key);
+    if limits.per_source > 0 && from_source >= limits.per_source {
+        let offence =
+            penalties::lock(&shared.penalties).offence(source, OffenceKind::SourceCap, now);
+        return Err(Some(format!(
+            "{from_source} connections from this source are already logging in (<per_source>\
+             <max_startups> {}){}",
+            limits.per_source,
+            offence.map_or(String::new(), |o| format!(
+                "; penalised for {} s (offence {})",
+                whole_seconds(o.penalty),
+                o.count
+            ))
+        )));
+    }
+    let chance = limits.max_startups.drop_percent(total);
+    if chance >= 100 || (chance > 0 && fastrand::u32(0..100) < chance) {
+        return Err(early_drops.dropped(now, total, limits.max_startups));
+    }
+    Ok(startups.take(key))
+}
+
+/// Seconds, rounded up.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Connections not yet logged in: in all, and per source (IPv6: per prefix).
+#[derive(Debug, Default)]
+struct Startups {
+    counts: Mutex<(u32, HashMap<IpAddr, u32>)>,
+}
+
+impl Startups {
+    fn new() -> Arc<Startups> {
+        Arc::new(Startups::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, HashMap<IpAddr, u32>)> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (in all, from `key`).
+    fn counts(&self, key: IpAddr) -> (u32, u32) {
+        let c = self.lock();
+        (c.0, c.1.get(&key).copied().unwrap_or(0))
+    }
+
+    fn take(self: &Arc<Self>, key: IpAddr) -> StartupGuard {
+        let mut c = self.lock();
+        c.0 += 1;
+        *c.1.entry(key).or_insert(0) += 1;
+        StartupGuard {
+            startups: Arc::clone(self),
+            key,
+        }
+    }
+}
+
+/// Counts a connection as not yet logged in until dropped.
+struct StartupGuard {
+    startups: Arc<Startups>,
+    key: IpAddr,
+}
+
+impl Drop for StartupGuard {
+    fn drop(&mut self) {
+        let mut c = self.startups.lock();
+        c.0 = c.0.saturating_sub(1);
+        if let Some(n) = c.1.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                c.1.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// How often random early drops are logged (the first one at once, then a count per period).
+const EARLY_DROP_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// Random early drops since the last log line.
+#[derive(Debug, Default)]
+struct EarlyDrops {
+    since_logged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl EarlyDrops {
+    /// Counts a drop; the line to log, at most one per [`EARLY_DROP_LOG_PERIOD`].
+    fn dropped(&mut self, now: Instant, total: u32, max: MaxStartups) -> Option<String> {
+        self.since_logged += 1;
+        if self
+            .logged_at
+            .is_some_and(|at| now.saturating_duration_since(at) < EARLY_DROP_LOG_PERIOD)
+        {
+            return None;
+        }
+        let n = std::mem::take(&mut self.since_logged);
+        self.logged_at = Some(now);
+        Some(format!(
+            "{total} connections are logging in (<max_startups> {max}: {}% dropped at random); \
+             {n} dropped since the last such line",
+            max.drop_percent(total)
+        ))
+    }
 }
 
 /// `addr` with an IPv4-mapped IPv6 address given as IPv4.
@@ -346,102 +533,182 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-/// Counts a connection as unauthenticated until dropped.
-struct UnauthGuard(Arc<AtomicUsize>);
-
-impl UnauthGuard {
-    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        });
-        taken.ok().map(|_| UnauthGuard(Arc::clone(counter)))
-    }
+/// How far a connection has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// Versions exchanged; key exchange under way.
+    Connected,
+    /// Key exchange done: the client asked to log in.
+    KeysExchanged,
+    /// Logged in.
+    LoggedIn,
+    /// A command was accepted.
+    Running,
 }
 
-impl Drop for UnauthGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Runs one SSH connection: the authentication deadline, then until the client leaves.
+/// Runs one SSH connection: each login step within its deadline (`<banner_timeout>`,
+/// `<kex_timeout>`, `<login_grace_time>` from accept, `<session_open_timeout>` from login),
+/// then until the client leaves. A connection that ends before logging in is an offence of its
+/// source (failed login, no login attempt, or too slow).
 async fn connection(
     socket: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     shared: Arc<Shared>,
-    guard: UnauthGuard,
+    guard: StartupGuard,
 ) {
-    let deadline = tokio::time::Instant::now() + shared.auth_timeout;
-    let (authed_tx, mut authed_rx) = watch::channel(false);
+    let accepted = Instant::now();
+    let limits = shared.limits.clone();
+    let (stage_tx, mut stage) = watch::channel(Stage::Connected);
+    let attempted = Arc::new(AtomicBool::new(false));
     let handler = Connection {
         shared: Arc::clone(&shared),
         peer,
         local,
         user: None,
-        authed: authed_tx,
+        stage: stage_tx,
+        attempted: Arc::clone(&attempted),
         channels: HashMap::new(),
     };
+    let offend = |kind: OffenceKind| {
+        penalties::lock(&shared.penalties).offend(peer.ip(), kind, Instant::now());
+    };
+    // A second handle on the socket, to cut a connection russh's task still holds: its
+    // disconnect waits for a key exchange that a stalling client never finishes.
+    let cutter = socket.as_fd().try_clone_to_owned().ok();
+    let cut = || {
+        if let Some(fd) = &cutter {
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+    };
     let starting = russh::server::run_stream(Arc::clone(&shared.russh), socket, handler);
-    let running = match tokio::time::timeout_at(deadline, starting).await {
+    let running = match tokio::time::timeout_at(accepted + limits.banner_timeout, starting).await {
         Err(_) => {
-            info!("{peer}: no SSH identification within the authentication time; closed");
+            info!(
+                "{peer}: no SSH version line within {} s; closed",
+                limits.banner_timeout.as_secs()
+            );
+            offend(OffenceKind::GraceExceeded);
             return;
         }
         Ok(Err(e)) => {
             debug!("{peer}: SSH start failed: {e}");
+            offend(OffenceKind::NoAuth);
             return;
         }
         Ok(Ok(r)) => r,
     };
     let handle = running.handle();
     tokio::pin!(running);
-    let ended_early = |ended: Result<(), russh::Error>| match ended {
-        Ok(()) => debug!("{peer}: closed before authenticating"),
-        Err(russh::Error::NoCommonAlgo { kind, ours, theirs }) => {
-            info!("{}", no_common_algorithm(peer, kind, &ours, &theirs));
+    let ended_early = |ended: Result<(), russh::Error>| {
+        match ended {
+            Ok(()) => debug!("{peer}: closed before logging in"),
+            Err(russh::Error::NoCommonAlgo { kind, ours, theirs }) => {
+                info!("{}", no_common_algorithm(peer, kind, &ours, &theirs));
+            }
+            Err(e) => debug!("{peer}: closed before logging in: {e}"),
         }
-        Err(e) => debug!("{peer}: closed before authenticating: {e}"),
+        offend(if attempted.load(Ordering::Acquire) {
+            OffenceKind::AuthFailure
+        } else {
+            OffenceKind::NoAuth
+        });
     };
-    let waited = tokio::select! {
-        ended = &mut running => {
-            ended_early(ended);
-            return;
+    // Each step before logging in: key exchange, then login.
+    for (wanted, deadline, what) in [
+        (
+            Stage::KeysExchanged,
+            accepted + limits.kex_timeout,
+            "key exchange not done within",
+        ),
+        (
+            Stage::LoggedIn,
+            accepted + limits.login_grace_time,
+            "not logged in within",
+        ),
+    ] {
+        let reached = tokio::select! {
+            ended = &mut running => {
+                ended_early(ended);
+                return;
+            }
+            reached = tokio::time::timeout_at(deadline, stage.wait_for(|s| *s >= wanted)) => {
+                reached.map(|r| r.is_ok())
+            }
+        };
+        match reached {
+            Ok(true) => {}
+            // The handler is gone: the connection ended (e.g. the handshake failed); say why.
+            Ok(false) => {
+                let ended = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+                ended_early(ended.unwrap_or(Ok(())));
+                return;
+            }
+            Err(_) => {
+                let secs = deadline.saturating_duration_since(accepted).as_secs();
+                info!("{peer}: {what} {secs} s of connecting; closing");
+                offend(OffenceKind::GraceExceeded);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    disconnect(&handle, "login time exceeded"),
+                )
+                .await;
+                if tokio::time::timeout(Duration::from_secs(1), &mut running)
+                    .await
+                    .is_err()
+                {
+                    cut();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+                }
+                return;
+            }
         }
-        waited = tokio::time::timeout_at(deadline, authed_rx.wait_for(|a| *a)) => {
-            waited.map(|r| r.is_ok())
-        }
-    };
-    let authed = match waited {
-        Ok(true) => true,
-        // The handler is gone: the connection ended (e.g. the handshake failed); say why.
-        Ok(false) => {
-            let ended = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
-            ended_early(ended.unwrap_or(Ok(())));
-            return;
-        }
-        Err(_) => false,
-    };
-    if !authed {
-        info!(
-            "{peer}: not authenticated within {}s; closing",
-            shared.auth_timeout.as_secs_f32()
-        );
-        let _ = handle
-            .disconnect(
-                Disconnect::ByApplication,
-                "authentication timeout".into(),
-                "en".into(),
-            )
-            .await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
-        return;
     }
     drop(guard);
-    match running.await {
+    // Logged in: a command must follow.
+    let started = tokio::select! {
+        ended = &mut running => {
+            log_end(peer, ended);
+            return;
+        }
+        started = tokio::time::timeout(
+            limits.session_open_timeout,
+            stage.wait_for(|s| *s >= Stage::Running),
+        ) => started.map(|r| r.is_ok()),
+    };
+    if started.is_err() {
+        info!(
+            "{peer}: logged in but started no command within {} s; closing",
+            limits.session_open_timeout.as_secs()
+        );
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            disconnect(&handle, "no command started"),
+        )
+        .await;
+        if tokio::time::timeout(Duration::from_secs(1), &mut running)
+            .await
+            .is_err()
+        {
+            cut();
+            let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+        }
+        return;
+    }
+    log_end(peer, running.await);
+}
+
+fn log_end(peer: SocketAddr, ended: Result<(), russh::Error>) {
+    match ended {
         Ok(()) => debug!("{peer}: SSH connection closed"),
         Err(e) => debug!("{peer}: SSH connection ended: {e}"),
     }
+}
+
+async fn disconnect(handle: &russh::server::Handle, why: &str) {
+    let _ = handle
+        .disconnect(Disconnect::ByApplication, why.into(), "en".into())
+        .await;
 }
 
 /// One connection's russh handler.
@@ -451,13 +718,34 @@ struct Connection {
     local: SocketAddr,
     /// The authenticated user.
     user: Option<String>,
-    /// Turns true on successful authentication.
-    authed: watch::Sender<bool>,
+    /// How far the connection has come.
+    stage: watch::Sender<Stage>,
+    /// Whether the client has tried a login method other than "none".
+    attempted: Arc<AtomicBool>,
     /// Session channels opened and not yet given a command.
     channels: HashMap<ChannelId, Channel<Msg>>,
 }
 
+/// Moves `stage` forward to `to` (never back); whether it moved.
+fn advance(stage: &mut Stage, to: Stage) -> bool {
+    let moved = *stage < to;
+    if moved {
+        *stage = to;
+    }
+    moved
+}
+
 impl Connection {
+    /// A login request arrived: the key exchange is done; `attempt` if it was a real method
+    /// (not the "none" probe).
+    fn login_step(&self, attempt: bool) {
+        if attempt {
+            self.attempted.store(true, Ordering::Release);
+        }
+        self.stage
+            .send_if_modified(|s| advance(s, Stage::KeysExchanged));
+    }
+
     /// Whether `key` may log in as `user` ([`Access::check_key`]; why not goes to the debug log).
     async fn key_allowed(&self, user: &str, key: &PublicKey) -> bool {
         match self.shared.access.check_key(user, key).await {
@@ -498,10 +786,12 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        self.login_step(false);
         Ok(Auth::reject())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        self.login_step(true);
         let access = &self.shared.access;
         match access.check_password(user, password, self.peer.ip()).await {
             Ok(()) => {
@@ -533,6 +823,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.login_step(true);
         if !self.shared.access.signature_allowed(offer.algorithm) {
             info!(
                 "{}: refused publickey for {user} ({}): ssh-rsa (SHA-1) signatures are off; \
@@ -554,6 +845,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.login_step(true);
         // Checked again: a client may sign without probing first.
         if !self.shared.access.signature_allowed(key.algorithm) {
             info!(
@@ -586,6 +878,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         _certificate: &russh::keys::Certificate,
     ) -> Result<Auth, Self::Error> {
+        self.login_step(true);
         info!(
             "{}: certificate authentication refused for {user}",
             self.peer
@@ -599,11 +892,12 @@ impl russh::server::Handler for Connection {
         _submethods: &str,
         _response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        self.login_step(true);
         Ok(Auth::reject())
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        let _ = self.authed.send(true);
+        self.stage.send_if_modified(|s| advance(s, Stage::LoggedIn));
         Ok(())
     }
 
@@ -839,6 +1133,7 @@ impl russh::server::Handler for Connection {
             return session.channel_failure(channel);
         };
         session.channel_success(channel)?;
+        self.stage.send_if_modified(|s| advance(s, Stage::Running));
         let (finish_tx, finish_rx) = oneshot::channel();
         tokio::spawn(run_exec(ssh_channel, ours, finish_rx));
         self.shared.handler.exec(ExecRequest {
