@@ -24,7 +24,7 @@
 #   3. the daemon's memory (VmRSS) at rest and with BENCH_IDLE idle sessions: OpenSSH `ssh -p 33001
 #      root@192.0.2.1 'ascp --server'` whose stdin sends nothing. The proxy ends such a session 30 s
 #      after its exec (no SessionInit), so the connections are opened paced (at most
-#      BENCH_IDLE_INFLIGHT still authenticating, under the front end's limit of 64) and the peak is
+#      BENCH_IDLE_INFLIGHT still authenticating, under the per-source limit of 64 set here) and the peak is
 #      taken from samples of `fasp-proxy sessions` and /proc/<pid>/status. The sessions are then
 #      closed (ssh ended by PID) and the whole is repeated (BENCH_IDLE_WAVES), to see whether the
 #      memory is given back or reused.
@@ -146,7 +146,7 @@ for s in $BENCH_SECTIONS; do
 	[[ $s == goodput || $s == single || $s == concurrent || $s == setup || $s == memory ]] ||
 		die "BENCH_SECTIONS: unknown '$s' (goodput = single + concurrent, setup, memory)"
 done
-((BENCH_IDLE_INFLIGHT < 64)) || log "note: BENCH_IDLE_INFLIGHT >= 64, the proxy's unauthenticated-connection cap; expect refusals"
+((BENCH_IDLE_INFLIGHT < 64)) || log "note: BENCH_IDLE_INFLIGHT >= 64, the per-source cap this script configures; expect refusals"
 section() { # section NAME: whether BENCH_SECTIONS asks for it ("goodput" = single + concurrent)
 	[[ " $BENCH_SECTIONS " == *" $1 "* ]] && return 0
 	[[ $1 == single || $1 == concurrent ]] && [[ " $BENCH_SECTIONS " == *" goodput "* ]] && return 0
@@ -242,7 +242,10 @@ cat >"$CONF" <<EOF
 <rules>
 <rule><host>$SERVER_IP:22</host><keyfile>$KEY</keyfile></rule>
 </rules>
-</rproxy></server></CONF>
+</rproxy>
+<!-- One client address opens up to BENCH_IDLE_INFLIGHT logins at once on purpose. -->
+<per_source><max_startups>64</max_startups></per_source>
+</server></CONF>
 EOF
 DLOG="$WORK/log/fasp-proxy.log"
 # Both host keys for the client: the server's (direct) and the proxy's front end.
