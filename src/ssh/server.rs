@@ -648,18 +648,7 @@ async fn connection(
                 let secs = deadline.saturating_duration_since(accepted).as_secs();
                 info!("{peer}: {what} {secs} s of connecting; closing");
                 offend(OffenceKind::GraceExceeded);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    disconnect(&handle, "login time exceeded"),
-                )
-                .await;
-                if tokio::time::timeout(Duration::from_secs(1), &mut running)
-                    .await
-                    .is_err()
-                {
-                    cut();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
-                }
+                close_stuck(&handle, running, cut, "login time exceeded").await;
                 return;
             }
         }
@@ -681,18 +670,7 @@ async fn connection(
             "{peer}: logged in but started no command within {} s; closing",
             limits.session_open_timeout.as_secs()
         );
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            disconnect(&handle, "no command started"),
-        )
-        .await;
-        if tokio::time::timeout(Duration::from_secs(1), &mut running)
-            .await
-            .is_err()
-        {
-            cut();
-            let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
-        }
+        close_stuck(&handle, running, cut, "no command started").await;
         return;
     }
     log_end(peer, running.await);
@@ -705,10 +683,24 @@ fn log_end(peer: SocketAddr, ended: Result<(), russh::Error>) {
     }
 }
 
-async fn disconnect(handle: &russh::server::Handle, why: &str) {
-    let _ = handle
-        .disconnect(Disconnect::ByApplication, why.into(), "en".into())
-        .await;
+/// Ends a connection russh's task still runs: asks it to disconnect (saying `why`); if it has
+/// not ended a second later (a client stalling in the key exchange never lets the message
+/// out), `cut` shuts its socket down.
+async fn close_stuck(
+    handle: &russh::server::Handle,
+    mut running: std::pin::Pin<&mut russh::server::RunningSession<Connection>>,
+    cut: impl FnOnce(),
+    why: &str,
+) {
+    let disconnect = handle.disconnect(Disconnect::ByApplication, why.into(), "en".into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), disconnect).await;
+    if tokio::time::timeout(Duration::from_secs(1), &mut running)
+        .await
+        .is_err()
+    {
+        cut();
+        let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+    }
 }
 
 /// One connection's russh handler.
