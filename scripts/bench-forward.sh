@@ -117,25 +117,8 @@ die() {
 # Cleanup (scripts/lib/lab.sh): the daemon (SIGTERM first, so it removes its entries), our PIDs,
 # anything left inside our namespaces, the namespaces, the temp dir.
 # ---------------------------------------------------------------------------------------------
-in_our_ns() { # in_our_ns PID: the process lives in one of our namespaces
-	local pid=$1 ns
-	for ns in "${LAB_NS[@]}"; do
-		[[ $(ip netns identify "$pid" 2>/dev/null) == "$ns" ]] && return 0
-	done
-	return 1
-}
 stop_daemon() { # gracefully: the daemon closes its forwardings and removes its kernel entries
-	if [[ -n $DPID ]] && in_our_ns "$DPID"; then
-		kill -TERM "$DPID" 2>/dev/null || true
-		for _ in $(seq 100); do
-			[[ -e /proc/$DPID ]] || break
-			sleep 0.2
-		done
-	fi
-	if [[ -n $DTPID ]]; then
-		lab_kill_child "$DTPID" KILL # its `timeout` (gone already when the daemon ended)
-		wait "$DTPID" 2>/dev/null || true
-	fi
+	lab_term_daemon "$DPID" "$DTPID"
 	DPID="" DTPID=""
 }
 cleaned_up() { echo "bench-forward: cleaned up after $((SECONDS - T_START)) s" >&4; }

@@ -110,22 +110,8 @@ die() {
 # Cleanup (scripts/lib/lab.sh): the daemon (SIGTERM first, so it removes its entries), our PIDs,
 # anything left inside our namespaces, the namespaces, the temp dir.
 # ---------------------------------------------------------------------------------------------
-in_our_ns() { # in_our_ns PID: the process lives in one of our namespaces
-	local pid=$1 ns
-	for ns in "${LAB_NS[@]}"; do
-		[[ $(ip netns identify "$pid" 2>/dev/null) == "$ns" ]] && return 0
-	done
-	return 1
-}
 stop_daemon() { # the daemon first, gracefully: it closes its sessions and removes its kernel entries
-	local i
-	if [[ -n $DPID ]] && in_our_ns "$DPID"; then
-		kill -TERM "$DPID"
-		for i in $(seq 60); do
-			[[ -e /proc/$DPID ]] || break
-			sleep 0.2
-		done
-	fi
+	lab_term_daemon "$DPID"
 }
 cleaned_up() { echo "bench: cleaned up after $((SECONDS - T_START)) s" >&3; }
 LAB_NAME=bench LAB_LOG=log LAB_CLEANUP_FIRST=stop_daemon LAB_CLEANUP_LAST=cleaned_up

@@ -170,6 +170,33 @@ lab_start_sshd() {
 	}
 }
 
+# lab_in_our_ns PID: whether the process lives in one of the namespaces the script created.
+lab_in_our_ns() {
+	local pid=$1 ns
+	for ns in "${LAB_NS[@]}"; do
+		[[ $(ip netns identify "$pid" 2>/dev/null) == "$ns" ]] && return 0
+	done
+	return 1
+}
+
+# lab_term_daemon PID [TIMEOUT_PID]: SIGTERM to a daemon the script started in one of its
+# namespaces (so it removes its own kernel entries), waiting up to 20 s for it to end; then
+# KILL its `timeout` wrapper TIMEOUT_PID (a child of this shell) if still there, and reap it.
+lab_term_daemon() {
+	local pid=$1 tpid=${2:-} _
+	if [[ -n $pid ]] && lab_in_our_ns "$pid"; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 100); do
+			[[ -e /proc/$pid ]] || break
+			sleep 0.2
+		done
+	fi
+	if [[ -n $tpid ]]; then
+		lab_kill_child "$tpid" KILL
+		wait "$tpid" 2>/dev/null || true
+	fi
+}
+
 # lab_cleanup: the EXIT trap (`trap lab_cleanup EXIT`). Runs LAB_CLEANUP_FIRST, stops the
 # registered PIDs (TERM first if LAB_TERM_FIRST=1, then KILL), kills anything left inside our
 # namespaces, deletes them and the temp dir, runs LAB_CLEANUP_LAST, exits with the status the

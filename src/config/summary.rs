@@ -127,8 +127,8 @@ fn describe_per_source(config: &Config, out: &mut String) {
     let _ = writeln!(
         out,
         "per source (IPv6 per /{}): {}, {}; penalties: failed login {}, no login attempt {}, \
-         too slow {}, over a cap {}, doubled while it goes on, at most {} s; {}; {} sources \
-         remembered",
+         too slow {}, over a cap {}, doubled for each repeat after serving one, at most {} s; {}; \
+         {} sources remembered",
         s.ipv6_prefix,
         cap(s.max_startups, "SSH connections not logged in"),
         cap(s.max_api_connections, "API connections"),

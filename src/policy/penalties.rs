@@ -1,7 +1,8 @@
 //! Penalties per source address, in the shape of OpenSSH's `PerSourcePenalties`: an address that
 //! offends (a failed login, a connection dropped or timed out before logging in, a per-source
 //! cap tripped) is refused for a while, which starts at its kind of offence's amount and doubles
-//! with each further offence while it keeps offending, up to a ceiling. The table forgets an
+//! each time it offends again after serving a penalty, up to a ceiling (offences while a penalty
+//! runs, such as several of its connections timing out together, extend it without doubling). The table forgets an
 //! address some time after its last offence and never holds more than
 //! [`PenaltySettings::max_tracked`] of them (the one offending longest ago is dropped first), so
 //! a flood of sources cannot grow it without end. One table serves the SSH front end and the
@@ -277,12 +278,17 @@ impl Penalties {
         });
         self.by_age.remove(&record.last);
         self.by_age.insert(stamp, key);
-        record.offences = record.offences.saturating_add(1);
-        let factor = 1u32 << (record.offences - 1).min(16);
+        // Offences during a penalty (several connections timing out together) extend it but do
+        // not double it: it doubles for a source that offends again after serving it.
+        let serving = now < record.until;
+        if !serving {
+            record.offences = record.offences.saturating_add(1);
+            record.refusal_logged = false;
+        }
+        let factor = 1u32 << record.offences.saturating_sub(1).min(16);
         let penalty = first.saturating_mul(factor).min(self.settings.max);
         record.last = stamp;
-        record.until = now + penalty;
-        record.refusal_logged = false;
+        record.until = record.until.max(now + penalty);
         Some(Offence {
             count: record.offences,
             penalty,
@@ -340,18 +346,29 @@ mod tests {
         let now = Instant::now();
         let a = ip("192.0.2.2");
         assert_eq!(p.check(a, now), None);
-        let secs: Vec<u64> = (0..7)
-            .map(|_| fail(&mut p, a, now).penalty.as_secs())
-            .collect();
+        // Each offence after the last penalty was served doubles it.
+        let mut t = now;
+        let mut secs = Vec::new();
+        for _ in 0..7 {
+            let o = fail(&mut p, a, t);
+            secs.push(o.penalty.as_secs());
+            t += o.penalty;
+        }
         assert_eq!(secs, [1, 2, 4, 8, 16, 16, 16]);
-        let first = p.check(a, now).unwrap();
-        assert_eq!(
-            (first.remaining.as_secs(), first.offences, first.first),
-            (16, 7, true)
-        );
-        let again = p.check(a, now + Duration::from_secs(15)).unwrap();
+        let t = t - Duration::from_secs(16);
+        let first = p.check(a, t).unwrap();
+        assert_eq!((first.remaining.as_secs(), first.offences), (16, 7));
+        assert!(first.first);
+        let again = p.check(a, t + Duration::from_secs(15)).unwrap();
         assert_eq!((again.remaining.as_secs(), again.first), (1, false));
-        assert_eq!(p.check(a, now + Duration::from_secs(16)), None);
+        assert_eq!(p.check(a, t + Duration::from_secs(16)), None);
+        // Offences while a penalty runs (connections timing out together) do not double it.
+        let c = ip("192.0.2.5");
+        let burst: Vec<u64> = (0..5)
+            .map(|_| fail(&mut p, c, now).penalty.as_secs())
+            .collect();
+        assert_eq!(burst, [1, 1, 1, 1, 1]);
+        assert_eq!(p.check(c, now).unwrap().offences, 1);
         // Another address is not affected; a success forgives.
         assert_eq!(p.check(ip("192.0.2.3"), now), None);
         p.forgive(a);
@@ -360,7 +377,8 @@ mod tests {
         let b = ip("192.0.2.4");
         let first = p.offence(b, OffenceKind::GraceExceeded, now).unwrap();
         assert_eq!(first.penalty, Duration::from_secs(10));
-        let second = p.offence(b, OffenceKind::NoAuth, now).unwrap();
+        let served = now + Duration::from_secs(10);
+        let second = p.offence(b, OffenceKind::NoAuth, served).unwrap();
         assert_eq!(second.penalty, Duration::from_secs(2));
         // Offences are forgotten after a while.
         let later = now + PenaltySettings::default().memory + Duration::from_secs(1);

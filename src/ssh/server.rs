@@ -383,8 +383,10 @@ async fn accept_loop(
                 tokio::spawn(connection(socket, peer, local, Arc::clone(&shared), guard));
             }
             Err(refusal) => {
-                if let Some(line) = refusal {
-                    info!("Refused connection from {peer}: {line}");
+                match refusal {
+                    Some(Refusal::Source(why)) => info!("Refused connection from {peer}: {why}"),
+                    Some(Refusal::EarlyDrop(line)) => info!("{line}"),
+                    None => {}
                 }
                 drop(socket);
             }
@@ -394,28 +396,36 @@ async fn accept_loop(
     Ok(())
 }
 
+/// Why [`admit`] refused a connection, as it is logged.
+enum Refusal {
+    /// Because of its source (allow-list, penalty, per-source cap): logged with the source.
+    Source(String),
+    /// Random early drop, which may hit anyone: a count, logged without blaming this source.
+    EarlyDrop(String),
+}
+
 /// Whether a new connection from `source` may start, checked before any byte of SSH: the
 /// client allow-list, the source's penalty, the per-source cap (tripping it is an offence), then
-/// random early drop over all sources (`<max_startups>`). `Err` holds the line to log, if any:
+/// random early drop over all sources (`<max_startups>`). `Err` holds what to log, if anything:
 /// a penalised source is logged once per penalty and early drops once per period.
 fn admit(
     shared: &Shared,
     startups: &Arc<Startups>,
     early_drops: &mut EarlyDrops,
     source: IpAddr,
-) -> Result<StartupGuard, Option<String>> {
+) -> Result<StartupGuard, Option<Refusal>> {
     if !shared.access.client_allowed(source) {
-        return Err(Some("not in allowed clients".into()));
+        return Err(Some(Refusal::Source("not in allowed clients".into())));
     }
     let now = Instant::now();
     if let Some(refused) = penalties::lock(&shared.penalties).check(source, now) {
         return Err(refused.first.then(|| {
-            format!(
+            Refusal::Source(format!(
                 "penalised for {} s more after {} offences; its further connections are refused \
                  without a log line until then",
                 whole_seconds(refused.remaining),
                 refused.offences
-            )
+            ))
         }));
     }
     let limits = &shared.limits;
@@ -424,7 +434,7 @@ fn admit(
     if limits.per_source > 0 && from_source >= limits.per_source {
         let offence =
             penalties::lock(&shared.penalties).offence(source, OffenceKind::SourceCap, now);
-        return Err(Some(format!(
+        return Err(Some(Refusal::Source(format!(
             "{from_source} connections from this source are already logging in (<per_source>\
              <max_startups> {}){}",
             limits.per_source,
@@ -433,11 +443,13 @@ fn admit(
                 whole_seconds(o.penalty),
                 o.count
             ))
-        )));
+        ))));
     }
     let chance = limits.max_startups.drop_percent(total);
     if chance >= 100 || (chance > 0 && fastrand::u32(0..100) < chance) {
-        return Err(early_drops.dropped(now, total, limits.max_startups));
+        return Err(early_drops
+            .dropped(now, total, limits.max_startups)
+            .map(Refusal::EarlyDrop));
     }
     Ok(startups.take(key))
 }
@@ -521,8 +533,8 @@ impl EarlyDrops {
         let n = std::mem::take(&mut self.since_logged);
         self.logged_at = Some(now);
         Some(format!(
-            "{total} connections are logging in (<max_startups> {max}: {}% dropped at random); \
-             {n} dropped since the last such line",
+            "Random early drop: {total} connections are logging in (<max_startups> {max}: {}% \
+             of new ones dropped); {n} new connections dropped since the last such line",
             max.drop_percent(total)
         ))
     }
@@ -648,7 +660,10 @@ async fn connection(
                 let secs = deadline.saturating_duration_since(accepted).as_secs();
                 info!("{peer}: {what} {secs} s of connecting; closing");
                 offend(OffenceKind::GraceExceeded);
-                close_stuck(&handle, running, cut, "login time exceeded").await;
+                // Its slot is free from now, however long the closing takes.
+                drop(guard);
+                let keys_exchanged = *stage.borrow() >= Stage::KeysExchanged;
+                close_stuck(&handle, running, cut, "login time exceeded", keys_exchanged).await;
                 return;
             }
         }
@@ -670,7 +685,7 @@ async fn connection(
             "{peer}: logged in but started no command within {} s; closing",
             limits.session_open_timeout.as_secs()
         );
-        close_stuck(&handle, running, cut, "no command started").await;
+        close_stuck(&handle, running, cut, "no command started", true).await;
         return;
     }
     log_end(peer, running.await);
@@ -683,24 +698,28 @@ fn log_end(peer: SocketAddr, ended: Result<(), russh::Error>) {
     }
 }
 
-/// Ends a connection russh's task still runs: asks it to disconnect (saying `why`); if it has
-/// not ended a second later (a client stalling in the key exchange never lets the message
-/// out), `cut` shuts its socket down.
+/// Ends a connection russh's task still runs. After the key exchange it asks russh to
+/// disconnect (saying `why`) and waits a little; before it (a client stalling in the key
+/// exchange never lets the message out), or if that did not end it, `cut` shuts the socket down.
 async fn close_stuck(
     handle: &russh::server::Handle,
     mut running: std::pin::Pin<&mut russh::server::RunningSession<Connection>>,
     cut: impl FnOnce(),
     why: &str,
+    keys_exchanged: bool,
 ) {
-    let disconnect = handle.disconnect(Disconnect::ByApplication, why.into(), "en".into());
-    let _ = tokio::time::timeout(Duration::from_secs(1), disconnect).await;
-    if tokio::time::timeout(Duration::from_secs(1), &mut running)
-        .await
-        .is_err()
-    {
-        cut();
-        let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+    if keys_exchanged {
+        let disconnect = handle.disconnect(Disconnect::ByApplication, why.into(), "en".into());
+        let _ = tokio::time::timeout(Duration::from_millis(500), disconnect).await;
+        if tokio::time::timeout(Duration::from_millis(500), &mut running)
+            .await
+            .is_ok()
+        {
+            return;
+        }
     }
+    cut();
+    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
 }
 
 /// One connection's russh handler.
