@@ -169,19 +169,7 @@ PY=$("$PY" -c 'import sys; print(sys.executable)') # the interpreter itself, not
 [[ -r $HELPER ]] || die "$HELPER not found"
 
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-	# Others may be editing src/ or building in the same target dir (cargo waits for its lock):
-	# a failed build is retried a few times.
-	built=0
-	for attempt in 1 2 3 4 5 6; do
-		log "building the binaries (cargo build --release --bins), attempt $attempt"
-		if (cd "$ROOT" && timeout 1800 cargo build --release --bins) >&2; then
-			built=1
-			break
-		fi
-		log "build failed (someone may be mid-edit); retrying in 60 s"
-		sleep 60
-	done
-	((built)) || die "cargo build --release failed 6 times"
+	lab_build_release "$ROOT" --bins || die "cargo build --release failed 6 times"
 fi
 [[ -x $ASCP && -x $FP ]] || die "$ASCP or $FP not found (build them or unset BENCH_SKIP_BUILD)"
 
@@ -190,32 +178,14 @@ lab_sweep_stale "$PREFIX" 'client|proxy|server'
 lab_workdir "$BENCH_TMPDIR" fpk-bench
 WORK=$LAB_WORK
 
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-check_load() { # check_load WHAT: prints the load, warns when the machine is busy
-	local l
-	l=$(loadavg)
-	if awk -v l="${l%% *}" -v b="$BUSY_LOAD" 'BEGIN { exit !(l > b) }'; then
-		log "WARNING: load average $l before $1: other work shares the $(nproc) CPUs, figures are noisy"
-	else
-		log "load average $l before $1"
-	fi
-	LOADS+=("$1: $l")
-}
-LOADS=()
-LOAD_START=$(loadavg)
+LAB_BUSY_LOAD=$BUSY_LOAD
+LOAD_START=$(lab_loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Topology
 # ---------------------------------------------------------------------------------------------
-log "creating namespaces $NS_C, $NS_P, $NS_S"
-lab_add_ns "$NS_C"
-lab_add_ns "$NS_P"
-lab_add_ns "$NS_S"
-lab_veth "$NS_C" c0 "$CLIENT_IP/24" "$NS_P" pc "$PROXY_C_IP/24"
-lab_veth "$NS_P" ps "$PROXY_S_IP/24" "$NS_S" s0 "$SERVER_IP/24"
-lab_default_route "$NS_C" "$PROXY_C_IP"
-lab_default_route "$NS_S" "$PROXY_S_IP"
-lab_forwarding "$NS_P"
+lab_chain "$NS_C" "$CLIENT_IP" "$NS_P" "$PROXY_C_IP" "$PROXY_S_IP" "$NS_S" "$SERVER_IP" ||
+	die "no route client -> server"
 # IPv6 on the client link (nodad: usable at once), flood B's sources on the client's lo.
 ip -n "$NS_C" -6 addr add "$CLIENT_IP6/64" dev c0 nodad
 ip -n "$NS_P" -6 addr add "$PROXY_C_IP6/64" dev pc nodad
@@ -444,7 +414,7 @@ run_phase() { # run_phase KIND ROUND
 	a) what="flood A ($BENCH_FLOOD_A_CONNS connections from $(attacker_a "$round"))" ;;
 	b) what="flood B ($BENCH_FLOOD_B_SOURCES IPv6 sources x $BENCH_FLOOD_B_PER_SOURCE connections)" ;;
 	esac
-	check_load "round $round, $what"
+	lab_check_load "round $round, $what"
 	off0=$(log_size)
 	cpu0=$(daemon_cpu)
 	local ext0 ext1
@@ -574,13 +544,13 @@ g() { echo "${RES[$1]:--}"; }
 label() { case $1 in quiet) echo "quiet" ;; a) echo "flood A" ;; b) echo "flood B" ;; esac }
 QM=$(quantile 50 "$(g quiet.times)")
 QP=$(quantile 90 "$(g quiet.times)")
-ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
+ALL_LOADS=$(printf '%s; ' "${LAB_LOADS[@]}")
 {
 	echo "== fasp-proxy front end under flood (scripts/bench-flood.sh) =="
 	echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC'), run took $((SECONDS - T_START)) s"
 	echo "kernel:   $(uname -srm)"
 	echo "cpu:      $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) CPUs)"
-	echo "load:     $LOAD_START at start, $(loadavg) at end (1/5/15 min)"
+	echo "load:     $LOAD_START at start, $(lab_loadavg) at end (1/5/15 min)"
 	echo "          ${ALL_LOADS%; }"
 	echo "binaries: $("$FP" --version 2>/dev/null), $("$ASCP" --version 2>/dev/null) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain -- src 2>/dev/null) ]] && echo '+dirty'))"
 	echo "tools:    $(ssh -V 2>&1 | awk '{print $1}' | tr -d ,), $("$PY" --version 2>&1)"

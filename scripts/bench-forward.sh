@@ -153,19 +153,7 @@ PY=$("$PY" -c 'import sys; print(sys.executable)') # the interpreter itself, not
 [[ -r $HELPER ]] || die "$HELPER not found"
 
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-	# Others may be editing src/ or building in the same target dir (cargo waits for its lock):
-	# a failed build is retried a few times.
-	built=0
-	for attempt in 1 2 3 4 5 6; do
-		log "building the binaries (cargo build --release --bins), attempt $attempt"
-		if (cd "$ROOT" && timeout 1800 cargo build --release --bins) >&2; then
-			built=1
-			break
-		fi
-		log "build failed (someone may be mid-edit); retrying in 60 s"
-		sleep 60
-	done
-	((built)) || die "cargo build --release failed 6 times"
+	lab_build_release "$ROOT" --bins || die "cargo build --release failed 6 times"
 fi
 [[ -x $ASCP && -x $FP ]] || die "$ASCP or $FP not found (build them or unset BENCH_SKIP_BUILD)"
 
@@ -174,33 +162,14 @@ lab_sweep_stale "$PREFIX" 'client|proxy|server'
 lab_workdir "$BENCH_TMPDIR" fpf-bench
 WORK=$LAB_WORK
 
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-check_load() { # check_load WHAT: prints the load, warns when the machine is busy
-	local l
-	l=$(loadavg)
-	if awk -v l="${l%% *}" -v b="$BUSY_LOAD" 'BEGIN { exit !(l > b) }'; then
-		log "WARNING: load average $l before $1: other work shares the $(nproc) CPUs, figures are noisy"
-	else
-		log "load average $l before $1"
-	fi
-	LOADS+=("$1: $l")
-}
-LOADS=()
-LOAD_START=$(loadavg)
+LAB_BUSY_LOAD=$BUSY_LOAD
+LOAD_START=$(lab_loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Topology
 # ---------------------------------------------------------------------------------------------
-log "creating namespaces $NS_C, $NS_P, $NS_S"
-lab_add_ns "$NS_C"
-lab_add_ns "$NS_P"
-lab_add_ns "$NS_S"
-lab_veth "$NS_C" c0 "$CLIENT_IP/24" "$NS_P" pc "$PROXY_C_IP/24"
-lab_veth "$NS_P" ps "$PROXY_S_IP/24" "$NS_S" s0 "$SERVER_IP/24"
-lab_default_route "$NS_C" "$PROXY_C_IP"
-lab_default_route "$NS_S" "$PROXY_S_IP"
-lab_forwarding "$NS_P"
-ip -n "$NS_C" route get "$SERVER_IP" >/dev/null || die "no route client -> server"
+lab_chain "$NS_C" "$CLIENT_IP" "$NS_P" "$PROXY_C_IP" "$PROXY_S_IP" "$NS_S" "$SERVER_IP" ||
+	die "no route client -> server"
 
 # ---------------------------------------------------------------------------------------------
 # The outside server: sshd with ForceCommand <release ascp> --server, throw-away keys
@@ -423,7 +392,7 @@ log "direct and forwarded transfers work"
 # ---------------------------------------------------------------------------------------------
 latency() { # latency LABEL: BENCH_LATENCY_RUNS per path -> RES[lat.LABEL.*]
 	local label=$1 out="$WORK/latency-$1.txt" k
-	check_load "latency ($label)"
+	lab_check_load "latency ($label)"
 	RES[lat.$label.ct]=$(conntrack_count)
 	helper latency --server "$SERVER_IP" --runs "$BENCH_LATENCY_RUNS" --deadline "$BENCH_TIMEOUT" >"$out" 2>&1 ||
 		{ FAILS=$((FAILS + 1)) && log "  the latency client reported errors: $(grep -m 3 -E '^(error|note)' "$out" | tr '\n' ' ')"; }
@@ -479,7 +448,7 @@ if section goodput; then
 	cat "$SRC" >/dev/null
 	CPU0=$(daemon_cpu)
 	for mode in $BENCH_MODES; do
-		check_load "goodput, $mode"
+		lab_check_load "goodput, $mode"
 		for path in "${ORDER[@]}"; do single_run "$path" "$mode"; done
 	done
 	RES[gp.daemon_cpu]=$(awk -v a="$CPU0" -v b="$(daemon_cpu)" 'BEGIN { printf "%.2f\n", b - a }')
@@ -491,7 +460,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 scale() { # scale LABEL -> RES[sc.LABEL.*]
 	local label=$1 ids="$WORK/ids-$1.txt" out cpu0 n
-	check_load "$BENCH_FORWARDINGS forwardings ($label)"
+	lab_check_load "$BENCH_FORWARDINGS forwardings ($label)"
 	# At rest: after the daemon has served calls (the latency and transfers, or a warm-up), so the
 	# figure holds what any serving daemon holds.
 	sleep 1
@@ -582,13 +551,13 @@ g() { echo "${RES[$1]:--}"; }
 field() { # field RECORD NAME: the value after NAME in a "open ok N failed N secs S rate R ..." record
 	awk -v k="$2" '{ for (i = 1; i < NF; i++) if ($i == k) { print $(i + 1); exit } }' <<<"$1"
 }
-ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
+ALL_LOADS=$(printf '%s; ' "${LAB_LOADS[@]}")
 {
 	echo "== fasp-proxy forward proxy benchmark (scripts/bench-forward.sh) =="
 	echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC'), run took $((SECONDS - T_START)) s"
 	echo "kernel:   $(uname -srm)"
 	echo "cpu:      $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) CPUs)"
-	echo "load:     $LOAD_START at start, $(loadavg) at end (1/5/15 min)"
+	echo "load:     $LOAD_START at start, $(lab_loadavg) at end (1/5/15 min)"
 	echo "          ${ALL_LOADS%; }"
 	echo "binaries: $("$FP" --version 2>/dev/null), $("$ASCP" --version 2>/dev/null) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain -- src 2>/dev/null) ]] && echo '+dirty'))"
 	echo "tools:    $(ssh -V 2>&1 | awk '{print $1}' | tr -d ,), $("$PY" --version 2>&1), $(nft --version 2>/dev/null)"

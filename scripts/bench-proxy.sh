@@ -142,18 +142,7 @@ section() { # section NAME: whether BENCH_SECTIONS asks for it ("goodput" = sing
 lab_require_packages "${REQUIRED_PACKAGES[@]}"
 
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-	# Others may be editing src/: a failed build is retried a few times.
-	built=0
-	for attempt in 1 2 3 4 5 6; do
-		log "building ascp and fasp-proxy (release), attempt $attempt"
-		if (cd "$ROOT" && timeout 1800 cargo build --release --bin ascp --bin fasp-proxy) >&2; then
-			built=1
-			break
-		fi
-		log "build failed (someone may be mid-edit); retrying in 60 s"
-		sleep 60
-	done
-	((built)) || die "cargo build --release failed 6 times"
+	lab_build_release "$ROOT" --bin ascp --bin fasp-proxy || die "cargo build --release failed 6 times"
 fi
 [[ -x $ASCP && -x $FP ]] || die "$ASCP or $FP not found (build them or unset BENCH_SKIP_BUILD)"
 
@@ -162,34 +151,14 @@ lab_sweep_stale "$PREFIX" 'client|proxy|server'
 lab_workdir "$BENCH_TMPDIR" fpx-bench
 WORK=$LAB_WORK
 
-load1() { cut -d' ' -f1 /proc/loadavg; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-check_load() { # check_load WHAT: prints the load, warns when the machine is busy
-	local l
-	l=$(loadavg)
-	if awk -v l="${l%% *}" -v b="$BUSY_LOAD" 'BEGIN { exit !(l > b) }'; then
-		log "WARNING: load average $l before $1: other work shares the $(nproc) CPUs, figures are noisy"
-	else
-		log "load average $l before $1"
-	fi
-	LOADS+=("$1: $l")
-}
-LOADS=()
-LOAD_START=$(loadavg)
+LAB_BUSY_LOAD=$BUSY_LOAD
+LOAD_START=$(lab_loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Topology
 # ---------------------------------------------------------------------------------------------
-log "creating namespaces $NS_C, $NS_P, $NS_S"
-lab_add_ns "$NS_C"
-lab_add_ns "$NS_P"
-lab_add_ns "$NS_S"
-lab_veth "$NS_C" c0 "$CLIENT_IP/24" "$NS_P" pc "$PROXY_C_IP/24"
-lab_veth "$NS_P" ps "$PROXY_S_IP/24" "$NS_S" s0 "$SERVER_IP/24"
-lab_default_route "$NS_C" "$PROXY_C_IP"
-lab_default_route "$NS_S" "$PROXY_S_IP"
-lab_forwarding "$NS_P"
-ip -n "$NS_C" route get "$SERVER_IP" >/dev/null || die "no route client -> server"
+lab_chain "$NS_C" "$CLIENT_IP" "$NS_P" "$PROXY_C_IP" "$PROXY_S_IP" "$NS_S" "$SERVER_IP" ||
+	die "no route client -> server"
 
 # ---------------------------------------------------------------------------------------------
 # sshd in the server namespace (ForceCommand: the release ascp), throw-away keys
@@ -417,12 +386,12 @@ if section goodput; then
 	CPU0=$(daemon_cpu)
 	for mode in $BENCH_MODES; do
 		section single || break
-		check_load "goodput, 1 session, $mode"
+		lab_check_load "goodput, 1 session, $mode"
 		for path in "${ORDER[@]}"; do single_run "$path" "$mode"; done
 	done
 	for mode in $BENCH_MODES; do
 		section concurrent || break
-		check_load "goodput, $BENCH_CONC sessions, $mode"
+		lab_check_load "goodput, $BENCH_CONC sessions, $mode"
 		for path in "${ORDER[@]}"; do conc_run "$path" "$mode"; done
 	done
 	RES[goodput.daemon_cpu]=$(awk -v a="$CPU0" -v b="$(daemon_cpu)" 'BEGIN { printf "%.2f\n", b - a }')
@@ -433,7 +402,7 @@ fi
 # 2. Session set-up: a 1-byte file, median of BENCH_SETUP_RUNS per path
 # ---------------------------------------------------------------------------------------------
 if section setup; then
-	check_load "session set-up"
+	lab_check_load "session set-up"
 	mkdir -p "$DST/setup"
 	for ((i = 0; i < BENCH_SETUP_RUNS; i++)); do
 		if ((i % 2)); then paths=(proxied direct); else paths=(direct proxied); fi
@@ -532,7 +501,7 @@ idle_wave() { # idle_wave W: opens BENCH_IDLE idle sessions, samples, closes the
 }
 
 if section memory; then
-	check_load "memory at $BENCH_IDLE idle sessions"
+	lab_check_load "memory at $BENCH_IDLE idle sessions"
 	mkfifo "$WORK/idle.fifo"
 	IDLE_SSH=(ssh -p "$PROXY_PORT" -i "$KEY" -o "UserKnownHostsFile=$KH" -o StrictHostKeyChecking=yes
 		-o GlobalKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=20 -o LogLevel=ERROR
@@ -549,13 +518,13 @@ NOTICES=$(grep -ciE "warn|error|panic" "$DLOG" 2>/dev/null || true)
 # Summary
 # ---------------------------------------------------------------------------------------------
 g() { echo "${RES[$1]:--}"; }
-ALL_LOADS=$(printf '%s; ' "${LOADS[@]}")
+ALL_LOADS=$(printf '%s; ' "${LAB_LOADS[@]}")
 {
 	echo "== fasp-proxy reverse proxy benchmark (scripts/bench-proxy.sh) =="
 	echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC'), run took $((SECONDS - T_START)) s"
 	echo "kernel:   $(uname -srm)"
 	echo "cpu:      $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) CPUs)"
-	echo "load:     $LOAD_START at start, $(loadavg) at end (1/5/15 min)"
+	echo "load:     $LOAD_START at start, $(lab_loadavg) at end (1/5/15 min)"
 	echo "          ${ALL_LOADS%; }"
 	echo "binaries: $("$FP" --version 2>/dev/null), $("$ASCP" --version 2>/dev/null) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain -- src 2>/dev/null) ]] && echo '+dirty'))"
 	echo "tools:    $(ssh -V 2>&1 | awk '{print $1}' | tr -d ,)"

@@ -170,6 +170,57 @@ lab_start_sshd() {
 	}
 }
 
+# lab_build_release ROOT CARGO_ARGS...: `cargo build --release CARGO_ARGS...` in ROOT; others may
+# be editing src/ or building in the same target dir (cargo waits for its lock), so a failed
+# build is retried, up to 6 times a minute apart. Returns 1 if none succeeded.
+lab_build_release() {
+	local root=$1 attempt
+	shift
+	for attempt in 1 2 3 4 5 6; do
+		"$LAB_LOG" "building (cargo build --release $*), attempt $attempt"
+		if (cd "$root" && timeout 1800 cargo build --release "$@") >&2; then
+			return 0
+		fi
+		"$LAB_LOG" "build failed (someone may be mid-edit); retrying in 60 s"
+		sleep 60
+	done
+	return 1
+}
+
+# The load average, for benchmarks: lab_loadavg prints it (1/5/15 min); lab_check_load WHAT
+# prints it before WHAT, warns when the 1-minute figure is above LAB_BUSY_LOAD, and records
+# "WHAT: load" in LAB_LOADS for the summary.
+LAB_BUSY_LOAD=0.5
+LAB_LOADS=()
+lab_loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+lab_check_load() {
+	local l
+	l=$(lab_loadavg)
+	if awk -v l="${l%% *}" -v b="$LAB_BUSY_LOAD" 'BEGIN { exit !(l > b) }'; then
+		"$LAB_LOG" "WARNING: load average $l before $1: other work shares the $(nproc) CPUs, figures are noisy"
+	else
+		"$LAB_LOG" "load average $l before $1"
+	fi
+	LAB_LOADS+=("$1: $l")
+}
+
+# lab_chain NS_C CLIENT_IP NS_P PROXY_C_IP PROXY_S_IP NS_S SERVER_IP: the benchmarks' picture,
+# three new namespaces in a row: client (c0) -- (pc) proxy (ps) -- (s0) server, /24 addresses,
+# default routes via the proxy, forwarding on in the proxy only.
+lab_chain() {
+	local ns_c=$1 client=$2 ns_p=$3 proxy_c=$4 proxy_s=$5 ns_s=$6 server=$7
+	"$LAB_LOG" "creating namespaces $ns_c, $ns_p, $ns_s"
+	lab_add_ns "$ns_c"
+	lab_add_ns "$ns_p"
+	lab_add_ns "$ns_s"
+	lab_veth "$ns_c" c0 "$client/24" "$ns_p" pc "$proxy_c/24"
+	lab_veth "$ns_p" ps "$proxy_s/24" "$ns_s" s0 "$server/24"
+	lab_default_route "$ns_c" "$proxy_c"
+	lab_default_route "$ns_s" "$proxy_s"
+	lab_forwarding "$ns_p"
+	ip -n "$ns_c" route get "$server" >/dev/null
+}
+
 # lab_in_our_ns PID: whether the process lives in one of the namespaces the script created.
 lab_in_our_ns() {
 	local pid=$1 ns
