@@ -10,11 +10,10 @@
 //! ([`crate::policy::penalties`], applied by [`ForwardService::authenticate`]): its 401 comes only
 //! after the penalty, and its calls meanwhile get 429 with `Retry-After`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -33,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::service::{Caller, ForwardService, Refusal};
 use super::wire::{error_reply, id_reply, IdRequest, OpenRequest, MAX_BODY};
+use crate::policy::sources::{SourceCounts, SourceGuard};
 
 /// The API's limits.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub struct Api {
     service: Arc<ForwardService>,
     limits: ApiLimits,
     connections: Arc<Semaphore>,
-    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_source: Arc<SourceCounts>,
 }
 
 impl Api {
@@ -74,7 +74,7 @@ impl Api {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             service,
             limits,
-            per_source: Arc::new(Mutex::new(HashMap::new())),
+            per_source: SourceCounts::new(),
         })
     }
 
@@ -127,32 +127,27 @@ impl Api {
         }
     }
 
-    /// Counts a connection of `addr`'s source, or refuses it (and penalises the source) when
-    /// the source already has [`ApiLimits::max_per_source`] open.
+    /// Counts a connection of `addr`'s source, or refuses it when the source already has
+    /// [`ApiLimits::max_per_source`] open: an offence, logged when it starts a penalty (not for
+    /// each connection refused while the source serves it).
     fn take_source(&self, addr: IpAddr) -> Option<SourceGuard> {
         let key = self.service.source_key(addr);
-        let mut open = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(key).or_insert(0);
-        if self.limits.max_per_source > 0 && *n >= self.limits.max_per_source {
-            let first = *n == self.limits.max_per_source;
-            drop(open);
+        let (_, open) = self.per_source.counts(key);
+        let max = self.limits.max_per_source;
+        if max > 0 && open as usize >= max {
+            let penalised = self.service.is_penalised(addr);
             if let Some(offence) = self.service.over_source_cap(addr) {
-                if first || offence.count == 1 {
+                if !penalised {
                     warn!(
-                        "forward proxy API: connections from {addr} refused: {} already open \
+                        "forward proxy API: connections from {addr} refused: {max} already open \
                          (<per_source><max_api_connections>); penalised for {} s",
-                        self.limits.max_per_source,
                         offence.penalty.as_secs()
                     );
                 }
             }
             return None;
         }
-        *n += 1;
-        Some(SourceGuard {
-            open: Arc::clone(&self.per_source),
-            key,
-        })
+        Some(self.per_source.take(key))
     }
 
     async fn connection(
@@ -305,24 +300,6 @@ impl Api {
             }
         };
         result.map_err(HttpRefusal::Service)
-    }
-}
-
-/// Counts one open connection of a source until dropped.
-struct SourceGuard {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    key: IpAddr,
-}
-
-impl Drop for SourceGuard {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.key);
-            }
-        }
     }
 }
 

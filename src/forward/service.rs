@@ -272,6 +272,11 @@ impl ForwardService {
         self.penalties().source_key(addr)
     }
 
+    /// Whether `addr` serves a penalty now (without counting as a refusal).
+    pub fn is_penalised(&self, addr: IpAddr) -> bool {
+        self.penalties().is_penalised(addr, Instant::now())
+    }
+
     /// `addr` tripped a per-source cap: an offence; `None` when it costs nothing.
     pub fn over_source_cap(&self, addr: IpAddr) -> Option<crate::policy::penalties::Offence> {
         self.penalties()

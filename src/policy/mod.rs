@@ -6,6 +6,7 @@
 //! paused-time tests drive it), and nothing here does I/O besides logging.
 
 pub mod penalties;
+pub mod sources;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -231,6 +231,14 @@ impl Penalties {
         self.settings.exempt.iter().any(|net| net.contains(&addr))
     }
 
+    /// Whether `addr` serves a penalty (a look only: [`Penalties::check`] also marks the
+    /// refusal as logged).
+    pub fn is_penalised(&self, addr: IpAddr, now: Instant) -> bool {
+        self.by_source
+            .get(&self.source_key(addr))
+            .is_some_and(|r| now < r.until)
+    }
+
     /// `Some` while `addr` serves a penalty.
     pub fn check(&mut self, addr: IpAddr, now: Instant) -> Option<Refused> {
         let key = self.source_key(addr);

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -44,6 +44,7 @@ pub use super::authorized_keys::{
 use super::bridge::{self, Outbound};
 use crate::config::{CommandShape, MaxStartups};
 use crate::policy::penalties::{self, OffenceKind, SharedPenalties};
+use crate::policy::sources::{SourceCounts, SourceGuard};
 
 /// How the front end is set up (from `<rproxy>`).
 #[derive(Debug, Clone)]
@@ -340,7 +341,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), FrontendError> {
-    let startups = Startups::new();
+    let startups = SourceCounts::new();
     let mut early_drops = EarlyDrops::default();
     info!(
         "SSH front end listening on {}",
@@ -410,10 +411,10 @@ enum Refusal {
 /// a penalised source is logged once per penalty and early drops once per period.
 fn admit(
     shared: &Shared,
-    startups: &Arc<Startups>,
+    startups: &Arc<SourceCounts>,
     early_drops: &mut EarlyDrops,
     source: IpAddr,
-) -> Result<StartupGuard, Option<Refusal>> {
+) -> Result<SourceGuard, Option<Refusal>> {
     if !shared.access.client_allowed(source) {
         return Err(Some(Refusal::Source("not in allowed clients".into())));
     }
@@ -457,57 +458,6 @@ fn admit(
 /// Seconds, rounded up.
 fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-/// Connections not yet logged in: in all, and per source (IPv6: per prefix).
-#[derive(Debug, Default)]
-struct Startups {
-    counts: Mutex<(u32, HashMap<IpAddr, u32>)>,
-}
-
-impl Startups {
-    fn new() -> Arc<Startups> {
-        Arc::new(Startups::default())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, HashMap<IpAddr, u32>)> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// (in all, from `key`).
-    fn counts(&self, key: IpAddr) -> (u32, u32) {
-        let c = self.lock();
-        (c.0, c.1.get(&key).copied().unwrap_or(0))
-    }
-
-    fn take(self: &Arc<Self>, key: IpAddr) -> StartupGuard {
-        let mut c = self.lock();
-        c.0 += 1;
-        *c.1.entry(key).or_insert(0) += 1;
-        StartupGuard {
-            startups: Arc::clone(self),
-            key,
-        }
-    }
-}
-
-/// Counts a connection as not yet logged in until dropped.
-struct StartupGuard {
-    startups: Arc<Startups>,
-    key: IpAddr,
-}
-
-impl Drop for StartupGuard {
-    fn drop(&mut self) {
-        let mut c = self.startups.lock();
-        c.0 = c.0.saturating_sub(1);
-        if let Some(n) = c.1.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                c.1.remove(&self.key);
-            }
-        }
-    }
 }
 
 /// How often random early drops are logged (the first one at once, then a count per period).
@@ -567,7 +517,7 @@ async fn connection(
     peer: SocketAddr,
     local: SocketAddr,
     shared: Arc<Shared>,
-    guard: StartupGuard,
+    guard: SourceGuard,
 ) {
     let accepted = Instant::now();
     let limits = shared.limits.clone();
