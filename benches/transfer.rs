@@ -74,6 +74,7 @@ fn opts(role: Role, key: Option<[u8; 32]>, datagram_size: usize) -> Options {
         resume: ResumeLevel::None,
         overwrite: Overwrite::Always,
         recursive: false,
+        root: transfer::Root::unconfined(),
     }
 }
 

@@ -11,9 +11,11 @@
 #      `conntrack -L`; the daemon itself speaks netlink) (skipped with DESTDIR, or
 #      INSTALL_SKIP_PACKAGES=1);
 #   2. builds the release binaries (`cargo build --release --bins`), unless INSTALL_BIN_DIR names
-#      a directory that already holds fasp-proxy and ascp;
+#      a directory that already holds fasp-proxy, ascp, ascmd and aspshell;
 #   3. installs, under DESTDIR (default: none, i.e. this machine):
-#        PREFIX/bin/fasp-proxy, PREFIX/bin/ascp                mode 755, replaced
+#        PREFIX/bin/fasp-proxy, ascp, ascmd, aspshell           mode 755, replaced (aspshell is
+#                                                              the transfer users' login shell:
+#                                                              chsh -s PREFIX/bin/aspshell USER)
 #        /etc/systemd/system/fasp-proxy.service                mode 644, replaced (changes belong
 #                                                              in a drop-in: systemctl edit)
 #        /etc/pam.d/fasp-proxy                                 mode 644, only if missing
@@ -27,7 +29,7 @@
 # Environment (all optional):
 #   PREFIX                 where bin/ goes                                      (/usr/local)
 #   DESTDIR                stage into this directory instead of / (packaging, tests)
-#   INSTALL_BIN_DIR        take fasp-proxy and ascp from here instead of building
+#   INSTALL_BIN_DIR        take the four binaries from here instead of building
 #   INSTALL_SKIP_PACKAGES  1: do not install Debian packages                   (0)
 set -euo pipefail
 
@@ -76,7 +78,8 @@ else
 	(cd "$ROOT" && cargo build --release --bins)
 	BIN_SRC=$ROOT/target/release
 fi
-for b in fasp-proxy ascp; do
+BINARIES=(fasp-proxy ascp ascmd aspshell)
+for b in "${BINARIES[@]}"; do
 	[[ -x $BIN_SRC/$b ]] || die "$BIN_SRC/$b is missing or not executable"
 done
 
@@ -87,7 +90,7 @@ PAM_DIR=$DESTDIR/etc/pam.d
 CONF_DIR=$DESTDIR/etc/fasp-proxy
 
 install -d -m 755 "$BIN_DIR" "$UNIT_DIR" "$PAM_DIR"
-for b in fasp-proxy ascp; do
+for b in "${BINARIES[@]}"; do
 	install -m 755 "$BIN_SRC/$b" "$BIN_DIR/$b"
 	say "installed $PREFIX/bin/$b"
 done

@@ -9,9 +9,11 @@ set -euo pipefail
 # System packages the tests need. Extend this list when a test needs another tool.
 # (procps provides `sysctl`, which the namespace lab runs inside its namespaces; systemd and
 # systemd-container provide the systemd and systemd-nspawn that tests/systemd.rs boots in a
-# throw-away container to run systemd/fasp-proxy.service for real.)
+# throw-away container to run systemd/fasp-proxy.service for real; python3 at /usr/bin, which
+# every account can run, is the stranger knocking at the hand-off socket in
+# tests/openssh_mode.rs.)
 REQUIRED_PACKAGES=(nftables iptables openssh-server openssh-client conntrack iproute2 procps
-    systemd systemd-container)
+    systemd systemd-container python3)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

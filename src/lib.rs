@@ -9,7 +9,8 @@
 //!    datagram codecs, and the one frame reader), [`policy`] (which rule, which account and
 //!    key, which internal server, which source address; health marks; penalties after failed
 //!    logins), [`sysctl`] (the few kernel settings both the configuration check and the data
-//!    plane read), [`heap`] (giving free memory back).
+//!    plane read), [`heap`] (giving free memory back), [`fsroot`] (paths confined beneath a
+//!    docroot by the kernel, for `ascp --server`).
 //! 2. [`dataplane`] (the kernel's per-session DNAT entries: one `Forwarder` trait, nftables and
 //!    iptables backends, an in-memory one for tests) and [`ssh`] (the front end that accepts
 //!    clients, the client that logs in to internal servers). Neither knows of the other.
@@ -19,8 +20,17 @@
 //!    penalties and the data plane meet.
 //! 4. [`daemon`]: `daemon::serve(setup, shutdown)` runs it all on listeners and a data plane it
 //!    is handed (upkeep, idle timeout, the `sessions` control socket, shutdown).
+//!    Beside it, [`audit`]: `fasp-proxy audit` (IBM's asp-check), which reads the
+//!    configuration, the password database and `sshd -T` and changes nothing.
 //! 5. The binaries (`src/bin/`): `fasp-proxy` reads the configuration, sets up logging, the
 //!    runtime and the kernel, and calls `daemon::serve`; `ascp` is the client and server.
+//!
+//! The login shell: [`shell`] (`aspshell`, the transfer users' restricted shell: which command
+//! lines run, which program runs each, a clean environment, syslog lines) uses only [`config`].
+//!
+//! Browsing: [`browse`] (IBM's `ascmd` protocol: the `ascmd` program on a transfer server,
+//! confined by [`fsroot`] to the docroot [`config`] gives, and its client for `ascp --ls` and
+//! the other browse verbs over [`ssh`]).
 //!
 //! The transfer tool: [`ascp`] (command line, SSH login, handshake) on top of [`transfer`] (the
 //! UDP engine: pacing, retransmission, encryption, files), both over [`protocol`] and [`ssh`].
@@ -28,14 +38,18 @@
 //! `docs/architecture.md` has the longer map.
 
 pub mod ascp;
+pub mod audit;
+pub mod browse;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod forward;
+pub mod fsroot;
 pub mod heap;
 pub mod policy;
 pub mod protocol;
 pub mod session;
+pub mod shell;
 pub mod ssh;
 pub mod sysctl;
 pub mod transfer;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use lab::{text, Sshd, Topology};
+use lab::{content, failed, ok, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 
@@ -68,42 +68,6 @@ impl Setup {
     fn remote(&self, path: &Path) -> String {
         format!("root@{}:{}", lab::server_v4(0), path.display())
     }
-}
-
-fn ok(out: &Output) -> String {
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "ascp failed ({}):\n{all}", out.status);
-    all
-}
-
-fn failed(out: &Output) -> String {
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "ascp should have failed:\n{}{err}",
-        text(&out.stdout)
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(124),
-        "ascp hung until the timeout:\n{err}"
-    );
-    err
-}
-
-/// Deterministic pseudo-random content.
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn same_file(a: &Path, b: &Path) {

@@ -283,6 +283,7 @@ impl Daemon {
             ssh_listener: Some(listener),
             api: None,
             control_listener: None,
+            handoff_listener: None,
             backend_known_hosts: files.dir.path().join("backend_known_hosts"),
             penalties: Penalties::shared(PenaltySettings::off()),
         };

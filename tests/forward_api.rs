@@ -130,6 +130,7 @@ impl Daemon {
                 },
             }),
             control_listener: None,
+            handoff_listener: None,
             backend_known_hosts: dir.path().join("known_hosts"),
             penalties: Arc::clone(&penalties),
         };

@@ -47,6 +47,10 @@ fn installs_everything_once_and_keeps_what_the_administrator_changed() {
     install(d, None);
     assert_eq!(mode(&d.join("usr/local/bin/fasp-proxy")), 0o755);
     assert_eq!(mode(&d.join("usr/local/bin/ascp")), 0o755);
+    assert_eq!(mode(&d.join("usr/local/bin/ascmd")), 0o755);
+    assert_eq!(mode(&d.join("usr/local/bin/aspshell")), 0o755);
+    // aspshell and ascmd read the configuration as the transfer user.
+    assert_eq!(mode(&d.join("etc/fasp-proxy/aspera.conf")), 0o644);
     assert_eq!(
         mode(&d.join("etc/systemd/system/fasp-proxy.service")),
         0o644

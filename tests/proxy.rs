@@ -26,7 +26,7 @@ use std::time::Duration;
 use fasp_proxy::protocol::{
     Direction, ErrorCode, Frame, Overwrite, ResumeLevel, SessionInit, VERSION,
 };
-use lab::{ssh_keygen, text, NsProcess, Sshd, Topology};
+use lab::{describe, ok, ssh_keygen, text, NsProcess, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
@@ -404,16 +404,6 @@ fn session_id(log: &str, needle: &str) -> String {
     id.to_string()
 }
 
-/// Standard output and error of a command, and its status, in one string for messages.
-fn describe(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
 /// Asserts the command failed and its stderr says `needle`.
 fn refused(out: &Output, needle: &str) -> String {
     let err = text(&out.stderr);
@@ -429,16 +419,6 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn ok(out: &Output) -> String {
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "ascp failed ({}):\n{all}", out.status);
-    all
 }
 
 #[test]

@@ -29,6 +29,7 @@ fn opts(role: Role) -> Options {
         resume: ResumeLevel::None,
         overwrite: Overwrite::Always,
         recursive: false,
+        root: transfer::Root::unconfined(),
     }
 }
 

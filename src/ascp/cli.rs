@@ -1,17 +1,23 @@
 //! `ascp`'s command line, shaped like IBM's ascp where it matters, turned into a [`Plan`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, Parser, ValueEnum};
 
 use crate::protocol::{Direction, Overwrite, ResumeLevel};
+use crate::ssh::client::{ClientConfig, HostKeyPolicy};
 
 /// Fast file transfer over SSH + UDP (the open fasp-proxy protocol).
 ///
 /// Upload:   ascp [options] SRC... [user@]host:DEST
 /// Download: ascp [options] [user@]host:SRC... DEST
+/// Browse:   ascp [options] --ls|--stat|--mkdir|--rm|--du|--df|--md5sum [user@]host:PATH...
+///           ascp [options] --mv [user@]host:FROM TO
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ascp", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(group(ArgGroup::new("browse").multiple(false).conflicts_with_all(["server", "mode"])))]
 pub struct Args {
     /// SSH port of the server (or of the proxy in front of it).
     #[arg(
@@ -100,6 +106,77 @@ pub struct Args {
     /// against; without it, only the name in the certificate is checked (as IBM's ascp does).
     #[arg(long = "proxy-ca", value_name = "FILE")]
     pub proxy_ca: Option<PathBuf>,
+    /// Browse: list remote directories (as `ls -l`; a file: its line).
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub ls: bool,
+    /// Browse: one line for each path itself (a directory too).
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub stat: bool,
+    /// Browse: create one directory per path (parents must exist).
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub mkdir: bool,
+    /// Browse: rename the first path to the second.
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub mv: bool,
+    /// Browse: remove files, or directories with everything in them.
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub rm: bool,
+    /// Browse: bytes, files and directories beneath each path.
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub du: bool,
+    /// Browse: space on the file system of each path (`host:` alone: every one the server shows).
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub df: bool,
+    /// Browse: MD5 digest of each remote file.
+    #[arg(
+        long,
+        group = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub md5sum: bool,
+    /// Browse: print JSON (one object per line) instead of text.
+    #[arg(
+        long,
+        requires = "browse",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub json: bool,
+    /// Browse: the command that starts `ascmd` on the remote host.
+    #[arg(
+        long = "remote-ascmd",
+        default_value = "ascmd",
+        value_name = "PATH",
+        help_heading = "Browsing (IBM's ascmd on the server)"
+    )]
+    pub remote_ascmd: String,
     /// Run as the server side (started by sshd; speaks the protocol on stdin/stdout).
     #[arg(long, hide = true)]
     pub server: bool,
@@ -111,12 +188,15 @@ pub struct Args {
 const AFTER_HELP: &str = "Examples:\n  \
   ascp -P 33001 -i ~/.ssh/id_ed25519 -l 500m big.iso xfer@files.example.com:/incoming/\n  \
   ascp -r -k 2 xfer@files.example.com:/outgoing/dataset ./\n  \
-  ascp --host files.example.com --user xfer --mode send -l 1g a.bin b.bin /incoming\n\n\
+  ascp --host files.example.com --user xfer --mode send -l 1g a.bin b.bin /incoming\n  \
+  ascp --ls xfer@files.example.com:/incoming\n  \
+  ascp --mv xfer@files.example.com:/incoming/a.bin /archive/a.bin\n  \
+  ascp --du --json xfer@files.example.com:/incoming /archive\n\n\
 Environment:\n  \
   ASPERA_SCP_PASS    password for a password login, tried after the keys (servers that allow it)\n  \
   ASPERA_PROXY       the forward proxy URL when --proxy is not given\n  \
   ASPERA_PROXY_PASS  the proxy password when the URL has none\n\n\
-Exit status 0 only if every file arrived intact.";
+Exit status 0 only if every file arrived intact (browsing: only if every path succeeded).";
 
 /// `--overwrite`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +239,56 @@ pub struct Plan {
     pub resume: ResumeLevel,
     /// `--overwrite`.
     pub overwrite: Overwrite,
+}
+
+/// A browse verb (`--ls`, `--mv`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `--ls`.
+    Ls,
+    /// `--stat`.
+    Stat,
+    /// `--mkdir`.
+    Mkdir,
+    /// `--mv`.
+    Mv,
+    /// `--rm`.
+    Rm,
+    /// `--du`.
+    Du,
+    /// `--df`.
+    Df,
+    /// `--md5sum`.
+    Md5sum,
+}
+
+impl Verb {
+    /// The option as typed.
+    pub fn option(self) -> &'static str {
+        match self {
+            Verb::Ls => "--ls",
+            Verb::Stat => "--stat",
+            Verb::Mkdir => "--mkdir",
+            Verb::Mv => "--mv",
+            Verb::Rm => "--rm",
+            Verb::Du => "--du",
+            Verb::Df => "--df",
+            Verb::Md5sum => "--md5sum",
+        }
+    }
+}
+
+/// A browse request, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowsePlan {
+    /// What to do.
+    pub verb: Verb,
+    /// The server (or proxy) host, as typed.
+    pub host: String,
+    /// The SSH user.
+    pub user: String,
+    /// Remote paths, as the user sees them (empty: the login directory or docroot, as `.`).
+    pub paths: Vec<String>,
 }
 
 /// Parses a rate: `100m`, `1g`, `1.5g`, `500k`, `64000b`, or a plain number of Kbps.
@@ -224,7 +354,140 @@ pub fn split_remote(arg: &str) -> Option<(Option<&str>, &str, &str)> {
     Some((user, host, path))
 }
 
+/// The local user's home directory (`$HOME`, else `/root`).
+pub fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
 impl Args {
+    /// The browse verb given, if any.
+    pub fn verb(&self) -> Option<Verb> {
+        [
+            (self.ls, Verb::Ls),
+            (self.stat, Verb::Stat),
+            (self.mkdir, Verb::Mkdir),
+            (self.mv, Verb::Mv),
+            (self.rm, Verb::Rm),
+            (self.du, Verb::Du),
+            (self.df, Verb::Df),
+            (self.md5sum, Verb::Md5sum),
+        ]
+        .into_iter()
+        .find_map(|(on, v)| on.then_some(v))
+    }
+
+    /// Checks a browse request: with `--host`, plain paths; else the first path is
+    /// `[user@]host:PATH` and the others plain paths or on the same `user@host`.
+    pub fn browse_plan(&self, local_user: &str) -> Result<BrowsePlan, String> {
+        let verb = self
+            .verb()
+            .ok_or_else(|| "no browse verb (--ls, --mv...) given".to_string())?;
+        let default_user = self.user.clone().unwrap_or_else(|| local_user.to_string());
+        let (host, user, paths) = if let Some(host) = &self.host {
+            (host.clone(), default_user, self.paths.clone())
+        } else {
+            let Some(first) = self.paths.first() else {
+                return Err(format!(
+                    "{} needs [user@]host:PATH (see ascp --help)",
+                    verb.option()
+                ));
+            };
+            let Some((user, host, path)) = split_remote(first) else {
+                return Err(format!(
+                    "{first}: not a remote path; write [user@]host:PATH (or give --host)"
+                ));
+            };
+            let (user, host) = (user.map(str::to_string), host.to_string());
+            let mut paths = vec![path.to_string()];
+            for p in &self.paths[1..] {
+                match split_remote(p) {
+                    Some((u, h, path)) if h == host && u.map(str::to_string) == user => {
+                        paths.push(path.to_string())
+                    }
+                    Some(_) => {
+                        return Err(format!(
+                            "{p}: every path must be on the first one's user@host"
+                        ))
+                    }
+                    None => paths.push(p.clone()),
+                }
+            }
+            (host, user.unwrap_or(default_user), paths)
+        };
+        let paths: Vec<String> = paths
+            .into_iter()
+            .map(|p| {
+                if p.is_empty() && verb != Verb::Df {
+                    ".".to_string()
+                } else {
+                    p
+                }
+            })
+            .collect();
+        match verb {
+            Verb::Mv if paths.len() != 2 => {
+                return Err(format!(
+                    "--mv takes two paths, FROM and TO ({} given)",
+                    paths.len()
+                ))
+            }
+            Verb::Df => {}
+            _ if paths.is_empty() => return Err(format!("{} needs a path", verb.option())),
+            _ => {}
+        }
+        Ok(BrowsePlan {
+            verb,
+            host,
+            user,
+            paths,
+        })
+    }
+
+    /// The private keys to try: `-i`, else `~/.ssh/id_ed25519` and `~/.ssh/id_rsa` if present.
+    pub fn identities(&self) -> Vec<PathBuf> {
+        if !self.identity.is_empty() {
+            return self.identity.clone();
+        }
+        ["id_ed25519", "id_rsa"]
+            .iter()
+            .map(|n| home().join(".ssh").join(n))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// How to log in to `host` as `user`, as a transfer does (keys, known_hosts, `-P`,
+    /// `ASPERA_SCP_PASS`); `connect_to` when a forward proxy's forwarding carries SSH.
+    pub fn ssh_config(
+        &self,
+        host: &str,
+        user: &str,
+        timeout: Duration,
+        connect_to: Option<SocketAddr>,
+    ) -> ClientConfig {
+        ClientConfig {
+            host: host.to_string(),
+            port: self.ssh_port,
+            user: user.to_string(),
+            identities: self.identities(),
+            // As IBM's ascp: the password of a password login comes from the environment, never
+            // from the command line (where `ps` would show it).
+            password: std::env::var("ASPERA_SCP_PASS")
+                .ok()
+                .filter(|p| !p.is_empty()),
+            known_hosts: self
+                .known_hosts
+                .clone()
+                .unwrap_or_else(|| home().join(".ssh").join("known_hosts")),
+            policy: if self.accept_new_host_key {
+                HostKeyPolicy::AcceptNew
+            } else {
+                HostKeyPolicy::Strict
+            },
+            timeout,
+            connect_to,
+        }
+    }
+
     /// Checks the arguments and decides direction, host, user and paths.
     pub fn plan(&self, local_user: &str) -> Result<Plan, String> {
         if self.paths.len() < 2 {
@@ -406,6 +669,58 @@ mod tests {
             (p.direction, p.host.as_str(), p.user.as_str()),
             (Direction::Download, "h", "u")
         );
+    }
+
+    #[test]
+    fn browse_verbs() {
+        let p = args(&["--ls", "xfer@files:/in", "/out", "xfer@files:/x"])
+            .browse_plan("me")
+            .unwrap();
+        assert_eq!(
+            p,
+            BrowsePlan {
+                verb: Verb::Ls,
+                host: "files".into(),
+                user: "xfer".into(),
+                paths: vec!["/in".into(), "/out".into(), "/x".into()]
+            }
+        );
+        let p = args(&["--mv", "files:/a b", "/c"])
+            .browse_plan("me")
+            .unwrap();
+        assert_eq!((p.verb, p.user.as_str()), (Verb::Mv, "me"));
+        assert_eq!(p.paths, ["/a b", "/c"]);
+        let p = args(&["--df", "files:"]).browse_plan("me").unwrap();
+        assert_eq!(p.paths, [""]);
+        let p = args(&["--du", "files:"]).browse_plan("me").unwrap();
+        assert_eq!(p.paths, ["."]);
+        let p = args(&["--host", "h", "--user", "u", "--rm", "/a", "/b"])
+            .browse_plan("me")
+            .unwrap();
+        assert_eq!((p.host.as_str(), p.user.as_str()), ("h", "u"));
+        assert_eq!(p.paths, ["/a", "/b"]);
+        assert!(args(&["--mv", "h:/a"])
+            .browse_plan("me")
+            .unwrap_err()
+            .contains("two paths"));
+        assert!(args(&["--ls", "/local"])
+            .browse_plan("me")
+            .unwrap_err()
+            .contains("not a remote path"));
+        assert!(args(&["--ls", "a@h:/x", "b@h:/y"])
+            .browse_plan("me")
+            .unwrap_err()
+            .contains("user@host"));
+        assert!(args(&["--ls"]).browse_plan("me").is_err());
+        assert!(args(&["a", "h:/"]).browse_plan("me").is_err());
+        assert_eq!(args(&["--md5sum", "h:/f"]).verb(), Some(Verb::Md5sum));
+        assert_eq!(args(&["a", "h:/"]).verb(), None);
+        // One verb at a time; not with the server side or --mode; --json only with one.
+        assert!(Args::try_parse_from(["ascp", "--ls", "--rm", "h:/x"]).is_err());
+        assert!(Args::try_parse_from(["ascp", "--ls", "--server"]).is_err());
+        assert!(Args::try_parse_from(["ascp", "--ls", "--mode", "send", "h:/"]).is_err());
+        assert!(Args::try_parse_from(["ascp", "--json", "a", "h:/"]).is_err());
+        assert!(Args::try_parse_from(["ascp", "--json", "--du", "h:/"]).is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::proxy::{ProxyClient, ProxyUrl};
 use crate::protocol::frame::write_frame;
 use crate::protocol::reader::read_frame;
 use crate::protocol::{Direction, Frame, SessionInit, VERSION};
-use crate::ssh::client::{self as ssh, ClientConfig, HostKeyPolicy};
+use crate::ssh::client as ssh;
 use crate::transfer::{self, Control, Options, Role};
 
 /// Time limit for SSH connect/login and for the protocol handshake.
@@ -22,15 +22,29 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs a transfer; returns the exit status (0 only if every file arrived intact).
 pub fn run(args: &Args) -> i32 {
-    let local_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let plan = match args.plan(&local_user) {
+    let local_user = local_user();
+    run_planned(args.plan(&local_user), |plan| transfer_files(args, plan))
+}
+
+/// The local user (`$USER`, else root): the remote user when the command line names none.
+pub(super) fn local_user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "root".into())
+}
+
+/// Runs `go` with `plan`; returns the exit status: 2 for a bad command line (`plan` an error),
+/// 0 when `go` says everything succeeded, else 1. Errors are printed on stderr.
+pub(super) fn run_planned<P>(
+    plan: Result<P, String>,
+    go: impl FnOnce(&P) -> Result<bool, String>,
+) -> i32 {
+    let plan = match plan {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ascp: {e}");
             return 2;
         }
     };
-    match transfer_files(args, &plan) {
+    match go(&plan) {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
@@ -38,21 +52,6 @@ pub fn run(args: &Args) -> i32 {
             1
         }
     }
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
-}
-
-fn identities(args: &Args) -> Vec<PathBuf> {
-    if !args.identity.is_empty() {
-        return args.identity.clone();
-    }
-    ["id_ed25519", "id_rsa"]
-        .iter()
-        .map(|n| home().join(".ssh").join(n))
-        .filter(|p| p.exists())
-        .collect()
 }
 
 fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
@@ -71,7 +70,7 @@ fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let local_user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let local_user = local_user();
     let proxy = match &args.proxy {
         Some(url) => {
             let url = ProxyUrl::parse(url, &local_user, std::env::var("ASPERA_PROXY_PASS").ok())?;
@@ -168,31 +167,11 @@ fn ssh_and_transfer(
     plan: &Plan,
     route: Route,
 ) -> Result<bool, String> {
-    let config = ClientConfig {
-        host: plan.host.clone(),
-        port: args.ssh_port,
-        user: plan.user.clone(),
-        identities: identities(args),
-        // As IBM's ascp: the password of a password login comes from the environment, never
-        // from the command line (where `ps` would show it).
-        password: std::env::var("ASPERA_SCP_PASS")
-            .ok()
-            .filter(|p| !p.is_empty()),
-        known_hosts: args
-            .known_hosts
-            .clone()
-            .unwrap_or_else(|| home().join(".ssh").join("known_hosts")),
-        policy: if args.accept_new_host_key {
-            HostKeyPolicy::AcceptNew
-        } else {
-            HostKeyPolicy::Strict
-        },
-        timeout: CONNECT_TIMEOUT,
-        connect_to: match route {
-            Route::Direct(_) => None,
-            Route::Proxied { tcp, .. } => Some(tcp),
-        },
+    let connect_to = match route {
+        Route::Direct(_) => None,
+        Route::Proxied { tcp, .. } => Some(tcp),
     };
+    let config = args.ssh_config(&plan.host, &plan.user, CONNECT_TIMEOUT, connect_to);
     let client = runtime
         .block_on(ssh::connect(&config))
         .map_err(|e| e.to_string())?;
@@ -376,6 +355,8 @@ fn session(
         resume: plan.resume,
         overwrite: plan.overwrite,
         recursive: args.recursive,
+        // The client's own files: no docroot, plain paths as the user typed them.
+        root: transfer::Root::unconfined(),
     };
     let control = Control {
         reader: Box::new(reader),

@@ -1,11 +1,21 @@
 //! `ascp --server`: the side sshd starts. Reads `SessionInit` on stdin, opens a UDP port for the
 //! session, answers `SessionAccept`, then sends or receives the files.
+//!
+//! Docroots: the user is the real uid's passwd entry (never the environment), their docroot and
+//! permissions come from [`config::DEFAULT_CONFIG_PATH`] (a fixed path: no option or variable
+//! changes it), and every path of the session is resolved and opened beneath the docroot by the
+//! kernel ([`crate::fsroot`]). A configuration that cannot be read or is invalid refuses the
+//! session (fail closed). Refusals known up front (a direction not allowed, a source or
+//! destination outside the docroot) come before any UDP port opens; names inside a transfer
+//! are refused per file by the receiver.
 
 use std::io::{self, Write};
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::{self, Docroot};
+use crate::fsroot::{is_containment_violation, Root, Violation};
 use crate::protocol::frame::write_frame;
 use crate::protocol::reader::read_frame;
 use crate::protocol::{
@@ -87,7 +97,20 @@ fn serve() -> Result<bool, String> {
             ),
         ));
     }
-    check_paths(&init).map_err(|(code, m)| refuse(&mut stdout, code, m))?;
+    let (user, docroot) = user_docroot().map_err(|m| refuse(&mut stdout, ErrorCode::Refused, m))?;
+    check_allowed(&init, &user, &docroot)
+        .map_err(|m| refuse(&mut stdout, ErrorCode::Permission, m))?;
+    let root = match &docroot.root {
+        None => Root::unconfined(),
+        Some(dir) => Root::open(dir).map_err(|e| {
+            refuse(
+                &mut stdout,
+                ErrorCode::Refused,
+                format!("the docroot of user {user} is not usable: {e}"),
+            )
+        })?,
+    };
+    let paths = check_paths(&init, &root).map_err(|(code, m)| refuse(&mut stdout, code, m))?;
     let sock =
         bind_udp(init.server_udp_port).map_err(|m| refuse(&mut stdout, ErrorCode::Other, m))?;
     let port = sock.local_addr().map_err(|e| e.to_string())?.port();
@@ -120,6 +143,7 @@ fn serve() -> Result<bool, String> {
         resume: init.resume,
         overwrite: init.overwrite,
         recursive: init.recursive,
+        root,
     };
     drop(stdin);
     drop(stdout);
@@ -128,19 +152,11 @@ fn serve() -> Result<bool, String> {
         writer: Box::new(io::stdout()),
     };
     let mut quiet = |_: &transfer::Progress| {};
-    let report = match init.direction {
-        Direction::Upload => transfer::receive(
-            control,
-            sock,
-            peer,
-            &expand_home(&init.destination),
-            &opts,
-            &mut quiet,
-        ),
-        Direction::Download => {
-            let sources: Vec<PathBuf> = init.sources.iter().map(|s| expand_home(s)).collect();
-            transfer::send(control, sock, peer, &sources, &opts, &mut quiet)
+    let report = match paths {
+        Paths::Destination(dest) => {
+            transfer::receive(control, sock, peer, &dest, &opts, &mut quiet)
         }
+        Paths::Sources(sources) => transfer::send(control, sock, peer, &sources, &opts, &mut quiet),
     }
     .map_err(|e| e.to_string())?;
     Ok(report.all_intact())
@@ -148,16 +164,70 @@ fn serve() -> Result<bool, String> {
 
 static HANDSHAKE_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Sources must exist before any UDP port is opened, so a typo fails fast and cleanly.
-fn check_paths(init: &SessionInit) -> Result<(), (ErrorCode, String)> {
+/// Who runs this server (the real uid's passwd entry: its name and home, never the
+/// environment's) and their docroot from the fixed configuration path.
+fn user_docroot() -> Result<(String, Docroot), String> {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .map_err(|e| format!("looking up uid {uid} in the passwd database: {e}"))?
+        .ok_or_else(|| format!("uid {uid} has no passwd entry"))?;
+    let docroot = config::load_docroot(
+        Path::new(config::DEFAULT_CONFIG_PATH),
+        &user.name,
+        &user.dir,
+    )
+    .map_err(|m| format!("cannot tell the docroot of user {}: {m}", user.name))?;
+    Ok((user.name, docroot))
+}
+
+/// The direction must be allowed by the docroot's `read_allowed` / `write_allowed`.
+fn check_allowed(init: &SessionInit, user: &str, docroot: &Docroot) -> Result<(), String> {
+    match init.direction {
+        Direction::Download if !docroot.read_allowed => Err(format!(
+            "downloads are not allowed for user {user} on this server (read_allowed is false)"
+        )),
+        Direction::Upload if !docroot.write_allowed => Err(format!(
+            "uploads are not allowed for user {user} on this server (write_allowed is false)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The session's paths in its [`Root`].
+enum Paths {
+    /// A download's sources.
+    Sources(Vec<PathBuf>),
+    /// An upload's destination.
+    Destination(PathBuf),
+}
+
+/// A client path in `root`, or the refusal to send.
+fn resolve(root: &Root, client_path: &str) -> Result<PathBuf, (ErrorCode, String)> {
+    root.resolve(client_path).map_err(|v| match v {
+        Violation::Containment(_) => (ErrorCode::Refused, v.to_string()),
+        Violation::Empty | Violation::Nul(_) => (ErrorCode::Protocol, v.to_string()),
+    })
+}
+
+/// Resolves the session's paths in `root` before any UDP port is opened: sources must exist
+/// (so a typo fails fast and cleanly), and neither a source nor the destination may lead out of
+/// the docroot (`..`, or a symbolic link on the way).
+fn check_paths(init: &SessionInit, root: &Root) -> Result<Paths, (ErrorCode, String)> {
+    let escape = |s: &str| {
+        (
+            ErrorCode::Refused,
+            Violation::Containment(s.into()).to_string(),
+        )
+    };
     match init.direction {
         Direction::Download => {
             if init.sources.is_empty() {
                 return Err((ErrorCode::Protocol, "no source path given".into()));
             }
+            let mut out = Vec::new();
             for s in &init.sources {
-                let p = expand_home(s);
-                match std::fs::symlink_metadata(&p) {
+                let p = resolve(root, s)?;
+                match root.metadata(&p) {
                     Ok(m) if m.is_dir() && !init.recursive => {
                         return Err((
                             ErrorCode::Refused,
@@ -165,6 +235,7 @@ fn check_paths(init: &SessionInit) -> Result<(), (ErrorCode, String)> {
                         ))
                     }
                     Ok(_) => {}
+                    Err(e) if is_containment_violation(&e) => return Err(escape(s)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         return Err((
                             ErrorCode::NotFound,
@@ -173,23 +244,22 @@ fn check_paths(init: &SessionInit) -> Result<(), (ErrorCode, String)> {
                     }
                     Err(e) => return Err((ErrorCode::Permission, format!("{s}: {e}"))),
                 }
+                out.push(p);
             }
+            Ok(Paths::Sources(out))
         }
         Direction::Upload => {
             if init.destination.is_empty() {
                 return Err((ErrorCode::Protocol, "no destination path given".into()));
             }
+            let dest = resolve(root, &init.destination)?;
+            // A destination that does not exist yet is fine (it is the new name); one reached
+            // through a link out of the docroot is not.
+            match root.metadata(&dest) {
+                Err(e) if is_containment_violation(&e) => Err(escape(&init.destination)),
+                _ => Ok(Paths::Destination(dest)),
+            }
         }
-    }
-    Ok(())
-}
-
-/// Relative paths are relative to the home directory sshd started us in; `~/` likewise.
-fn expand_home(path: &str) -> PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME")
-            .map_or_else(|| PathBuf::from(path), |h| Path::new(&h).join(rest)),
-        None => PathBuf::from(path),
     }
 }
 

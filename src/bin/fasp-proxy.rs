@@ -99,6 +99,33 @@ enum Command {
         #[command(subcommand)]
         action: NodeUserAction,
     },
+    /// Audit users and settings, as IBM's asp-check: count full-access and restricted
+    /// (aspshell) users, and find insecure transfer users and settings.
+    ///
+    /// Transfer users (login shell aspshell, or an <aaa> entry in the configuration) are
+    /// checked for: no aspshell, a docroot at or above the home directory, forwarding, a tty,
+    /// internal-sftp, password logins, legacy algorithms and PermitUserEnvironment in what
+    /// `sshd -T -C user=NAME` prints. The configuration is checked for key files others can
+    /// read, an empty <allowed_clients>, a forward proxy without authentication or
+    /// <allowed_destinations>, and <ssh_rsa_legacy>. Changes nothing. Exit status 0: nothing
+    /// insecure; 1: something insecure; 2: the audit could not run.
+    Audit {
+        /// Print one JSON object (counts, users, findings, notes) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// sshd's configuration, read through `sshd -T -f PATH`.
+        #[arg(long = "sshd-config", default_value = fasp_proxy::audit::DEFAULT_SSHD_CONFIG, value_name = "PATH")]
+        sshd_config: PathBuf,
+        /// The sshd program.
+        #[arg(long, default_value = fasp_proxy::audit::DEFAULT_SSHD, value_name = "PATH")]
+        sshd: PathBuf,
+        /// Audit only this user (repeatable); default: every account.
+        #[arg(long = "user", value_name = "NAME")]
+        users: Vec<String>,
+        /// Read accounts from this passwd-format file instead of the password database.
+        #[arg(long, value_name = "PATH")]
+        passwd: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +159,35 @@ fn main() -> ExitCode {
         Command::Purge => purge(&cli.config),
         Command::Run => run(&cli.config),
         Command::NodeUser { action } => node_user(&cli.config, action),
+        Command::Audit {
+            json,
+            sshd_config,
+            sshd,
+            users,
+            passwd,
+        } => {
+            let options = fasp_proxy::audit::Options {
+                config: cli.config.clone(),
+                sshd,
+                sshd_config,
+                users,
+                passwd,
+            };
+            match fasp_proxy::audit::run(&options) {
+                Ok(report) if json => {
+                    println!("{}", report.json());
+                    ExitCode::from(u8::from(report.insecure))
+                }
+                Ok(report) => {
+                    print!("{}", report.text());
+                    ExitCode::from(u8::from(report.insecure))
+                }
+                Err(e) => {
+                    eprintln!("fasp-proxy audit: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Sessions => match daemon::control::query() {
             Ok(table) => {
                 print!("{table}");
@@ -189,7 +245,14 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
     };
-    let ssh_listener = if config.server.rproxy.enabled {
+    let rproxy = &config.server.rproxy;
+    let handoff_listener = if rproxy.enabled && rproxy.frontend.openssh() {
+        fasp_proxy::ssh::handoff::origin::can_read_sshd()?;
+        Some(fasp_proxy::ssh::handoff::bind(&rproxy.handoff_socket)?)
+    } else {
+        None
+    };
+    let ssh_listener = if rproxy.enabled && rproxy.frontend.builtin() {
         let listen = config.server.rproxy.ssh_listen;
         Some(
             tokio::net::TcpListener::bind(listen)
@@ -221,6 +284,7 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
         ssh_listener,
         api,
         control_listener: Some(control_listener),
+        handoff_listener,
         backend_known_hosts: daemon::backend_known_hosts(config_path),
         penalties: std::sync::Arc::new(std::sync::Mutex::new(penalties)),
     };

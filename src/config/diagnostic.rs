@@ -145,6 +145,14 @@ impl Diagnostic {
         self
     }
 
+    /// Adds a suggestion, if there is one.
+    pub fn with_hint_if(self, hint: Option<impl Into<String>>) -> Self {
+        match hint {
+            Some(hint) => self.with_hint(hint),
+            None => self,
+        }
+    }
+
     /// Whether this diagnostic refuses the configuration.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error

@@ -11,10 +11,17 @@
 //! schema of IBM Aspera build 4.4.7, published by IBM under the Apache License 2.0. Only facts are
 //! taken from it: element names, their nesting, which elements repeat (`maxOccurs="unbounded"`)
 //! and the attributes; none of its documentation text, and no value types (values are not
-//! checked). The table was generated from the XSD and checked by hand against it. Two deliberate
-//! differences: the schema's root element is `conf` while every file says `CONF`, and the schema
+//! checked). The table was generated from the XSD and checked by hand against it. Deliberate
+//! differences: the schema's root element is `conf` while every file says `CONF`; the schema
 //! defines `<default><file_system>` twice (once for transfer settings, once for `<access>`), merged
-//! here into one entry.
+//! here into one entry; the five "sets of string values" the XSD types as text with an "XML
+//! separator" are sections holding that separator, repeated, as IBM's files write them
+//! (`<aspshell_commands><command>`, `<filters><filter>`, `<restrictions><restriction>`,
+//! `<pvcl><blacklist>` and `<whitelist>` with `<opt>`); and `<aaa>`, which the XSD lacks, comes
+//! from IBM's guides ([`AAA`]).
+//!
+//! Not every IBM tag may be ignored: those that narrow what users reach are refused
+//! ([`refused`](super::refused)).
 //!
 //! Also here: the reconciliation of IBM's per-rule `<forwarding_type>` with the server-level one,
 //! since the daemon has a single data-plane backend ([`one_forwarding_type`]).
@@ -37,8 +44,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// The child element called `name`, if IBM's schema allows one here.
+    /// The child element called `name`, if IBM's schema allows one here. `<aaa>`, which the
+    /// XSD leaves out, is a child of the root ([`AAA`]).
     pub fn child(&self, name: &str) -> Option<&'static Node> {
+        if std::ptr::eq(self, &ROOT) && name == AAA.name {
+            return Some(&AAA);
+        }
         self.children.iter().find(|n| n.name == name)
     }
 
@@ -91,6 +102,23 @@ pub static ROOT: Node = Node {
     attributes: &["version"],
 };
 
+/// `<aaa>`, the users' and groups' own settings, as IBM's guides document it (the XSD does not
+/// have it): `<realms><realm>` with `<users><user>` and `<groups><group>`, each holding what
+/// `<default>` may hold (its `<name>` among it).
+pub static AAA: Node = section(
+    "aaa",
+    &[section(
+        "realms",
+        &[section(
+            "realm",
+            &[
+                section("users", &[section_list("user", DEFAULT)]),
+                section("groups", &[section_list("group", DEFAULT)]),
+            ],
+        )],
+    )],
+);
+
 // ---- The table, generated from aspera.conf.xsd: one constant per section, named by its path. ----
 
 const ROOT_CHILDREN: &[Node] = &[
@@ -139,7 +167,7 @@ const DEFAULT: &[Node] = &[
     leaf("use_pvcl"),
     section("ascmd", DEFAULT_ASCMD),
     leaf("precedence"),
-    leaf("aspshell_commands"),
+    section("aspshell_commands", &[leaf_list("command")]),
     leaf("ignore_direction"),
     leaf("logging_class"),
     leaf("skip_dir_traversal_dupes"),
@@ -326,7 +354,7 @@ const DEFAULT_FILE_SYSTEM: &[Node] = &[
     leaf("pre_calculate_job_size"),
     leaf("replace_illegal_chars"),
     section("storage_rc", DEFAULT_FILE_SYSTEM_STORAGE_RC),
-    leaf("filters"),
+    section("filters", &[leaf_list("filter")]),
     leaf("partial_file_suffix"),
     leaf("file_checksum"),
     leaf("file_checksum_cache"),
@@ -352,7 +380,7 @@ const DEFAULT_FILE_SYSTEM_ACCESS_PATHS_PATH: &[Node] = &[
     leaf("write_allowed"),
     leaf("dir_allowed"),
     leaf("reporting_allowed"),
-    leaf("restrictions"),
+    section("restrictions", &[leaf_list("restriction")]),
 ];
 const DEFAULT_PVCL: &[Node] = &[
     leaf("log_stats_interval"),
@@ -362,8 +390,8 @@ const DEFAULT_PVCL: &[Node] = &[
     leaf("max_wfd"),
     leaf("max_mem"),
     leaf("max_thr_wbps"),
-    leaf("blacklist"),
-    leaf("whitelist"),
+    section("blacklist", &[leaf_list("opt")]),
+    section("whitelist", &[leaf_list("opt")]),
     leaf("cmd_timeout"),
     section(
         "download_target_rate_strategy",
@@ -1049,7 +1077,8 @@ mod tests {
     #[test]
     fn table_holds_every_element_of_the_schema() {
         // aspera.conf.xsd (build 4.4.7) has 646 elements: the root, and 645 below it, of which
-        // <default><file_system> is defined twice and merged here.
+        // <default><file_system> is defined twice and merged here; the five sets of strings
+        // add their separator tag each.
         let mut count = 0;
         let mut repeated = Vec::new();
         walk(&ROOT, &mut Vec::new(), &mut |path, node| {
@@ -1068,13 +1097,18 @@ mod tests {
                 repeated.push(path.join("/"));
             }
         });
-        assert_eq!(count, 645);
+        assert_eq!(count, 650);
         assert_eq!(
             repeated,
             [
                 "CONF/default/file_system",
+                "CONF/default/file_system/filters/filter",
                 "CONF/default/file_system/access/paths/path",
                 "CONF/default/file_system/access/paths/path/filter",
+                "CONF/default/file_system/access/paths/path/restrictions/restriction",
+                "CONF/default/pvcl/blacklist/opt",
+                "CONF/default/pvcl/whitelist/opt",
+                "CONF/default/aspshell_commands/command",
                 "CONF/trunks/trunk",
                 "CONF/server/rproxy/rules/rule",
                 "CONF/logging/log_setting",
@@ -1130,8 +1164,10 @@ mod tests {
             },
         );
         // <CONF>, <server>, <rproxy> with 12 tags inside (a rule's <forwarding_type> among them),
-        // <proxy> with its 9, 5 more in <server> (not <forwarding_type>: IBM has it only in rules).
-        assert_eq!(shared, 30);
+        // <proxy> with its 9, 5 more in <server> (not <forwarding_type>: IBM has it only in rules);
+        // <default> with 10 inside (the docroot's 8, <aspshell_commands><command>); <aaa> with 13
+        // inside (<realms><realm><users><user>, its <name> and the docroot's 8).
+        assert_eq!(shared, 55);
     }
 
     #[test]

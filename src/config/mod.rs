@@ -7,26 +7,36 @@
 //! 3. [`validate`] types and checks every value and the rules against each other.
 //!
 //! [`environment`] adds warnings that depend on the machine (local addresses, key files); [`ibm`]
-//! lets files written for IBM's products load as they are.
+//! lets files written for IBM's products load as they are, and [`refused`] says which of IBM's
+//! tags must not be ignored.
+//!
+//! Two kinds of caller: the daemon ([`load`]: every check, the machine's too), and the programs
+//! that confine users on a transfer server (`ascp --server`, `ascmd`, `aspshell`:
+//! [`load_docroot`] and [`load_quiet`], which need nothing of the daemon's and print nothing). [`docroot`] holds
+//! the docroot model and its precedence and substitution.
 
 pub mod command;
 pub mod create;
 pub mod diagnostic;
+pub mod docroot;
 pub mod environment;
 pub mod ibm;
 pub mod model;
 pub mod raw;
+pub mod refused;
 pub mod render;
 pub mod schema;
 pub mod suggest;
 pub mod summary;
 pub mod tree;
 pub mod validate;
+mod validate_access;
 pub mod values;
 
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{ConfigError, Diagnostic, Pos, Severity};
+pub use docroot::{Docroot, PathSettings};
 pub use model::*;
 
 /// Where the configuration is read from when neither `--config` nor `FASP_PROXY_CONFIG` says.
@@ -49,8 +59,6 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Checks `text` (the contents of `file`) and returns the configuration, or every problem found.
-/// Only the pure checks run here; see [`environment::check`] for those that look at the machine.
 /// The path of a file the proxy keeps beside its configuration (`known_hosts`, `node-users`):
 /// `/etc/fasp-proxy/NAME` for `/etc/fasp-proxy/aspera.conf`, `./NAME` for a bare `aspera.conf`.
 pub fn beside(config_path: &Path, name: &str) -> PathBuf {
@@ -61,6 +69,8 @@ pub fn beside(config_path: &Path, name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Checks `text` (the contents of `file`) and returns the configuration, or every problem found.
+/// Only the pure checks run here; see [`environment::check`] for those that look at the machine.
 pub fn parse_str(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
     let fail = |diagnostics| ConfigError {
         file: file.to_path_buf(),
@@ -113,6 +123,52 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         .warnings
         .extend(environment::check(&loaded.config, &env));
     Ok(loaded)
+}
+
+/// For `ascp --server`, `ascmd`, `aspshell`: the docroot of `user` (home directory `home`) in the
+/// configuration at `config_path`. A missing file is [`Docroot::unrestricted`] (IBM's default);
+/// an unreadable or invalid one is Err with every reason (callers then refuse: fail closed).
+/// Read as [`load_quiet`] reads it.
+pub fn load_docroot(config_path: &Path, user: &str, home: &Path) -> Result<Docroot, String> {
+    match load_quiet(config_path)? {
+        None => Ok(Docroot::unrestricted()),
+        Some(config) => config
+            .docroot_for(user, home)
+            .map_err(|m| format!("{}: {m}", config_path.display())),
+    }
+}
+
+/// For the programs that act for users on a transfer server: the configuration at
+/// `config_path`, `None` when there is no file (not even a dangling link: that is an error).
+/// Only the pure checks run, nothing of the daemon's is needed (no host keys, no rules), and
+/// nothing is printed: warnings are dropped. Err names the file and gives every error, one a
+/// line.
+pub fn load_quiet(config_path: &Path) -> Result<Option<Config>, String> {
+    match std::fs::symlink_metadata(config_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: cannot read: {e}", config_path.display())),
+        Ok(_) => {}
+    }
+    let text = read_text(config_path).map_err(|m| format!("{}: {m}", config_path.display()))?;
+    let loaded = parse_str(&text, config_path).map_err(|e| errors_only(&e))?;
+    Ok(Some(loaded.config))
+}
+
+/// The errors of `e`, one a line after a heading, without its warnings.
+fn errors_only(e: &ConfigError) -> String {
+    let errors: Vec<String> = e
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.display_in(&e.file).to_string())
+        .collect();
+    format!(
+        "{}: {} error{} in configuration\n{}",
+        e.file.display(),
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" },
+        errors.join("\n")
+    )
 }
 
 fn read_text(path: &Path) -> Result<String, String> {

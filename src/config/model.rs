@@ -8,14 +8,17 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use super::command::CommandShape;
+pub use super::docroot::{DefaultSettings, UserSettings};
 
 /// The whole `aspera.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// `<server>`.
     pub server: Server,
-    /// `<file_system>`.
-    pub file_system: FileSystem,
+    /// `<default>`: the docroot of every user and aspshell's extra commands.
+    pub default: DefaultSettings,
+    /// `<aaa><realms><realm><users><user>`, in file order: users with settings of their own.
+    pub users: Vec<UserSettings>,
 }
 
 /// `<server>`: both proxy modes and the settings they share.
@@ -139,6 +142,31 @@ pub struct PerSource {
     pub max_tracked_sources: u32,
 }
 
+/// `<rproxy><frontend>`: which front ends bring the reverse proxy its sessions
+/// (docs/deployment.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// The daemon's own SSH server on `<ssh_bind_address>`:`<ssh_port>` (the default).
+    Builtin,
+    /// OpenSSH's `sshd`, whose users' login shell `aspshell` hands each session to the daemon
+    /// over `<handoff_socket>`.
+    Openssh,
+    /// Both.
+    Both,
+}
+
+impl Frontend {
+    /// Whether the daemon's own SSH server runs.
+    pub fn builtin(self) -> bool {
+        matches!(self, Frontend::Builtin | Frontend::Both)
+    }
+
+    /// Whether sessions are taken from `aspshell` over the hand-off socket.
+    pub fn openssh(self) -> bool {
+        matches!(self, Frontend::Openssh | Frontend::Both)
+    }
+}
+
 /// The kernel interface used for per-session forwarding entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardingType {
@@ -174,6 +202,10 @@ pub struct ReverseProxy {
     pub ssh_host_rsa_key: Option<PathBuf>,
     /// `<ssh_rsa_legacy>`: ssh-rsa (SHA-1) signatures accepted for host and user keys.
     pub ssh_rsa_legacy: bool,
+    /// `<frontend>`: who serves the clients' SSH.
+    pub frontend: Frontend,
+    /// `<handoff_socket>`: where `aspshell` hands sessions over in the OpenSSH mode.
+    pub handoff_socket: PathBuf,
     /// The commands accepted as opaque sessions (`<opaque_commands>`, IBM's when it is empty);
     /// empty when `<opaque_sessions>` is false.
     pub opaque_commands: Vec<CommandShape>,
@@ -356,26 +388,6 @@ pub struct ForwardProxy {
     pub allowed_destinations: Vec<IpNet>,
     /// `<denied_destinations>`: checked first.
     pub denied_destinations: Vec<IpNet>,
-}
-
-/// `<file_system>`: what aspshell users may reach.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FileSystem {
-    /// `<access><paths><path>` entries, in file order.
-    pub paths: Vec<DocRoot>,
-}
-
-/// One `<path>` docroot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DocRoot {
-    /// `<absolute>`: `None` = the whole file system; may hold `$(name)`.
-    pub absolute: Option<String>,
-    /// `<read_allowed>`: `None` when blank.
-    pub read_allowed: Option<bool>,
-    /// `<write_allowed>`: `None` when blank.
-    pub write_allowed: Option<bool>,
-    /// `<dir_allowed>`: `None` when blank.
-    pub dir_allowed: Option<bool>,
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@ use serde::Deserialize;
 pub struct RawConf {
     /// `<server>`.
     pub server: RawServer,
-    /// `<file_system>`.
-    pub file_system: RawFileSystem,
+    /// `<default>`.
+    pub default: RawDefault,
+    /// `<aaa>`.
+    pub aaa: RawAaa,
 }
 
 /// `<server>`.
@@ -64,10 +66,14 @@ pub struct RawReverseProxy {
     pub ssh_host_rsa_key: Option<String>,
     /// `<ssh_rsa_legacy>`.
     pub ssh_rsa_legacy: Option<String>,
+    /// `<frontend>`.
+    pub frontend: Option<String>,
+    /// `<handoff_socket>`.
+    pub handoff_socket: Option<String>,
     /// `<opaque_sessions>`.
     pub opaque_sessions: Option<String>,
     /// `<opaque_commands>`.
-    pub opaque_commands: RawOpaqueCommands,
+    pub opaque_commands: RawCommands,
     /// `<authorized_keys_file>`.
     pub authorized_keys_file: Option<String>,
     /// `<password_authentication>`.
@@ -130,10 +136,10 @@ pub struct RawCidrList {
     pub cidr: Vec<String>,
 }
 
-/// `<opaque_commands>`.
+/// A list of `<command>` tags (`<opaque_commands>`, `<aspshell_commands>`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct RawOpaqueCommands {
+pub struct RawCommands {
     /// `<command>` entries.
     pub command: Vec<String>,
 }
@@ -218,7 +224,59 @@ pub struct RawForwardProxy {
     pub denied_destinations: RawCidrList,
 }
 
-/// `<file_system>`.
+/// `<default>` (IBM's other tags in it are not read).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawDefault {
+    /// `<file_system>`.
+    pub file_system: RawFileSystem,
+    /// `<aspshell_commands>`.
+    pub aspshell_commands: RawCommands,
+}
+
+/// `<aaa>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAaa {
+    /// `<realms>`.
+    pub realms: RawRealms,
+}
+
+/// `<realms>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRealms {
+    /// `<realm>`.
+    pub realm: RawRealm,
+}
+
+/// `<realm>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRealm {
+    /// `<users>`.
+    pub users: RawUsers,
+}
+
+/// `<users>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawUsers {
+    /// `<user>` entries.
+    pub user: Vec<RawUser>,
+}
+
+/// `<user>` (IBM's other tags in it are not read).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawUser {
+    /// `<name>`.
+    pub name: Option<String>,
+    /// `<file_system>`.
+    pub file_system: RawFileSystem,
+}
+
+/// `<file_system>` (IBM's other tags in it are not read).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawFileSystem {

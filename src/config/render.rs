@@ -11,7 +11,9 @@ const COMMENT_COLUMN: usize = 52;
 pub fn spec() -> String {
     let mut out = String::from(
         "<!-- fasp-proxy aspera.conf options: default values, not the current ones -->\n\
-         <!-- IBM's other aspera.conf tags are accepted and ignored (check-config warns) -->\n",
+         <!-- IBM's other aspera.conf tags are accepted and ignored (check-config warns), except \
+         those that narrow what users reach (<show_as>, <filter>, <restrictions>, <groups>, …), \
+         which are refused -->\n",
     );
     spec_tag(&ROOT, 0, &mut out);
     out
@@ -108,16 +110,15 @@ fn default_tag(tag: &Tag, depth: usize, files: DefaultFiles<'_>, out: &mut Strin
             }
             let _ = writeln!(out, "{indent}<{}>", tag.name);
             for child in children {
-                if child.repeated {
-                    if let Some(example) = example(child.name) {
-                        let inner = "  ".repeat(depth + 1);
-                        let _ = writeln!(out, "{inner}<!-- For example:");
-                        for line in example.lines() {
-                            let _ = writeln!(out, "{inner}{line}");
-                        }
-                        let _ = writeln!(out, "{inner}-->");
+                // Lists, and the docroot (blank by default), are shown as commented examples.
+                if let Some(example) = example(child.name) {
+                    let inner = "  ".repeat(depth + 1);
+                    let _ = writeln!(out, "{inner}<!-- For example:");
+                    for line in example.lines() {
+                        let _ = writeln!(out, "{inner}{line}");
                     }
-                } else {
+                    let _ = writeln!(out, "{inner}-->");
+                } else if !child.repeated {
                     default_tag(child, depth + 1, files, out);
                 }
             }
@@ -144,6 +145,11 @@ fn example(name: &str) -> Option<&'static str> {
         "path" => Some(
             "<path>\n  <absolute>/data/$(name)</absolute>\n  <read_allowed>true</read_allowed>\n  \
              <write_allowed>true</write_allowed>\n  <dir_allowed>true</dir_allowed>\n</path>",
+        ),
+        "user" => Some(
+            "<user>\n  <name>alice</name>\n  <file_system><access><paths><path>\n    \
+             <absolute>/data/shared</absolute>\n    <write_allowed>false</write_allowed>\n  \
+             </path></paths></access></file_system>\n</user>",
         ),
         _ => None,
     }
@@ -209,6 +215,13 @@ mod tests {
         let loaded = parse_str(&uncommented, Path::new("aspera.conf")).unwrap();
         assert_eq!(loaded.config.server.rproxy.rules.len(), 2);
         assert_eq!(loaded.config.server.rproxy.allowed_clients.len(), 1);
-        assert_eq!(loaded.config.file_system.paths.len(), 1);
+        let c = &loaded.config;
+        assert_eq!(c.default.path.absolute.as_deref(), Some("/data/$(name)"));
+        assert_eq!(c.users.len(), 1);
+        let alice = c.docroot_for("alice", Path::new("/home/alice"));
+        assert_eq!(
+            alice.map(|d| (d.root, d.read_allowed, d.write_allowed)),
+            Ok((Some("/data/shared".into()), true, false))
+        );
     }
 }

@@ -235,6 +235,18 @@ const RPROXY_CHILDREN: &[Tag] = &[
         "a second host key, RSA (create-config makes one): for clients that know no other kind; blank = none",
     ),
     leaf(
+        "frontend",
+        "builtin",
+        "builtin|openssh|both",
+        "who serves the clients' SSH: builtin = this daemon on ssh_port; openssh = OpenSSH's sshd, whose users' login shell aspshell hands each session over handoff_socket; both",
+    ),
+    leaf(
+        "handoff_socket",
+        "/run/fasp-proxy/handoff.sock",
+        "path",
+        "the Unix socket aspshell hands sessions to in the openssh mode",
+    ),
+    leaf(
         "ssh_rsa_legacy",
         "false",
         "true|false",
@@ -575,44 +587,99 @@ const PATH_CHILDREN: &[Tag] = &[
     leaf(
         "absolute",
         "",
-        "path",
-        "docroot users are confined to; $(name) = user name; blank = whole file system",
+        "absolute path, may start with $(home), may hold $(name)",
+        "the docroot users are confined to; $(name) = user name, $(home) = home directory; blank = as in <default>, else the whole file system",
     ),
     leaf(
         "read_allowed",
         "",
         "true|false",
-        "users may transfer from the docroot",
+        "users may transfer from the docroot; blank = as in <default>, else true",
     ),
     leaf(
         "write_allowed",
         "",
         "true|false",
-        "users may transfer to the docroot",
+        "users may transfer to the docroot; blank = as in <default>, else true",
     ),
     leaf(
         "dir_allowed",
         "",
         "true|false",
-        "users may browse the docroot",
+        "users may browse the docroot (list, stat, mkdir, rename, delete); blank = as in <default>, else true",
     ),
 ];
 
+/// `<file_system>` in `<default>` and in a `<user>`: the docroot (IBM's other `<file_system>`
+/// settings are accepted and not used).
 const FILE_SYSTEM_CHILDREN: &[Tag] = &[section(
     "access",
-    "docroot settings used by aspshell",
+    "what users may reach (IBM's layout)",
     &[section(
         "paths",
-        "list of docroots",
+        "the docroot: one <path>",
+        &[section(
+            "path",
+            "the docroot and its permissions (one: IBM's several docroots per user are refused)",
+            PATH_CHILDREN,
+        )],
+    )],
+)];
+
+const DEFAULT_CHILDREN: &[Tag] = &[
+    section(
+        "file_system",
+        "file access for every user, unless their <user> says otherwise",
+        FILE_SYSTEM_CHILDREN,
+    ),
+    section(
+        "aspshell_commands",
+        "commands aspshell runs besides its built-in ones",
         &[Tag {
-            name: "path",
-            meaning: "one docroot",
+            name: "command",
+            meaning: "one command shape: literal words, {n} = a number, {arg} = one plain argument",
             repeated: true,
-            kind: Kind::Section {
-                children: PATH_CHILDREN,
-                attributes: &[],
+            kind: Kind::Leaf {
+                default: "",
+                values: "command shape",
             },
         }],
+    ),
+];
+
+const USER_CHILDREN: &[Tag] = &[
+    leaf(
+        "name",
+        "",
+        "user name",
+        "the user these settings are for: their login name on this host (required)",
+    ),
+    section(
+        "file_system",
+        "this user's file access; each value set here overrides <default>'s",
+        FILE_SYSTEM_CHILDREN,
+    ),
+];
+
+const AAA_CHILDREN: &[Tag] = &[section(
+    "realms",
+    "IBM's layout: one <realm>",
+    &[section(
+        "realm",
+        "the users with settings of their own (IBM's <groups> are refused)",
+        &[section(
+            "users",
+            "one <user> per user",
+            &[Tag {
+                name: "user",
+                meaning: "one user's settings",
+                repeated: true,
+                kind: Kind::Section {
+                    children: USER_CHILDREN,
+                    attributes: &[],
+                },
+            }],
+        )],
     )],
 )];
 
@@ -623,10 +690,11 @@ pub static ROOT: Tag = section(
     &[
         section("server", "proxy server settings", SERVER_CHILDREN),
         section(
-            "file_system",
-            "file access for aspshell users",
-            FILE_SYSTEM_CHILDREN,
+            "default",
+            "settings for every user of ascp --server, ascmd and aspshell on this host",
+            DEFAULT_CHILDREN,
         ),
+        section("aaa", "settings for single users", AAA_CHILDREN),
     ],
 );
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::docroot::PathSettings;
 use super::model::{display_net, Config, Rule};
 
 /// Describes what the configuration does: the proxy modes and, for each rule, what it matches,
@@ -13,9 +14,22 @@ pub fn describe(config: &Config) -> String {
     if r.enabled {
         let _ = writeln!(
             out,
-            "reverse proxy: enabled; SSH on {}; {}; forwarding via {}; at most {} sessions; {}",
-            r.ssh_listen,
-            if r.password_authentication {
+            "reverse proxy: enabled; {}; {}; forwarding via {}; at most {} sessions; {}",
+            match r.frontend {
+                super::model::Frontend::Builtin => format!("SSH on {}", r.ssh_listen),
+                super::model::Frontend::Openssh => format!(
+                    "SSH by OpenSSH's sshd, sessions handed over {} by aspshell",
+                    r.handoff_socket.display()
+                ),
+                super::model::Frontend::Both => format!(
+                    "SSH on {}, and by OpenSSH's sshd through aspshell over {}",
+                    r.ssh_listen,
+                    r.handoff_socket.display()
+                ),
+            },
+            if r.frontend == super::model::Frontend::Openssh {
+                "logins checked by sshd".to_string()
+            } else if r.password_authentication {
                 format!("public keys or passwords (PAM service {})", r.pam_service)
             } else {
                 "public keys only".to_string()
@@ -108,10 +122,48 @@ pub fn describe(config: &Config) -> String {
     if r.enabled || p.enabled {
         describe_per_source(config, &mut out);
     }
-    if !config.file_system.paths.is_empty() {
-        let _ = writeln!(out, "docroots: {}", config.file_system.paths.len());
-    }
+    describe_access(config, &mut out);
     out
+}
+
+/// The docroots and aspshell's extra commands, when the file sets any: `<default>`'s, then
+/// each user's as in force for them (their own over `<default>`'s).
+fn describe_access(config: &Config, out: &mut String) {
+    if !config.default.path.is_empty() || !config.users.is_empty() {
+        let _ = writeln!(
+            out,
+            "docroots (for ascp --server, ascmd and aspshell reading this file): every user: {}",
+            docroot(&config.default.path)
+        );
+        for user in &config.users {
+            let _ = writeln!(
+                out,
+                "  user {} (line {}): {}",
+                user.name,
+                user.pos.line,
+                docroot(&config.path_settings_for(&user.name))
+            );
+        }
+    }
+    if !config.aspshell_commands().is_empty() {
+        let shapes: Vec<String> = config
+            .aspshell_commands()
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect();
+        let _ = writeln!(out, "aspshell: also runs {}", shapes.join(", "));
+    }
+}
+
+/// `/data/$(name); read on, write off, browse on`, IBM's defaults for what is not set.
+fn docroot(p: &PathSettings) -> String {
+    format!(
+        "{}; read {}, write {}, browse {}",
+        p.absolute.as_deref().unwrap_or("the whole file system"),
+        on_off(p.read_allowed.unwrap_or(true)),
+        on_off(p.write_allowed.unwrap_or(true)),
+        on_off(p.dir_allowed.unwrap_or(true))
+    )
 }
 
 fn describe_per_source(config: &Config, out: &mut String) {
@@ -278,5 +330,41 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("; SSH SHA-2 only"), "{s}");
+    }
+
+    #[test]
+    fn the_openssh_mode_names_its_socket_and_bad_values_are_refused() {
+        let conf = |frontend: &str| {
+            format!(
+                "<CONF><server><rproxy><enabled>true</enabled><frontend>{frontend}</frontend>\
+                 <rules><rule><host>198.51.100.10</host><keyfile>/k</keyfile></rule></rules>\
+                 </rproxy></server></CONF>"
+            )
+        };
+        let loaded = parse_str(&conf("openssh"), Path::new("t")).unwrap();
+        assert!(loaded.config.server.rproxy.frontend.openssh());
+        assert!(!loaded.config.server.rproxy.frontend.builtin());
+        let s = describe(&loaded.config);
+        assert!(
+            s.contains("SSH by OpenSSH's sshd, sessions handed over /run/fasp-proxy/handoff.sock by aspshell; logins checked by sshd"),
+            "{s}"
+        );
+        let both = parse_str(&conf("both"), Path::new("t")).unwrap();
+        assert!(describe(&both.config).contains("SSH on 0.0.0.0:33001, and by OpenSSH's sshd"));
+        let e = parse_str(&conf("sshd"), Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"sshd\" is not builtin, openssh or both"),
+            "{e}"
+        );
+        let relative = conf("openssh").replace(
+            "</frontend>",
+            "</frontend><handoff_socket>run/h.sock</handoff_socket>",
+        );
+        let e = parse_str(&relative, Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an absolute path"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use quick_xml::Reader;
 
 use super::diagnostic::{Diagnostic, LineIndex, Pos};
 use super::ibm;
+use super::refused;
 use super::schema::{self, Tag};
 use super::suggest;
 
@@ -73,7 +74,19 @@ struct Open {
     ignored: Option<usize>,
     /// Names of the children seen so far, with where each first appeared.
     seen: Vec<(String, Pos, usize)>,
+    /// The "not used" warnings of the children that are ignored whole.
+    ignored_children: Vec<usize>,
+    /// Whether a child is used, or holds an error: the element is then not ignored whole.
+    uses: bool,
 }
+
+/// Sections of fasp-proxy's schema that hold far more of IBM's tags than of fasp-proxy's: an
+/// unknown tag in one is said to be in neither schema, rather than listing fasp-proxy's few.
+const MOSTLY_IBM: &[&str] = &["default", "file_system", "path", "user"];
+
+/// Sections of fasp-proxy's schema that IBM's files fill with IBM's own settings: when one holds
+/// nothing fasp-proxy uses, it gets one "not used" warning instead of one per tag inside.
+const IGNORED_WHOLE_WHEN_UNUSED: &[&str] = &["CONF/default", "CONF/default/file_system"];
 
 /// Reads `text` into a tree and checks it against the schema.
 pub fn parse(text: &str) -> Parsed {
@@ -85,6 +98,8 @@ pub fn parse(text: &str) -> Parsed {
     let mut syntax_failed = false;
     let lines = LineIndex::new(text);
     let mut labelled = 0;
+    // Warnings replaced by one for the section that holds them (see `close`).
+    let mut dropped = Vec::new();
 
     loop {
         // Diagnostics found from here on are labelled with the rule they are in, if any.
@@ -132,13 +147,13 @@ pub fn parse(text: &str) -> Parsed {
                 label_rule(&mut diagnostics, labelled, &stack);
                 labelled = diagnostics.len();
                 if let Some(o) = stack.pop() {
-                    close(o, &mut stack, &mut root, &mut diagnostics);
+                    close(o, &mut stack, &mut root, &mut diagnostics, &mut dropped);
                 }
             }
             Event::End(_) => {
                 // quick-xml has already checked that the name matches.
                 if let Some(o) = stack.pop() {
-                    close(o, &mut stack, &mut root, &mut diagnostics);
+                    close(o, &mut stack, &mut root, &mut diagnostics, &mut dropped);
                 }
             }
             Event::Text(t) => {
@@ -183,6 +198,13 @@ pub fn parse(text: &str) -> Parsed {
         }
     }
     label_rule(&mut diagnostics, labelled, &stack);
+    if !dropped.is_empty() {
+        let mut index = 0;
+        diagnostics.retain(|_| {
+            index += 1;
+            !dropped.contains(&(index - 1))
+        });
+    }
     // An incomplete tree is still useful to locate things; keep what was built.
     if root.is_none() {
         if let Some(first) = stack.into_iter().next() {
@@ -301,7 +323,12 @@ fn open(
                     .map(|a| a.name)
                     .chain(ibm_known.iter().copied())
                     .collect();
-                if let Some(near) = suggest::closest(key, known.iter().copied()) {
+                if name == "absolute" && key == "peer_ip" {
+                    d = d.with_hint(
+                        "IBM's conditional docroots (by the client's address) are not \
+                         supported: give each user one docroot",
+                    );
+                } else if let Some(near) = suggest::closest(key, known.iter().copied()) {
                     d = d.with_hint(format!("did you mean {near}?"));
                 } else if known.is_empty() {
                     d = d.with_hint(format!("<{name}> takes no attributes"));
@@ -333,6 +360,8 @@ fn open(
         ibm: ibm_node,
         ignored,
         seen: Vec::new(),
+        ignored_children: Vec::new(),
+        uses: false,
     })
 }
 
@@ -402,9 +431,23 @@ fn check_child(
                         parent_tag.name, first.line, first.column
                     ),
                 )
-                .at_path(path.to_string()),
+                .at_path(path.to_string())
+                .with_hint_if(duplicate_hint(name)),
             );
         }
+    }
+}
+
+/// What to do about a second `<name>` where fasp-proxy reads one, when IBM's files may have
+/// more.
+fn duplicate_hint(name: &str) -> Option<&'static str> {
+    match name {
+        "path" => Some(
+            "fasp-proxy enforces one docroot per user; IBM's several docroots (told apart by \
+             <show_as>) are not supported: keep one <path>",
+        ),
+        "realm" => Some("fasp-proxy reads one <realm>: put every <user> in it"),
+        _ => None,
     }
 }
 
@@ -420,6 +463,13 @@ fn unknown_tag(
         format!("unknown tag <{name}> in <{}>", parent_tag.name),
     )
     .at_path(path.to_string());
+    if std::ptr::eq(parent_tag, &schema::ROOT) && name == "file_system" {
+        return d.with_hint(
+            "docroots are now read where IBM's files have them: <default><file_system><access>\
+             <paths><path> for every user, <aaa><realms><realm><users><user><file_system>… for \
+             one (the top-level <file_system> of earlier fasp-proxy versions was never enforced)",
+        );
+    }
     let known = parent_tag.children().iter().map(|t| t.name);
     if let Some(near) = suggest::closest(name, known) {
         return d.with_hint(format!("did you mean <{near}>?"));
@@ -432,6 +482,11 @@ fn unknown_tag(
     let elsewhere = schema::paths_of(name);
     if !elsewhere.is_empty() {
         d = d.with_hint(format!("<{name}> belongs in {}", elsewhere.join(" or ")));
+    } else if parent_ibm.is_some() && MOSTLY_IBM.contains(&parent_tag.name) {
+        d = d.with_hint(format!(
+            "neither fasp-proxy nor IBM's aspera.conf schema has <{name}> in <{}>",
+            parent_tag.name
+        ));
     } else {
         let names: Vec<String> = parent_tag
             .children()
@@ -489,12 +544,49 @@ fn text_content(
     }
 }
 
-fn close(o: Open, stack: &mut [Open], root: &mut Option<Element>, d: &mut [Diagnostic]) {
-    if let Some(warning) = o.ignored.and_then(|i| d.get_mut(i)) {
-        ibm::note_inside(warning, descendants(&o.element));
+/// Ends element `o`: judges a tag only IBM has (ignored with its warning, or refused, see
+/// [`refused`]), folds the warnings of a section that holds nothing fasp-proxy uses into one
+/// (adding the folded ones' indexes to `dropped`), and hangs the element on its parent.
+fn close(
+    o: Open,
+    stack: &mut [Open],
+    root: &mut Option<Element>,
+    d: &mut [Diagnostic],
+    dropped: &mut Vec<usize>,
+) {
+    // `Some(i)`: the element is ignored whole, with warning `i`.
+    let mut ignored = None;
+    if let Some(i) = o.ignored {
+        let parent = stack.last().map_or("", |p| p.element.name.as_str());
+        match (refused::judge(parent, &o.element), d.get_mut(i)) {
+            (Some(error), Some(slot)) => *slot = error,
+            (None, Some(warning)) => {
+                ibm::note_inside(warning, descendants(&o.element));
+                ignored = Some(i);
+            }
+            (_, None) => {}
+        }
+    } else if o.tag.is_some()
+        && o.ibm.is_some()
+        && !o.uses
+        && IGNORED_WHOLE_WHEN_UNUSED.contains(&o.element.path.as_str())
+    {
+        if let Some((&first, rest)) = o.ignored_children.split_first() {
+            if let Some(slot) = d.get_mut(first) {
+                let mut warning = ibm::not_used(&o.element.name, o.element.pos, &o.element.path);
+                ibm::note_inside(&mut warning, descendants(&o.element));
+                *slot = warning;
+                dropped.extend_from_slice(rest);
+                ignored = Some(first);
+            }
+        }
     }
     match stack.last_mut() {
         Some(parent) => {
+            match ignored {
+                Some(i) => parent.ignored_children.push(i),
+                None => parent.uses = true,
+            }
             let index = parent.element.children.len();
             parent
                 .seen

@@ -16,6 +16,16 @@ use super::schema::{self, Kind};
 use super::tree::Element;
 use super::values;
 
+/// `builtin`, `openssh` or `both`, for `<frontend>`.
+fn frontend(s: &str) -> Result<Frontend, String> {
+    match s {
+        "builtin" => Ok(Frontend::Builtin),
+        "openssh" => Ok(Frontend::Openssh),
+        "both" => Ok(Frontend::Both),
+        _ => Err(format!("\"{s}\" is not builtin, openssh or both")),
+    }
+}
+
 /// `nftables` or `iptables`, for `<forwarding_type>`.
 fn forwarding_type(s: &str) -> Result<ForwardingType, String> {
     match s {
@@ -40,13 +50,15 @@ pub fn validate(raw: &RawConf, root: &Element) -> (Config, Vec<Diagnostic>) {
     let mut c = Checker::new(root);
     let config = Config {
         server: c.server(&raw.server),
-        file_system: c.file_system(&raw.file_system),
+        default: c.default_settings(&raw.default),
+        users: c.users(&raw.aaa),
     };
     c.cross_checks(&config);
     (config, c.diagnostics)
 }
 
-struct Checker {
+/// The state of one validation: where each tag is, and what was found.
+pub(super) struct Checker {
     positions: HashMap<String, Pos>,
     /// Paths of known tags that appear under a misspelt name (already reported as unknown
     /// tags with a suggestion), so that their absence is not reported a second time.
@@ -57,7 +69,8 @@ struct Checker {
 }
 
 fn index_positions(e: &Element, out: &mut HashMap<String, Pos>, misspelt: &mut HashSet<String>) {
-    out.insert(e.path.clone(), e.pos);
+    // A tag given twice (an error of its own) is located at its first place, the one read.
+    out.entry(e.path.clone()).or_insert(e.pos);
     let known = schema_tag(&e.path);
     for c in &e.children {
         if let Some(tag) = known {
@@ -107,7 +120,7 @@ impl Checker {
         }
     }
 
-    fn pos(&self, path: &str) -> Option<Pos> {
+    pub(super) fn pos(&self, path: &str) -> Option<Pos> {
         // Fall back to the nearest enclosing tag that exists in the document.
         let mut p = path;
         loop {
@@ -125,18 +138,18 @@ impl Checker {
         self.diagnostics.push(d);
     }
 
-    fn error(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &str, message: impl Into<String>) {
         let d = Diagnostic::error(self.pos(path), message).at_path(path);
         self.report(d);
     }
 
-    fn warning(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn warning(&mut self, path: &str, message: impl Into<String>) {
         let d = Diagnostic::warning(self.pos(path), message).at_path(path);
         self.report(d);
     }
 
     /// A value that is blank when unset: `None` then, else the parsed value.
-    fn optional<T>(
+    pub(super) fn optional<T>(
         &mut self,
         path: &str,
         raw: &Option<String>,
@@ -353,6 +366,12 @@ impl Checker {
                 &raw.ssh_rsa_legacy,
                 values::boolean,
             ),
+            frontend: self.required(&format!("{P}/frontend"), &raw.frontend, frontend),
+            handoff_socket: PathBuf::from(self.required(
+                &format!("{P}/handoff_socket"),
+                &raw.handoff_socket,
+                |s| values::absolute_path(s, &[]),
+            )),
             opaque_commands,
             authorized_keys_file: self.required(
                 &format!("{P}/authorized_keys_file"),
@@ -715,40 +734,6 @@ impl Checker {
         Some(addr)
     }
 
-    fn file_system(&mut self, raw: &RawFileSystem) -> FileSystem {
-        let paths = raw
-            .access
-            .paths
-            .path
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let p = format!("CONF/file_system/access/paths/path[{}]", i + 1);
-                DocRoot {
-                    absolute: self.optional(&format!("{p}/absolute"), &r.absolute, |s| {
-                        values::absolute_path(s, &["name"])
-                    }),
-                    read_allowed: self.optional(
-                        &format!("{p}/read_allowed"),
-                        &r.read_allowed,
-                        values::boolean,
-                    ),
-                    write_allowed: self.optional(
-                        &format!("{p}/write_allowed"),
-                        &r.write_allowed,
-                        values::boolean,
-                    ),
-                    dir_allowed: self.optional(
-                        &format!("{p}/dir_allowed"),
-                        &r.dir_allowed,
-                        values::boolean,
-                    ),
-                }
-            })
-            .collect();
-        FileSystem { paths }
-    }
-
     /// What opaque sessions (IBM clients) cannot do, said for the rules it concerns: their host
     /// name is inside IBM's own stream, so rules are matched by address alone, and their UDP
     /// port cannot be rewritten.
@@ -869,15 +854,6 @@ impl Checker {
                 "CONF/server/enable_http",
                 "<enable_http>/<enable_https> are on but the forward proxy (<proxy><enabled>) is \
                  off: no API listener is opened",
-            );
-        }
-        // Parsed and checked so files written for IBM's product load, but not acted on yet:
-        // say so rather than let a setting look effective.
-        if !config.file_system.paths.is_empty() {
-            self.warning(
-                "CONF/file_system",
-                "<file_system> docroots are not enforced by this version: the internal servers' \
-                 own settings decide what users reach",
             );
         }
         let listeners = [

@@ -195,6 +195,55 @@ pub fn absolute_path(s: &str, vars: &[&str]) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A docroot (`<absolute>`): an absolute path, or one starting with `$(home)`, that may hold
+/// `$(name)`, with no `..` component (it would climb out before the kernel's containment could
+/// say so).
+pub fn docroot(s: &str) -> Result<String, String> {
+    if s.contains("://") {
+        return Err(format!(
+            "\"{s}\" is a URI; fasp-proxy's docroots are directories of this host (an absolute path)"
+        ));
+    }
+    if !s.starts_with('/') && !s.starts_with("$(home)") {
+        return Err(format!(
+            "\"{s}\" is not an absolute path (start it with / or $(home))"
+        ));
+    }
+    check_variables(s, &["name", "home"])?;
+    if s.match_indices("$(home)").any(|(i, _)| i != 0) {
+        return Err(format!(
+            "\"{s}\": $(home) is an absolute path and can only begin the docroot"
+        ));
+    }
+    if s.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "\"{s}\" holds \"..\": write the directory it means"
+        ));
+    }
+    if s.contains('\0') {
+        return Err(format!("\"{s}\" holds a NUL character"));
+    }
+    Ok(s.to_string())
+}
+
+/// The `<name>` of a `<user>`: a login name that can stand for `$(name)` in a path (no `/`,
+/// no white space or control characters, not `.` or `..`), at most 256 bytes.
+pub fn login_name(s: &str) -> Result<String, String> {
+    if s == "." || s == ".." {
+        return Err(format!("\"{s}\" is not a user name"));
+    }
+    if let Some(bad) = s
+        .chars()
+        .find(|&c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("\"{s}\" is not a user name: it holds {bad:?}"));
+    }
+    if s.len() > 256 {
+        return Err(format!("\"{s:.40}…\" is longer than 256 bytes"));
+    }
+    Ok(s.to_string())
+}
+
 /// Checks that every `$(name)` in `s` is one of `vars`.
 pub fn check_variables(s: &str, vars: &[&str]) -> Result<(), String> {
     let mut rest = s;
@@ -396,6 +445,39 @@ mod tests {
         assert!(user_name("xfer").is_ok());
         assert!(user_name("x fer").is_err());
         assert!(user_name("-x").is_err());
+    }
+
+    #[test]
+    fn docroots_and_login_names() {
+        for ok in [
+            "/",
+            "/data/$(name)",
+            "$(home)",
+            "$(home)/in/$(name)",
+            "/a/..b/c.",
+        ] {
+            assert_eq!(docroot(ok), Ok(ok.to_string()), "{ok}");
+        }
+        let cases = [
+            ("data/$(name)", "not an absolute path"),
+            ("~/x", "not an absolute path"),
+            ("C:\\data", "not an absolute path"),
+            ("s3://key:secret@bucket/x", "is a URI"),
+            ("/d/$(user)", "allowed: $(name), $(home)"),
+            ("/d/$(name", "unclosed"),
+            ("/d$(home)", "can only begin"),
+            ("/data/../etc", "holds \"..\""),
+            ("/data/..", "holds \"..\""),
+        ];
+        for (bad, why) in cases {
+            let e = docroot(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(login_name("alice").is_ok());
+        assert!(login_name("alice@corp.example").is_ok());
+        for bad in [".", "..", "a/b", "a b", "a\tb", &"x".repeat(257)] {
+            assert!(login_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::forward::service::{ForwardService, ForwardSettings};
 use crate::policy::penalties::SharedPenalties;
 use crate::session::registry::CloseReason;
 use crate::session::{self, Sessions, Shared};
+use crate::ssh::handoff::{self, HandoffConfig};
 use crate::ssh::server::{self as frontend, FrontendConfig, FrontendError, LoginLimits};
 use crate::sysctl;
 
@@ -67,6 +68,9 @@ pub struct Setup {
     pub api: Option<ApiSetup>,
     /// The control socket for `fasp-proxy sessions` ([`control::bind`]), if any.
     pub control_listener: Option<UnixListener>,
+    /// The OpenSSH deployment mode's hand-off socket ([`crate::ssh::handoff::bind`]), where
+    /// `aspshell` hands sessions over; `None` when `<frontend>` does not include `openssh`.
+    pub handoff_listener: Option<UnixListener>,
     /// The known_hosts file for the internal servers' host keys.
     pub backend_known_hosts: PathBuf,
     /// The penalty table the SSH front end and the API share
@@ -148,6 +152,16 @@ fn frontend_config(config: &Config, penalties: &SharedPenalties) -> FrontendConf
     }
 }
 
+/// The hand-off front end's settings: the same allow-list and commands as the SSH front end.
+fn handoff_config(config: &Config) -> HandoffConfig {
+    let rproxy = &config.server.rproxy;
+    HandoffConfig {
+        allowed_clients: rproxy.allowed_clients.clone(),
+        allowed_commands: vec![session::TRANSFER_COMMAND.to_string()],
+        opaque_commands: rproxy.opaque_commands.clone(),
+    }
+}
+
 /// Serves the reverse proxy (when given its SSH listener) and the forward proxy (when given its
 /// API listeners) until `shutdown` resolves (or the front end fails), then closes every session
 /// and forwarding and removes every entry. Says READY=1 to systemd once serving.
@@ -158,6 +172,7 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         ssh_listener,
         api,
         control_listener,
+        handoff_listener,
         backend_known_hosts,
         penalties,
     } = setup;
@@ -186,6 +201,19 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
             config.server.rproxy.rules.len(),
         );
     }
+    let handoff_task = handoff_listener.map(|listener| {
+        info!(
+            "fasp-proxy {} accepting sessions from OpenSSH's sshd through aspshell ({} rules, forwarding via {kind})",
+            env!("CARGO_PKG_VERSION"),
+            config.server.rproxy.rules.len(),
+        );
+        tokio::spawn(handoff::serve(
+            handoff_config(&config),
+            listener,
+            Arc::new(Sessions(Arc::clone(&shared))),
+            stop_rx.clone(),
+        ))
+    });
     let mut forward =
         api.map(|api| start_forward_proxy(&config, &shared, &penalties, api, &stop_rx));
     let control_task = control_listener.map(|listener| {
@@ -251,6 +279,9 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     if let Some(task) = control_task {
+        let _ = task.await;
+    }
+    if let Some(task) = handoff_task {
         let _ = task.await;
     }
     let _ = upkeep_task.await;

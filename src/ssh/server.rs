@@ -156,10 +156,13 @@ pub struct ExecRequest {
     pub finish: ExecFinish,
 }
 
-/// What [`ExecFinish::finish`] hands to the channel's bridge.
-struct Finish {
-    exit_status: u32,
-    stderr: String,
+/// What [`ExecFinish::finish`] hands to the front end that made the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// The command's exit status.
+    pub exit_status: u32,
+    /// Text for the client's stderr (may be empty).
+    pub stderr: String,
 }
 
 /// Ends an exec channel; dropping it without calling [`ExecFinish::finish`] ends it with
@@ -169,6 +172,14 @@ pub struct ExecFinish {
 }
 
 impl ExecFinish {
+    /// A finish handle for a front end other than this SSH server (the OpenSSH hand-off):
+    /// the receiver gets the [`Finish`], or an error if the handle was dropped unused (which
+    /// means exit status 1).
+    pub fn channel() -> (ExecFinish, oneshot::Receiver<Finish>) {
+        let (tx, rx) = oneshot::channel();
+        (ExecFinish { tx }, rx)
+    }
+
     /// Ends the channel: every stdout byte already written to [`ExecRequest::io`] is delivered
     /// first, then `stderr` (if not empty), EOF, `exit_status` and close. Does nothing if the
     /// client has already gone.

@@ -4,13 +4,18 @@
 //! Symbolic links: a source named on the command line is followed (the user asked for it);
 //! links found *inside* a directory tree are never followed — they are skipped and listed in the
 //! report with a note, so a transfer cannot wander out of the tree.
+//!
+//! Every file-system access goes through the session's [`Root`]: unconfined on the client
+//! (plain paths), the docroot on a server that has one (paths relative to it, resolved by the
+//! kernel beneath it; errors show paths as the user sees them, [`Root::show`]).
 
-use std::fs::{self, File, Metadata};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::{self, Metadata};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::TransferError;
+use crate::fsroot::{is_containment_violation, Root};
 use crate::protocol::{FileKind, MAX_STRING};
 
 /// Suffix of the file the receiver writes into until the data verifies.
@@ -19,7 +24,7 @@ pub const PARTIAL_SUFFIX: &str = ".partial";
 /// One thing the sender will announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Where it is here.
+    /// Where it is here (relative to the docroot when confined).
     pub local: PathBuf,
     /// The path announced (relative, `/`-separated).
     pub path: String,
@@ -65,73 +70,87 @@ fn entry(local: PathBuf, path: String, meta: &Metadata) -> Entry {
     }
 }
 
-/// The name a source is announced under: its last component.
-fn source_name(src: &Path) -> Result<String, TransferError> {
+/// The name a source is announced under: its last component (for the docroot itself, the
+/// docroot directory's own name).
+fn source_name(root: &Root, src: &Path) -> Result<String, TransferError> {
     let unusable = |reason: &str| TransferError::UnsupportedSource {
-        path: src.to_path_buf(),
+        path: PathBuf::from(root.show(src)),
         reason: reason.into(),
     };
     let name = match src.file_name() {
         Some(n) => n.to_os_string(),
-        None => fs::canonicalize(src)
-            .map_err(|e| TransferError::io(format!("resolving source {}", src.display()), e))?
-            .file_name()
-            .map(|n| n.to_os_string())
-            .ok_or_else(|| unusable("has no name to send it under"))?,
+        None => {
+            let real = if root.is_confined() {
+                if src.components().any(|c| c != Component::CurDir) {
+                    return Err(unusable("has no name to send it under"));
+                }
+                root.path()
+            } else {
+                src
+            };
+            fs::canonicalize(real)
+                .map_err(|e| TransferError::io(format!("resolving source {}", root.show(src)), e))?
+                .file_name()
+                .map(|n| n.to_os_string())
+                .ok_or_else(|| unusable("has no name to send it under"))?
+        }
     };
     name.into_string()
         .map_err(|_| unusable("its name is not valid UTF-8"))
 }
 
-/// Lists what to send, in order, directories before their contents. Top-level sources must
-/// exist, and directories need `recursive`; errors name the source.
-pub fn walk(sources: &[PathBuf], recursive: bool) -> Result<Vec<WalkItem>, TransferError> {
+/// Lists what to send from `root`, in order, directories before their contents. Top-level
+/// sources must exist, and directories need `recursive`; errors name the source.
+pub fn walk(
+    root: &Root,
+    sources: &[PathBuf],
+    recursive: bool,
+) -> Result<Vec<WalkItem>, TransferError> {
     // Check every top-level source first, so nothing moves if one is wrong.
     let mut tops = Vec::new();
     for src in sources {
-        let meta = match fs::metadata(src) {
+        let shown = || PathBuf::from(root.show(src));
+        let meta = match root.metadata(src) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(TransferError::SourceNotFound(src.clone()))
+                return Err(TransferError::SourceNotFound(shown()))
             }
-            Err(e) => return Err(TransferError::io(format!("source {}", src.display()), e)),
+            Err(e) => return Err(TransferError::io(format!("source {}", root.show(src)), e)),
         };
         if meta.is_dir() && !recursive {
-            return Err(TransferError::SourceIsDirectory(src.clone()));
+            return Err(TransferError::SourceIsDirectory(shown()));
         }
         if !meta.is_dir() && !meta.is_file() {
             return Err(TransferError::UnsupportedSource {
-                path: src.clone(),
+                path: shown(),
                 reason: "is neither a regular file nor a directory".into(),
             });
         }
-        tops.push((src.clone(), source_name(src)?, meta));
+        tops.push((src.clone(), source_name(root, src)?, meta));
     }
     let mut out = Vec::new();
     for (src, name, meta) in tops {
         let is_dir = meta.is_dir();
         out.push(WalkItem::Send(entry(src.clone(), name.clone(), &meta)));
         if is_dir {
-            walk_dir(&src, &name, &mut out)?;
+            walk_dir(root, &src, &name, &mut out)?;
         }
     }
     Ok(out)
 }
 
-fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<WalkItem>) -> Result<(), TransferError> {
-    let read = fs::read_dir(dir)
-        .map_err(|e| TransferError::io(format!("reading directory {}", dir.display()), e))?;
-    let mut children = Vec::new();
-    for item in read {
-        let item =
-            item.map_err(|e| TransferError::io(format!("reading directory {}", dir.display()), e))?;
-        children.push(item.path());
-    }
-    children.sort();
-    for local in children {
-        let Some(os_name) = local.file_name() else {
-            continue;
-        };
+fn walk_dir(
+    root: &Root,
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<WalkItem>,
+) -> Result<(), TransferError> {
+    let children = root
+        .read_dir(dir)
+        .map_err(|e| TransferError::io(format!("reading directory {}", root.show(dir)), e))?;
+    for child in children {
+        let os_name = child.file_name();
+        let local = dir.join(os_name);
         let Some(name) = os_name.to_str() else {
             out.push(WalkItem::Skip {
                 path: format!("{prefix}/{}", os_name.to_string_lossy()),
@@ -141,8 +160,9 @@ fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<WalkItem>) -> Result<(), Tra
             continue;
         };
         let path = format!("{prefix}/{name}");
-        let meta = fs::symlink_metadata(&local)
-            .map_err(|e| TransferError::io(format!("reading {}", local.display()), e))?;
+        let meta = root
+            .symlink_metadata(&local)
+            .map_err(|e| TransferError::io(format!("reading {}", root.show(&local)), e))?;
         let skip = |reason: &str| WalkItem::Skip {
             local: local.clone(),
             path: path.clone(),
@@ -154,7 +174,7 @@ fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<WalkItem>) -> Result<(), Tra
             out.push(skip("symbolic link inside a directory tree, not followed"));
         } else if meta.is_dir() {
             out.push(WalkItem::Send(entry(local.clone(), path.clone(), &meta)));
-            walk_dir(&local, &path, out)?;
+            walk_dir(root, &local, &path, out)?;
         } else if meta.is_file() {
             out.push(WalkItem::Send(entry(local.clone(), path.clone(), &meta)));
         } else {
@@ -167,18 +187,20 @@ fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<WalkItem>) -> Result<(), Tra
 /// Where received paths go.
 #[derive(Debug)]
 pub struct Destination {
+    fs: Root,
     root: PathBuf,
     is_dir: bool,
     first_top: Option<String>,
 }
 
 impl Destination {
-    /// If `root` is an existing directory, paths go under it; otherwise `root` is the new name
-    /// of the (single) top-level source.
-    pub fn new(root: &Path) -> Destination {
+    /// If `root` (a path in `fs`) is an existing directory, paths go under it; otherwise `root`
+    /// is the new name of the (single) top-level source.
+    pub fn new(fs: &Root, root: &Path) -> Destination {
         Destination {
+            fs: fs.clone(),
             root: root.to_path_buf(),
-            is_dir: root.is_dir(),
+            is_dir: fs.metadata(root).is_ok_and(|m| m.is_dir()),
             first_top: None,
         }
     }
@@ -205,7 +227,7 @@ impl Destination {
                 Some(_) => {
                     return Err(format!(
                         "destination {} is not a directory, so it can take only one source",
-                        self.root.display()
+                        self.fs.show(&self.root)
                     ))
                 }
             }
@@ -217,6 +239,7 @@ impl Destination {
         if !out.starts_with(&self.root)
             || out
                 .components()
+                .skip(self.root.components().count())
                 .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
         {
             return Err(format!(
@@ -227,11 +250,17 @@ impl Destination {
         let mut cursor = self.root.clone();
         for p in parts.iter().skip(if self.is_dir { 0 } else { 1 }) {
             if cursor != self.root {
-                if let Ok(m) = fs::symlink_metadata(&cursor) {
+                if let Ok(m) = self.fs.symlink_metadata(&cursor) {
                     if m.file_type().is_symlink() {
+                        // Under a docroot, a link leading out of it gets the docroot's refusal.
+                        if let Err(e) = self.fs.metadata(&cursor) {
+                            if is_containment_violation(&e) {
+                                return Err(e.to_string());
+                            }
+                        }
                         return Err(format!(
                             "refusing to write through symbolic link {}",
-                            cursor.display()
+                            self.fs.show(&cursor)
                         ));
                     }
                 }
@@ -262,27 +291,30 @@ pub fn system_time(secs: i64) -> SystemTime {
 }
 
 /// Sets permission bits (setuid, setgid and sticky bits are not carried over) and modification
-/// time.
-pub fn set_attributes(path: &Path, mode: u32, mtime: i64) -> std::io::Result<()> {
-    let f = File::open(path)?;
-    f.set_modified(system_time(mtime))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
+/// time of `path` in `root`.
+pub fn set_attributes(root: &Root, path: &Path, mode: u32, mtime: i64) -> std::io::Result<()> {
+    root.set_modified(path, system_time(mtime))?;
+    root.set_permissions(path, mode & 0o777)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn free() -> Root {
+        Root::unconfined()
+    }
+
     #[test]
     fn resolve_into_directory_and_rename() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = Destination::new(dir.path());
+        let mut d = Destination::new(&free(), dir.path());
         assert_eq!(d.resolve("a/b.txt").unwrap(), dir.path().join("a/b.txt"));
         for bad in ["", "/etc/passwd", "a/../../x", "./a", "a//b", "..", "a/\0"] {
             assert!(d.resolve(bad).is_err(), "{bad:?}");
         }
         let newname = dir.path().join("new");
-        let mut d = Destination::new(&newname);
+        let mut d = Destination::new(&free(), &newname);
         assert_eq!(d.resolve("tree").unwrap(), newname);
         assert_eq!(d.resolve("tree/x/y").unwrap(), newname.join("x/y"));
         assert!(d.resolve("other").is_err());
@@ -293,7 +325,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        let mut d = Destination::new(dir.path());
+        let mut d = Destination::new(&free(), dir.path());
         assert!(d.resolve("link/file").is_err());
         assert!(d.resolve("link").is_ok()); // replacing the link itself is fine
     }
@@ -307,14 +339,14 @@ mod tests {
         fs::write(root.join("a"), b"").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("l")).unwrap();
         assert!(matches!(
-            walk(std::slice::from_ref(&root), false),
+            walk(&free(), std::slice::from_ref(&root), false),
             Err(TransferError::SourceIsDirectory(_))
         ));
         assert!(matches!(
-            walk(&[dir.path().join("missing")], true),
+            walk(&free(), &[dir.path().join("missing")], true),
             Err(TransferError::SourceNotFound(_))
         ));
-        let items = walk(std::slice::from_ref(&root), true).unwrap();
+        let items = walk(&free(), std::slice::from_ref(&root), true).unwrap();
         let paths: Vec<String> = items
             .iter()
             .map(|i| match i {
@@ -331,5 +363,74 @@ mod tests {
             partial_path(Path::new("/x/y.bin")),
             PathBuf::from("/x/y.bin.partial")
         );
+    }
+
+    fn names(items: &[WalkItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                WalkItem::Send(e) => e.path.clone(),
+                WalkItem::Skip { path, .. } => format!("skip:{path}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn confined_walk_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let docroot = dir.path().join("docroot");
+        fs::create_dir_all(docroot.join("t/sub")).unwrap();
+        fs::write(docroot.join("t/sub/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", docroot.join("t/etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", docroot.join("passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc", docroot.join("etc")).unwrap();
+        let root = Root::open(&docroot).unwrap();
+        let t = root.resolve("/t").unwrap();
+        let items = walk(&root, std::slice::from_ref(&t), true).unwrap();
+        assert_eq!(names(&items), ["t", "skip:t/etc", "t/sub", "t/sub/f"]);
+        match &items[3] {
+            WalkItem::Send(e) => assert_eq!(e.local, Path::new("t/sub/f")),
+            other => panic!("{other:?}"),
+        }
+        // The docroot itself goes under its own name.
+        let all = walk(&root, &[root.resolve("/").unwrap()], true).unwrap();
+        assert_eq!(names(&all)[0], "docroot");
+        // Top-level sources are followed, but not out of the docroot; `/etc/hostname` is the
+        // docroot's etc/hostname, reached through the link `etc` and refused.
+        for out in ["/passwd", "/etc", "/etc/hostname"] {
+            let p = root.resolve(out).unwrap();
+            match walk(&root, &[p], true) {
+                Err(TransferError::Io { source, .. }) => {
+                    assert!(is_containment_violation(&source), "{out}: {source}")
+                }
+                other => panic!("{out}: {other:?}"),
+            }
+        }
+        assert!(walk(&root, &[root.resolve("/nothing").unwrap()], true)
+            .is_err_and(|e| e.to_string() == "source /nothing does not exist"));
+    }
+
+    #[test]
+    fn confined_destination_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let docroot = dir.path().join("docroot");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(docroot.join("in")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, docroot.join("in/out")).unwrap();
+        let root = Root::open(&docroot).unwrap();
+        let mut d = Destination::new(&root, &root.resolve("/in").unwrap());
+        assert_eq!(d.resolve("a/b").unwrap(), Path::new("in/a/b"));
+        assert_eq!(
+            d.resolve("out/x").unwrap_err(),
+            "Path violates docroot containment: /in/out"
+        );
+        let mut top = Destination::new(&root, &root.resolve("/").unwrap());
+        assert_eq!(top.resolve("x").unwrap(), Path::new("./x"));
+        assert_eq!(root.show(&top.resolve("x/y").unwrap()), "/x/y");
+        // A name inside a link out: refused by the kernel when used.
+        let e = root.create_dir_all(Path::new("in/out/new")).unwrap_err();
+        assert!(is_containment_violation(&e), "{e}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     }
 }

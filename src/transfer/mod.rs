@@ -13,8 +13,13 @@
 //! [`ranges`] (byte-range sets), [`chunks`] (resume hashes), [`files`] (walk, destination
 //! mapping, attributes), [`control`] (frame reader thread), [`sender`], [`receiver`],
 //! [`report`] (progress and results).
+//!
+//! Files are reached only through [`Options::root`] (a [`Root`]): the server confines a
+//! session to the user's docroot with it, the client passes `Root::unconfined()`.
 
 pub mod chunks;
+#[cfg(test)]
+mod confined_tests;
 pub mod control;
 pub mod crypto;
 mod error;
@@ -32,6 +37,7 @@ pub mod writer;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+pub use crate::fsroot::Root;
 pub use crate::protocol::{Overwrite, ResumeLevel};
 pub use error::TransferError;
 pub use receiver::receive;
@@ -87,6 +93,9 @@ pub struct Options {
     pub overwrite: Overwrite,
     /// `-r`: directories may be sent.
     pub recursive: bool,
+    /// Where the files are: every file-system access of the transfer goes through it.
+    /// `Root::unconfined()` on the client; the user's docroot on a server that has one.
+    pub root: Root,
 }
 
 impl Options {

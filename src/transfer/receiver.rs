@@ -3,10 +3,10 @@
 //! sender's BLAKE3 and only then renames the file to its final name.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use super::sender::error_frame;
 use super::udp;
 use super::writer::WriteQueue;
 use super::{Control, Options, Overwrite, ResumeLevel, TransferError, IDLE_TIMEOUT};
+use crate::fsroot::{is_containment_violation, OpenOptions, Root};
 use crate::protocol::datagram::{encode_nacks, Status};
 use crate::protocol::{
     DatagramKind, ErrorCode, ErrorFrame, FileHave, FileKind, FileResult, FileStart, Frame,
@@ -52,9 +53,10 @@ const KEEPALIVE: Duration = Duration::from_secs(1);
 /// cache in big reads: much faster than datagram by datagram) each time it grew this much.
 const CATCH_UP: u64 = 4 * 1024 * 1024;
 
-/// Receives files from the peer into `destination` (see the module docs of
-/// [`crate::transfer`] for the exchange). If `destination` is an existing directory the files
-/// go under it; otherwise it is the new name of the single top-level source.
+/// Receives files from the peer into `destination`, a path in `opts.root` (see the module docs
+/// of [`crate::transfer`] for the exchange). If `destination` is an existing directory the
+/// files go under it; otherwise it is the new name of the single top-level source. Every
+/// directory, partial file, rename and attribute change goes through `opts.root`.
 pub fn receive(
     control: Control,
     sock: UdpSocket,
@@ -71,7 +73,7 @@ pub fn receive(
         ch,
         link: Link::new(sock, opts),
         opts: opts.clone(),
-        dest: Destination::new(destination),
+        dest: Destination::new(&opts.root, destination),
         current: None,
         ignore: None,
         report: Report::default(),
@@ -117,6 +119,8 @@ enum Base {
 
 /// The file being received.
 struct FileRx {
+    /// The session's file system (the docroot, when confined).
+    root: Root,
     id: u32,
     path: String,
     final_path: PathBuf,
@@ -151,6 +155,9 @@ struct FileRx {
 }
 
 fn code_of(e: &io::Error) -> ErrorCode {
+    if is_containment_violation(e) {
+        return ErrorCode::Refused;
+    }
     if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
         ErrorCode::NoSpace
     } else {
@@ -171,26 +178,32 @@ impl FileRx {
                 // A copy of the destination to patch. Never written through whatever sits at
                 // the partial path (a symlink planted there would redirect fs::copy): it is
                 // removed, and the copy made into a file this call creates.
-                if fs::symlink_metadata(&self.partial).is_ok() {
-                    fs::remove_file(&self.partial)?;
+                if self.root.symlink_metadata(&self.partial).is_ok() {
+                    self.root.remove_file(&self.partial)?;
                 }
-                let mut from = File::open(&self.final_path)?;
-                let mut to = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&self.partial)?;
+                let mut from = self
+                    .root
+                    .open_file(&self.final_path, OpenOptions::new().read(true))?;
+                let mut to = self.root.open_file(
+                    &self.partial,
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW),
+                )?;
                 io::copy(&mut from, &mut to)?;
             }
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&self.partial)?;
+            let f = self.root.open_file(
+                &self.partial,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW),
+            )?;
             f.set_len(self.size)?;
             self.file = Some(Arc::new(f));
         }
@@ -454,7 +467,7 @@ impl Receiver {
             self.received_bytes += bytes;
             if let Some(e) = failure {
                 let (path, partial) = match &self.current {
-                    Some(c) => (c.path.clone(), c.partial.display().to_string()),
+                    Some(c) => (c.path.clone(), c.root.show(&c.partial)),
                     None => (String::new(), String::new()),
                 };
                 self.fail(code_of(&e), format!("writing {path} (into {partial}): {e}"))?;
@@ -562,7 +575,7 @@ impl Receiver {
             }
             .unwrap_or_else(|| io::Error::other("a write failed"));
             c.begun = false;
-            let msg = format!("writing {} (into {}): {e}", c.path, c.partial.display());
+            let msg = format!("writing {} (into {}): {e}", c.path, c.root.show(&c.partial));
             return self.fail(code_of(&e), msg);
         }
         if !c.verify || !c.begun {
@@ -573,7 +586,7 @@ impl Receiver {
         {
             c.hash_requested = prefix;
             if let Err(e) = self.writes.hash_to(prefix) {
-                let msg = format!("writing {}: {e}", c.partial.display());
+                let msg = format!("writing {}: {e}", c.root.show(&c.partial));
                 return self.fail(code_of(&e), msg);
             }
         }
@@ -602,7 +615,7 @@ impl Receiver {
             match done {
                 Ok(h) => h,
                 Err(e) => {
-                    let msg = format!("writing {} (into {}): {e}", c.path, c.partial.display());
+                    let msg = format!("writing {} (into {}): {e}", c.path, c.root.show(&c.partial));
                     self.current = Some(c);
                     return self.fail(code_of(&e), msg);
                 }
@@ -619,7 +632,7 @@ impl Receiver {
             let file = match c.writable() {
                 Ok(f) => f,
                 Err(e) => {
-                    let msg = format!("opening {}: {e}", c.partial.display());
+                    let msg = describe(&c.root, "opening", &c.partial, &e).1;
                     self.current = Some(c);
                     return self.fail(code_of(&e), msg);
                 }
@@ -636,7 +649,7 @@ impl Receiver {
             match r {
                 Ok(h) => *h.as_bytes(),
                 Err(e) => {
-                    let msg = format!("reading back {}: {e}", c.partial.display());
+                    let msg = format!("reading back {}: {e}", c.root.show(&c.partial));
                     self.current = Some(c);
                     return self.fail(code_of(&e), msg);
                 }
@@ -661,7 +674,7 @@ impl Receiver {
         let msg = format!(
             "{}: the received data does not match the sender's checksum (kept as {})",
             c.path,
-            c.partial.display()
+            c.root.show(&c.partial)
         );
         self.current = Some(c);
         self.fail(ErrorCode::Checksum, msg)
@@ -670,14 +683,18 @@ impl Receiver {
     fn succeed(&mut self, c: FileRx) -> Result<(), TransferError> {
         if c.file.is_some() {
             drop(c.file);
-            let done = set_attributes(&c.partial, c.mode, c.mtime)
-                .and_then(|()| fs::rename(&c.partial, &c.final_path));
+            let done = set_attributes(&c.root, &c.partial, c.mode, c.mtime)
+                .and_then(|()| c.root.rename(&c.partial, &c.final_path));
             if let Err(e) = done {
-                let msg = format!(
-                    "moving {} to {}: {e}",
-                    c.partial.display(),
-                    c.final_path.display()
-                );
+                let msg = if is_containment_violation(&e) {
+                    e.to_string()
+                } else {
+                    format!(
+                        "moving {} to {}: {e}",
+                        c.root.show(&c.partial),
+                        c.root.show(&c.final_path)
+                    )
+                };
                 let (id, path, size, received) = (c.id, c.path, c.size, c.received);
                 return self.report_failure(id, path, size, received, code_of(&e), msg);
             }
@@ -800,17 +817,23 @@ impl Receiver {
             Err(msg) => return self.refuse(&fs, ErrorCode::Refused, msg),
         };
         if fs.kind == FileKind::Directory {
-            let made = match fs::symlink_metadata(&final_path) {
+            let root = &self.opts.root;
+            let made = match root.symlink_metadata(&final_path) {
                 Ok(m) if m.is_dir() => Ok(()),
-                Ok(_) => Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "exists and is not a directory",
-                )),
-                Err(_) => fs::create_dir_all(&final_path),
+                // A link is not a directory to write into; one leading out of the docroot is
+                // refused as such.
+                Ok(_) => root.metadata(&final_path).and_then(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "exists and is not a directory",
+                    ))
+                }),
+                Err(e) if is_containment_violation(&e) => Err(e),
+                Err(_) => root.create_dir_all(&final_path),
             };
             if let Err(e) = made {
-                let msg = format!("creating directory {}: {e}", final_path.display());
-                return self.refuse(&fs, code_of(&e), msg);
+                let (code, msg) = describe(root, "creating directory", &final_path, &e);
+                return self.refuse(&fs, code, msg);
             }
             self.dirs.push((final_path, fs.mode, fs.mtime));
             return self.done_without_data(&fs, 0, Outcome::Ok);
@@ -839,9 +862,24 @@ impl Receiver {
         fs: &FileStart,
         final_path: PathBuf,
     ) -> Result<Option<(FileRx, Vec<[u8; 16]>)>, (ErrorCode, String)> {
-        let show = final_path.display().to_string();
-        let existing = fs::symlink_metadata(&final_path).ok();
+        let root = self.opts.root.clone();
+        let show = root.show(&final_path);
+        let existing = match root.symlink_metadata(&final_path) {
+            Ok(m) => Some(m),
+            Err(e) if is_containment_violation(&e) => {
+                return Err(describe(&root, "reading", &final_path, &e))
+            }
+            Err(_) => None,
+        };
         if let Some(m) = &existing {
+            // Under a docroot, a name that is a link leading out of it is refused, not replaced.
+            if m.file_type().is_symlink() && root.is_confined() {
+                if let Err(e) = root.metadata(&final_path) {
+                    if is_containment_violation(&e) {
+                        return Err(describe(&root, "reading", &final_path, &e));
+                    }
+                }
+            }
             if m.is_dir() {
                 return Err((
                     ErrorCode::Refused,
@@ -863,18 +901,12 @@ impl Receiver {
                 return Ok(None);
             }
         }
-        if let Some(parent) = final_path.parent() {
-            fs::create_dir_all(parent).map_err(|e| {
-                (
-                    code_of(&e),
-                    format!("creating directory {}: {e}", parent.display()),
-                )
-            })?;
+        if let Some(parent) = final_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            root.create_dir_all(parent)
+                .map_err(|e| describe(&root, "creating directory", parent, &e))?;
         }
         let partial = partial_path(&final_path);
-        let io_err = |what: &str, p: &Path, e: io::Error| {
-            (code_of(&e), format!("{what} {}: {e}", p.display()))
-        };
+        let io_err = |what: &str, p: &Path, e: io::Error| describe(&root, what, p, &e);
         let chunk_size = chunk_size_for(fs.size);
         let mut tick = {
             let ch = &mut self.ch;
@@ -882,15 +914,19 @@ impl Receiver {
             move || Self::keepalive(ch, last)
         };
         let checksums = self.opts.resume >= ResumeLevel::SparseChecksum;
-        let partial_exists = fs::symlink_metadata(&partial)
+        let partial_exists = root
+            .symlink_metadata(&partial)
             .map(|m| m.is_file())
             .unwrap_or(false);
         let (base, file, chunks, reported_end, base_checksum) = if checksums && partial_exists {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&partial)
+            let f = root
+                .open_file(
+                    &partial,
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW),
+                )
                 .map_err(|e| io_err("opening", &partial, e))?;
             let len = f
                 .metadata()
@@ -906,7 +942,9 @@ impl Receiver {
             m.is_file()
                 && (checksums || (self.opts.overwrite == Overwrite::Diff && m.len() == fs.size))
         }) {
-            let f = File::open(&final_path).map_err(|e| io_err("opening", &final_path, e))?;
+            let f = root
+                .open_file(&final_path, OpenOptions::new().read(true))
+                .map_err(|e| io_err("opening", &final_path, e))?;
             let len = f
                 .metadata()
                 .map_err(|e| io_err("reading", &final_path, e))?
@@ -917,14 +955,17 @@ impl Receiver {
             let whole = (len == fs.size).then_some(whole);
             (Base::Final, None, chunks, end, whole)
         } else {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&partial)
+            let f = root
+                .open_file(
+                    &partial,
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW),
+                )
                 .map_err(|e| io_err("creating", &partial, e))?;
             f.set_len(fs.size)
                 .map_err(|e| io_err("allocating", &partial, e))?;
@@ -934,6 +975,7 @@ impl Receiver {
         have.insert(0, reported_end);
         let verify = base == Base::Fresh;
         let rx = FileRx {
+            root,
             id: fs.file_id,
             path: fs.path.clone(),
             final_path,
@@ -966,7 +1008,17 @@ impl Receiver {
     /// Directory modes and times, deepest first, once their contents are written.
     fn finish_dirs(&mut self) {
         for (path, mode, mtime) in self.dirs.drain(..).rev() {
-            let _ = set_attributes(&path, mode, mtime);
+            let _ = set_attributes(&self.opts.root, &path, mode, mtime);
         }
+    }
+}
+
+/// The code and message for a failed file operation on `path`: a docroot violation is
+/// `Refused` with the violation's own message; anything else names what was done and where.
+fn describe(root: &Root, what: &str, path: &Path, e: &io::Error) -> (ErrorCode, String) {
+    if is_containment_violation(e) {
+        (ErrorCode::Refused, e.to_string())
+    } else {
+        (code_of(e), format!("{what} {}: {e}", root.show(path)))
     }
 }

@@ -23,6 +23,7 @@ use super::ranges::RangeSet;
 use super::report::{eta, FileReport, Outcome, Progress, Report, Throttle};
 use super::udp;
 use super::{Control, Options, TransferError, IDLE_TIMEOUT};
+use crate::fsroot::{is_containment_violation, OpenOptions, Root};
 use crate::protocol::datagram::{decode_nacks, Status};
 use crate::protocol::{
     DatagramKind, ErrorCode, ErrorFrame, FileDone, FileHave, FileKind, FileResult, FileStart,
@@ -36,7 +37,8 @@ const BURST: usize = 256;
 /// Keepalive frames while we are busy with something long (hashing a huge file).
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
-/// Sends `sources` to the peer over `sock` (already past `udp_connect`/`udp_accept`).
+/// Sends `sources` (paths in `opts.root`) to the peer over `sock` (already past
+/// `udp_connect`/`udp_accept`).
 ///
 /// Every top-level source is checked before anything moves: a missing one, or a directory
 /// without `recursive`, ends the session at once with an `Error` frame naming it. Per-file
@@ -53,7 +55,7 @@ pub fn send(
     opts.validate()?;
     let started = Instant::now();
     let mut ch = Channel::start(control)?;
-    let items = match files::walk(sources, opts.recursive) {
+    let items = match files::walk(&opts.root, sources, opts.recursive) {
         Ok(items) => items,
         Err(e) => {
             let _ = ch.send(&Frame::Error(error_frame(&e)));
@@ -71,7 +73,7 @@ pub fn send(
         wire_per_byte: wire as f64 / opts.datagram_size as f64,
         queue: QueueEstimate::default(),
         sent_bytes: 0,
-        trace: Trace::from_env(),
+        trace: Trace::from_env(&opts.root),
         ch,
         link,
         opts: opts.clone(),
@@ -98,6 +100,7 @@ pub fn send(
 pub(crate) fn error_frame(e: &TransferError) -> ErrorFrame {
     let code = match e {
         TransferError::SourceNotFound(_) => ErrorCode::NotFound,
+        TransferError::Io { source, .. } if is_containment_violation(source) => ErrorCode::Refused,
         TransferError::Io { source, .. } => match source.kind() {
             std::io::ErrorKind::PermissionDenied => ErrorCode::Permission,
             std::io::ErrorKind::NotFound => ErrorCode::NotFound,
@@ -197,13 +200,16 @@ impl Sender {
         let (file, size) = match entry.kind {
             FileKind::Directory => (None, 0),
             FileKind::File => {
-                let f = File::open(&entry.local).map_err(|e| {
-                    TransferError::io(format!("opening {}", entry.local.display()), e)
-                })?;
+                let root = &self.opts.root;
+                let f = root
+                    .open_file(&entry.local, OpenOptions::new().read(true))
+                    .map_err(|e| {
+                        TransferError::io(format!("opening {}", root.show(&entry.local)), e)
+                    })?;
                 let size = f
                     .metadata()
                     .map_err(|e| {
-                        TransferError::io(format!("reading {}", entry.local.display()), e)
+                        TransferError::io(format!("reading {}", root.show(&entry.local)), e)
                     })?
                     .len();
                 (Some(f), size)
@@ -542,15 +548,17 @@ impl Sender {
 
 /// Optional trace of the rate control, for tuning: with `FASP_TRANSFER_TRACE=FILE` in the
 /// environment the sender appends one line per receiver report (time, datagrams received and
-/// lost, delivered rate, queued bytes, new rate) and a summary to FILE.
+/// lost, delivered rate, queued bytes, new rate) and a summary to FILE. Never in a session
+/// confined to a docroot (FILE could be anywhere).
 struct Trace {
     out: Option<std::io::BufWriter<File>>,
     start: Instant,
 }
 
 impl Trace {
-    fn from_env() -> Trace {
-        let out = std::env::var_os("FASP_TRANSFER_TRACE").and_then(|p| {
+    fn from_env(root: &Root) -> Trace {
+        let path = std::env::var_os("FASP_TRANSFER_TRACE").filter(|_| !root.is_confined());
+        let out = path.and_then(|p| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

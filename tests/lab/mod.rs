@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
+pub mod accounts;
+
 /// Prefix of every namespace name this module creates (followed by `-<pid>-<counter>-<role>`).
 pub const NETNS_PREFIX: &str = "fpl";
 
@@ -223,6 +225,55 @@ pub fn check_documentation_cidr(cidr: &str) -> (IpAddr, u8) {
 /// Command output as text (lossy UTF-8).
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A command's status, standard output and standard error in one string, for messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Deterministic pseudo-random content.
+pub fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Asserts that `ascp` succeeded; returns its standard output and error.
+pub fn ok(out: &Output) -> String {
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "ascp failed ({}):\n{all}", out.status);
+    all
+}
+
+/// Asserts that `ascp` failed, and not by the `timeout` it runs under (status 124); returns
+/// its standard error.
+pub fn failed(out: &Output) -> String {
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "ascp should have failed:\n{}{err}",
+        text(&out.stdout)
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "ascp hung until the timeout:\n{err}"
+    );
+    err
 }
 
 /// Polls `cond` every 20 ms until it returns true or `timeout` elapses; returns the last result.
