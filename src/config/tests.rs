@@ -19,6 +19,11 @@ fn rules(body: &str) -> String {
 /// The diagnostics of a refused document, as `line | rule | message | hint` (shared with the
 /// other config modules' tests).
 pub(super) fn errors(text: &str) -> Vec<String> {
+    error_lines(text, |d| d.rule.clone())
+}
+
+/// The errors of a refused document as `line | WHERE | message | hint`, `WHERE` picked by `place`.
+fn error_lines(text: &str, place: impl Fn(&Diagnostic) -> Option<String>) -> Vec<String> {
     let err = match parse(text) {
         Ok(loaded) => panic!("accepted: {:?}", loaded.config),
         Err(e) => e,
@@ -30,7 +35,7 @@ pub(super) fn errors(text: &str) -> Vec<String> {
             format!(
                 "{} | {} | {} | {}",
                 d.pos.map_or(0, |p| p.line),
-                d.rule.clone().unwrap_or_default(),
+                place(d).unwrap_or_default(),
                 d.message,
                 d.hint.clone().unwrap_or_default()
             )
@@ -667,23 +672,7 @@ fn access(default: &str, users: &str) -> String {
 
 /// The errors of `text` as `line | path | message | hint`.
 fn located_errors(text: &str) -> Vec<String> {
-    let err = match parse(text) {
-        Ok(loaded) => panic!("accepted: {:?}", loaded.config),
-        Err(e) => e,
-    };
-    err.diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| {
-            format!(
-                "{} | {} | {} | {}",
-                d.pos.map_or(0, |p| p.line),
-                d.tag_path.clone().unwrap_or_default(),
-                d.message,
-                d.hint.clone().unwrap_or_default()
-            )
-        })
-        .collect()
+    error_lines(text, |d| d.tag_path.clone())
 }
 
 const USERS: &str = "CONF/aaa/realms/realm/users";
