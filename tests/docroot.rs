@@ -22,6 +22,7 @@ use lab::accounts::{copy_binaries, dir_0755, Account};
 use lab::{failed, ok, text, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
+const ASPSHELL: &str = env!("CARGO_BIN_EXE_aspshell");
 
 /// True when every directory above `path` lets others through and `path` lets them run it.
 fn reachable_by_others(path: &Path) -> bool {
@@ -69,12 +70,19 @@ struct World {
     base: tempfile::TempDir,
     /// The client's files (root's).
     local: tempfile::TempDir,
-    /// The server-side ascp, runnable by the account.
-    server_ascp: String,
+    /// The server-side ascp, runnable by the account; `None` when the account's shell is
+    /// aspshell, which takes only `ascp --server` and runs the ascp beside it.
+    server_ascp: Option<String>,
 }
 
 impl World {
     fn new(name: &str) -> World {
+        World::with_shell(name, false)
+    }
+
+    /// Like [`World::new`]; with `aspshell` the account's login shell is the aspshell under
+    /// test (copied with ascp into `bin/`), as on a real transfer server.
+    fn with_shell(name: &str, aspshell: bool) -> World {
         let base = dir_0755();
         let b = base.path();
         for d in ["home", "srv", "outside", "conf", "bin"] {
@@ -82,8 +90,13 @@ impl World {
             std::fs::set_permissions(b.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         std::fs::create_dir(b.join("srv").join(name)).unwrap();
-        let account =
-            Account::create(name, &b.join("home"), Path::new("/bin/bash")).reset_home_on_drop();
+        let shell = if aspshell {
+            copy_binaries(&b.join("bin"), &[ASCP, ASPSHELL]);
+            b.join("bin/aspshell")
+        } else {
+            PathBuf::from("/bin/bash")
+        };
+        let account = Account::create(name, &b.join("home"), &shell).reset_home_on_drop();
         for d in ["home", "outside"] {
             account.own(&b.join(d));
         }
@@ -93,11 +106,13 @@ impl World {
         for f in ["outside/secret", "home/notes"] {
             account.own(&b.join(f));
         }
-        let server_ascp = if reachable_by_others(Path::new(ASCP)) {
-            ASCP.to_string()
+        let server_ascp = if aspshell {
+            None
+        } else if reachable_by_others(Path::new(ASCP)) {
+            Some(ASCP.to_string())
         } else {
             copy_binaries(&b.join("bin"), &[ASCP]);
-            b.join("bin/ascp").display().to_string()
+            Some(b.join("bin/ascp").display().to_string())
         };
         // (Without an aspera.conf in `conf/` there is no docroot, IBM's default.)
         let topo = Topology::new(1);
@@ -191,7 +206,10 @@ impl World {
         let login = self.sshd.ascp_options();
         let mut args = vec!["timeout", "180", ASCP];
         args.extend(login.iter().map(String::as_str));
-        args.extend(["--remote-ascp", &self.server_ascp, "-l", "200m"]);
+        if let Some(server_ascp) = &self.server_ascp {
+            args.extend(["--remote-ascp", server_ascp]);
+        }
+        args.extend(["-l", "200m"]);
         args.extend_from_slice(extra);
         self.topo.client.try_exec(&args)
     }
@@ -451,71 +469,117 @@ fn a_directory_swapped_for_a_link_during_an_upload_never_lets_a_file_out() {
     for i in 0..300 {
         w.local_file(&format!("tree/{i:03}.txt"), format!("file {i}").as_bytes());
     }
-    w.plant_dir("tree");
-    w.plant_link("swap", &w.outside());
-    let stop = Arc::new(AtomicBool::new(false));
-    let swapper = {
-        let (stop, dir) = (stop.clone(), w.docroot());
-        std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                nix::fcntl::renameat2(
-                    None,
-                    &dir.join("tree"),
-                    None,
-                    &dir.join("swap"),
-                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                )
-                .unwrap();
-                swaps += 1;
+    // When the swap wins at the directory's own creation, every file is refused (correct, but
+    // then the per-file race was not run): the upload is repeated, up to three times, until some
+    // files have landed; nothing may ever land outside in any attempt.
+    let mut landed = 0;
+    for _attempt in 0..3 {
+        for name in ["tree", "swap"] {
+            let p = w.docroot().join(name);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&p).unwrap(),
+                Ok(_) => std::fs::remove_dir_all(&p).unwrap(),
+                Err(_) => {}
             }
-            swaps
-        })
-    };
-    let out = w.ascp(&["-r", &w.local("tree"), &w.remote("/")]);
-    stop.store(true, Ordering::Relaxed);
-    let swaps = swapper.join().unwrap();
-    assert!(swaps > 100, "only {swaps} swaps: no race was tested");
-    assert_ne!(out.status.code(), Some(124), "ascp hung");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    // Whichever name the real directory has now, the files that arrived are in it.
-    let real = ["tree", "swap"]
-        .into_iter()
-        .map(|n| w.docroot().join(n))
-        .find(|p| {
-            !std::fs::symlink_metadata(p)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        })
-        .unwrap();
-    // (Partial files of refused renames stay in the docroot, for a later resume.)
-    let arrived = std::fs::read_dir(&real)
-        .unwrap()
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".partial")
-        })
-        .count();
-    assert!(arrived > 0, "nothing arrived:\n{all}");
-    let refused = text(&out.stderr)
-        .lines()
-        .filter(|l| l.starts_with("ascp: tree"))
-        .count();
-    eprintln!("{swaps} swaps during the upload; {arrived} files arrived, {refused} refused");
-    for line in text(&out.stderr)
-        .lines()
-        .filter(|l| l.starts_with("ascp: tree"))
-    {
-        assert!(
-            line.contains("Path violates docroot containment: /tree")
-                || line.contains("refusing to write through symbolic link /tree")
-                || line == "ascp: tree: creating directory /tree: exists and is not a directory",
-            "unexpected failure: {line}"
-        );
+        }
+        w.plant_dir("tree");
+        w.plant_link("swap", &w.outside());
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, dir) = (stop.clone(), w.docroot());
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    nix::fcntl::renameat2(
+                        None,
+                        &dir.join("tree"),
+                        None,
+                        &dir.join("swap"),
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let out = w.ascp(&["-r", &w.local("tree"), &w.remote("/")]);
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(swaps > 100, "only {swaps} swaps: no race was tested");
+        assert_ne!(out.status.code(), Some(124), "ascp hung");
+        // Whichever name the real directory has now, the files that arrived are in it.
+        let real = ["tree", "swap"]
+            .into_iter()
+            .map(|n| w.docroot().join(n))
+            .find(|p| {
+                !std::fs::symlink_metadata(p)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            })
+            .unwrap();
+        // (Partial files of refused renames stay in the docroot, for a later resume.)
+        let arrived = std::fs::read_dir(&real)
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .count();
+        let refused = text(&out.stderr)
+            .lines()
+            .filter(|l| l.starts_with("ascp: tree"))
+            .count();
+        eprintln!("{swaps} swaps during the upload; {arrived} files arrived, {refused} refused");
+        for line in text(&out.stderr)
+            .lines()
+            .filter(|l| l.starts_with("ascp: tree"))
+        {
+            assert!(
+                line.contains("Path violates docroot containment: /tree")
+                    || line.contains("refusing to write through symbolic link /tree")
+                    || line
+                        == "ascp: tree: creating directory /tree: exists and is not a directory",
+                "unexpected failure: {line}"
+            );
+        }
+        w.assert_outside_untouched();
+        landed = arrived;
+        if landed > 0 {
+            break;
+        }
     }
+    assert!(
+        landed > 0,
+        "in three uploads the swap always won at the directory"
+    );
+    w.assert_outside_untouched();
+}
+
+#[test]
+fn through_aspshell_as_the_login_shell_the_docroot_holds() {
+    let w = World::with_shell("faspdoc5", true);
+    let a = w.local_file("a.bin", &vec![0x3c; 200_000]);
+    w.plant_dir("in");
+    ok(&w.upload(&a, "/in"));
+    assert_eq!(
+        std::fs::read(w.docroot().join("in/a.bin")).unwrap().len(),
+        200_000
+    );
+    ok(&w.download("/in/a.bin", &w.local("back.bin")));
+    assert_eq!(std::fs::read(w.local("back.bin")).unwrap().len(), 200_000);
+    // Out of the docroot: by `..`, and through a link planted in it.
+    refused_session(&w.upload(&a, "/../../outside"), "/../../outside");
+    w.plant_link("out", &w.outside());
+    refused_session(
+        &w.download("/out/secret", &w.local("secret")),
+        "/out/secret",
+    );
+    refused_session(&w.upload(&a, "/out"), "/out");
+    assert!(!Path::new(&w.local("secret")).exists());
     w.assert_outside_untouched();
 }
