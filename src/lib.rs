@@ -23,10 +23,13 @@
 //!    Beside it, [`audit`]: `fasp-proxy audit` (IBM's asp-check), which reads the
 //!    configuration, the password database and `sshd -T` and changes nothing.
 //! 5. The binaries (`src/bin/`): `fasp-proxy` reads the configuration, sets up logging, the
-//!    runtime and the kernel, and calls `daemon::serve`; `ascp` is the client and server.
+//!    runtime and the kernel, and calls `daemon::serve`; `ascp` is the client and server;
+//!    `ascmd` serves [`browse`]; `aspshell` runs [`shell`].
 //!
 //! The login shell: [`shell`] (`aspshell`, the transfer users' restricted shell: which command
-//! lines run, which program runs each, a clean environment, syslog lines) uses only [`config`].
+//! lines run, which program runs each, a clean environment, syslog lines) uses [`config`]; on a
+//! proxy host in the OpenSSH mode it hands sessions to the daemon with the client half of
+//! [`ssh::handoff`], checking them against the same transfer command the [`session`] layer runs.
 //!
 //! Browsing: [`browse`] (IBM's `ascmd` protocol: the `ascmd` program on a transfer server,
 //! confined by [`fsroot`] to the docroot [`config`] gives, and its client for `ascp --ls` and

@@ -11,7 +11,9 @@ use std::io::{self, Write};
 use serde_json::{json, Map, Value};
 
 use super::cli::{Args, BrowsePlan, Verb};
-use super::client::{local_user, run_planned, CONNECT_TIMEOUT, DEFAULT_SERVER_UDP_PORT};
+use super::client::{
+    forwarded_udp_port, local_user, run_planned, spawn_keepalive, CONNECT_TIMEOUT,
+};
 use super::proxy::{ProxyClient, ProxyUrl};
 use crate::browse::client::{CallError, Listing, Remote, Session};
 use crate::browse::stat::time_text;
@@ -36,23 +38,9 @@ fn connect_and_run(args: &Args, plan: &BrowsePlan, local_user: &str) -> Result<b
         Some(url) => {
             let url = ProxyUrl::parse(url, local_user, std::env::var("ASPERA_PROXY_PASS").ok())?;
             let proxy = ProxyClient::new(url, args.proxy_ca.as_deref())?;
-            let udp_port = if args.udp_port == 0 {
-                DEFAULT_SERVER_UDP_PORT
-            } else {
-                args.udp_port
-            };
+            let udp_port = forwarded_udp_port(args);
             let opened = runtime.block_on(proxy.open(&plan.host, args.ssh_port, udp_port))?;
-            let keepalive = {
-                let (proxy, id, every) = (proxy.clone(), opened.id, opened.keepalive);
-                runtime.spawn(async move {
-                    loop {
-                        tokio::time::sleep(every).await;
-                        if let Err(e) = proxy.keepalive(id).await {
-                            eprintln!("ascp: {e}");
-                        }
-                    }
-                })
-            };
+            let keepalive = spawn_keepalive(&runtime, &proxy, &opened);
             Some((proxy, opened, keepalive))
         }
         None => None,

@@ -20,6 +20,33 @@ use crate::transfer::{self, Control, Options, Role};
 /// Time limit for SSH connect/login and for the protocol handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The server UDP port a forward-proxy forwarding is opened for: `-O`, else the default.
+pub(super) fn forwarded_udp_port(args: &Args) -> u16 {
+    if args.udp_port == 0 {
+        DEFAULT_SERVER_UDP_PORT
+    } else {
+        args.udp_port
+    }
+}
+
+/// Sends the forward proxy a keepalive for `opened` at the interval it asked for, until the
+/// returned task is aborted.
+pub(super) fn spawn_keepalive(
+    runtime: &tokio::runtime::Runtime,
+    proxy: &ProxyClient,
+    opened: &super::proxy::Opened,
+) -> tokio::task::JoinHandle<()> {
+    let (proxy, id, every) = (proxy.clone(), opened.id, opened.keepalive);
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = proxy.keepalive(id).await {
+                eprintln!("ascp: {e}");
+            }
+        }
+    })
+}
+
 /// Runs a transfer; returns the exit status (0 only if every file arrived intact).
 pub fn run(args: &Args) -> i32 {
     let local_user = local_user();
@@ -85,11 +112,7 @@ fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
         return ssh_and_transfer(&runtime, args, plan, Route::Direct(server_ip));
     };
     // Through a forward proxy: the server's UDP port is fixed when the forwarding is opened.
-    let udp_port = if args.udp_port == 0 {
-        DEFAULT_SERVER_UDP_PORT
-    } else {
-        args.udp_port
-    };
+    let udp_port = forwarded_udp_port(args);
     let opened = runtime.block_on(proxy.open(&plan.host, args.ssh_port, udp_port))?;
     if !args.quiet {
         eprintln!(
@@ -102,17 +125,7 @@ fn transfer_files(args: &Args, plan: &Plan) -> Result<bool, String> {
         );
     }
     // Keepalives while the transfer runs; on Ctrl-C the forwarding is closed before exiting.
-    let keepalive = {
-        let (proxy, id, every) = (proxy.clone(), opened.id, opened.keepalive);
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = proxy.keepalive(id).await {
-                    eprintln!("ascp: {e}");
-                }
-            }
-        })
-    };
+    let keepalive = spawn_keepalive(&runtime, &proxy, &opened);
     let interrupted = {
         let (proxy, id) = (proxy.clone(), opened.id);
         runtime.spawn(async move {

@@ -15,7 +15,7 @@ pub mod wire;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -420,11 +420,6 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| describe("setting its mode", e))?;
     Ok(listener)
-}
-
-/// Where the daemon listens for hand-offs by default.
-pub fn default_socket() -> PathBuf {
-    PathBuf::from("/run/fasp-proxy/handoff.sock")
 }
 
 #[cfg(test)]
