@@ -48,6 +48,12 @@ pub struct Server {
     pub iptables_path: PathBuf,
     /// `<enable_ip_forwarding>`: the proxy may turn IP forwarding on at start.
     pub enable_ip_forwarding: bool,
+    /// `<enable_metrics>`, `<metrics_bind_address>`, `<metrics_port>`: where Prometheus
+    /// metrics are served; `None` when they are off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `<admin_group>`: the group (besides root) allowed on the control socket; `None` = root
+    /// only.
+    pub admin_group: Option<String>,
 }
 
 impl Server {
@@ -223,6 +229,10 @@ pub struct ReverseProxy {
     pub session_idle_timeout: Option<Duration>,
     /// `<faulty_host_hold_time>`: how long a failed internal server is skipped.
     pub faulty_host_hold_time: Duration,
+    /// `<accept_new_host_keys>`: trust an internal server's unknown host key on first use.
+    pub accept_new_host_keys: bool,
+    /// `<health_check_*>`: the active health checks of the internal servers.
+    pub health_check: HealthCheck,
     /// `<max_startups>`: random early drop of connections not yet logged in.
     pub max_startups: MaxStartups,
     /// `<banner_timeout>`: time from connecting to the client's SSH version line.
@@ -235,6 +245,20 @@ pub struct ReverseProxy {
     pub session_open_timeout: Duration,
     /// `<rules>`, in file order.
     pub rules: Vec<Rule>,
+}
+
+/// `<health_check_*>`: an SSH handshake with every internal server of every rule, every
+/// `interval`; `failures` failed in a row mark a server faulty, `successes` passed clear it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `<health_check_interval>`: `None` = no active checks.
+    pub interval: Option<Duration>,
+    /// `<health_check_timeout>`.
+    pub timeout: Duration,
+    /// `<health_check_failures>`.
+    pub failures: u32,
+    /// `<health_check_successes>`.
+    pub successes: u32,
 }
 
 /// `name[:port]` of a `host_domain` attribute.

@@ -44,6 +44,14 @@ pub struct RawServer {
     pub iptables_path: Option<String>,
     /// `<enable_ip_forwarding>`.
     pub enable_ip_forwarding: Option<String>,
+    /// `<enable_metrics>`.
+    pub enable_metrics: Option<String>,
+    /// `<metrics_bind_address>`.
+    pub metrics_bind_address: Option<String>,
+    /// `<metrics_port>`.
+    pub metrics_port: Option<String>,
+    /// `<admin_group>`.
+    pub admin_group: Option<String>,
 }
 
 /// `<rproxy>`.
@@ -88,6 +96,16 @@ pub struct RawReverseProxy {
     pub session_idle_timeout: Option<String>,
     /// `<faulty_host_hold_time>`.
     pub faulty_host_hold_time: Option<String>,
+    /// `<accept_new_host_keys>`.
+    pub accept_new_host_keys: Option<String>,
+    /// `<health_check_interval>`.
+    pub health_check_interval: Option<String>,
+    /// `<health_check_timeout>`.
+    pub health_check_timeout: Option<String>,
+    /// `<health_check_failures>`.
+    pub health_check_failures: Option<String>,
+    /// `<health_check_successes>`.
+    pub health_check_successes: Option<String>,
     /// `<max_startups>`.
     pub max_startups: Option<String>,
     /// `<banner_timeout>`.

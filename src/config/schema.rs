@@ -321,6 +321,38 @@ const RPROXY_CHILDREN: &[Tag] = &[
         "how long an internal server that failed is skipped",
     ),
     leaf(
+        "accept_new_host_keys",
+        "false",
+        "true|false",
+        "connect to an internal server whose host key is not yet in known_hosts and record it \
+         (trust on first use); false = only servers recorded with `fasp-proxy trust-host`",
+    ),
+    leaf(
+        "health_check_interval",
+        "10",
+        "seconds, 0 = off",
+        "how often every internal server in <hosts> gets an SSH handshake (banner and host key \
+         check) as a health check",
+    ),
+    leaf(
+        "health_check_timeout",
+        "5",
+        "seconds",
+        "a health check's handshake must finish this soon",
+    ),
+    leaf(
+        "health_check_failures",
+        "3",
+        "1-100",
+        "consecutive failed health checks that mark a server faulty",
+    ),
+    leaf(
+        "health_check_successes",
+        "2",
+        "1-100",
+        "consecutive passed health checks that clear a server's health-check mark",
+    ),
+    leaf(
         "max_startups",
         "100:30:300",
         "start:rate:full (or one number N = N:100:N)",
@@ -550,6 +582,26 @@ const SERVER_CHILDREN: &[Tag] = &[
         "serve the forward-proxy API over HTTPS",
     ),
     leaf("http_port", "9091", "port", "TCP port of the HTTP API"),
+    leaf(
+        "enable_metrics",
+        "false",
+        "true|false",
+        "serve Prometheus metrics over HTTP at /metrics",
+    ),
+    leaf(
+        "metrics_bind_address",
+        "127.0.0.1",
+        "IP address",
+        "address the metrics listener binds to",
+    ),
+    leaf("metrics_port", "9094", "port", "TCP port of the metrics listener"),
+    leaf(
+        "admin_group",
+        "",
+        "group name",
+        "Unix group whose members may list and close sessions (`fasp-proxy sessions`); root \
+         always may; blank = root only",
+    ),
     leaf("https_port", "9092", "port", "TCP port of the HTTPS API"),
     leaf(
         "https_certificate",

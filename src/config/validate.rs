@@ -244,6 +244,25 @@ impl Checker {
                 &raw.iptables_path,
                 |s| values::absolute_path(s, &[]),
             )),
+            metrics_listen: {
+                let on = self.required(
+                    &format!("{P}/enable_metrics"),
+                    &raw.enable_metrics,
+                    values::boolean,
+                );
+                let ip: IpAddr = self.required(
+                    &format!("{P}/metrics_bind_address"),
+                    &raw.metrics_bind_address,
+                    values::ip,
+                );
+                let port = self.required(&format!("{P}/metrics_port"), &raw.metrics_port, |s| {
+                    values::port(s, false)
+                });
+                on.then_some(SocketAddr::new(ip, port))
+            },
+            admin_group: self
+                .optional(&format!("{P}/admin_group"), &raw.admin_group, values::user_name)
+                .filter(|g| !g.is_empty()),
         }
     }
 
@@ -405,6 +424,29 @@ impl Checker {
                     &raw.faulty_host_hold_time,
                 )
                 .unwrap_or(Duration::ZERO),
+            accept_new_host_keys: self.required(
+                &format!("{P}/accept_new_host_keys"),
+                &raw.accept_new_host_keys,
+                values::boolean,
+            ),
+            health_check: HealthCheck {
+                interval: self.seconds(
+                    &format!("{P}/health_check_interval"),
+                    &raw.health_check_interval,
+                ),
+                timeout: self.deadline(
+                    &format!("{P}/health_check_timeout"),
+                    &raw.health_check_timeout,
+                ),
+                failures: self.count_1_100(
+                    &format!("{P}/health_check_failures"),
+                    &raw.health_check_failures,
+                ),
+                successes: self.count_1_100(
+                    &format!("{P}/health_check_successes"),
+                    &raw.health_check_successes,
+                ),
+            },
             max_startups: self.required(
                 &format!("{P}/max_startups"),
                 &raw.max_startups,
@@ -420,6 +462,14 @@ impl Checker {
             ),
             rules,
         }
+    }
+
+    /// A count from 1 to 100.
+    fn count_1_100(&mut self, path: &str, raw: &Option<String>) -> u32 {
+        self.required(path, raw, |s| match values::integer(s, 100)? {
+            0 => Err("must be 1 to 100".to_string()),
+            n => Ok(n as u32),
+        })
     }
 
     /// A deadline in seconds, at least 1.
@@ -874,6 +924,12 @@ impl Checker {
                 server.https_port,
                 "https_port",
                 "CONF/server/https_port",
+            ),
+            (
+                server.metrics_listen.is_some(),
+                server.metrics_listen.map_or(0, |a| a.port()),
+                "metrics_port",
+                "CONF/server/metrics_port",
             ),
         ];
         for (i, (on_a, port_a, name_a, _)) in listeners.iter().enumerate() {

@@ -10,6 +10,7 @@
 pub mod control;
 pub mod logging;
 pub mod notify;
+pub mod reload;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -359,8 +360,7 @@ fn start_forward_proxy(
 /// for longer than `<session_idle_timeout>` to end.
 async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let period = (session::ENTRY_LIFETIME / 3).min(UPKEEP_PERIOD);
-    let idle = shared.config.server.rproxy.session_idle_timeout;
-    let mut live_before = 0;
+        let mut live_before = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
@@ -399,7 +399,7 @@ async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        if let Some(limit) = idle {
+        if let Some(limit) = shared.config().server.rproxy.session_idle_timeout {
             for id in shared.registry.idle(limit, Instant::now()) {
                 shared.registry.close(id, CloseReason::IdleTimeout);
             }

@@ -140,6 +140,17 @@ impl Balancer {
         }
     }
 
+    /// A reload: the new hold time for marks made from now on, and the marks of servers no
+    /// longer in any rule (`hosts`) dropped; the marks of servers still present are kept.
+    pub fn reconfigure(
+        &mut self,
+        hold: Duration,
+        hosts: &std::collections::HashSet<SocketAddr>,
+    ) {
+        self.hold = hold;
+        self.faulty.retain(|h, _| hosts.contains(h));
+    }
+
     /// The servers to try for a new session of `rule`, in order, after ending the marks whose
     /// hold time has passed (each logged): [`Balancer::expire`] then [`Balancer::candidates`].
     pub fn pick(&mut self, rule: &Rule, now: Instant) -> Vec<SocketAddr> {

@@ -52,8 +52,9 @@ pub const OPAQUE_WAIT: Duration = Duration::from_secs(10);
 
 /// What every session task shares.
 pub struct Shared {
-    /// The configuration the daemon runs with.
-    pub config: Arc<Config>,
+    /// The configuration new sessions use ([`Shared::config`]); a reload replaces it
+    /// ([`Shared::replace_config`]), sessions already running keep the one they started with.
+    config: std::sync::RwLock<Arc<Config>>,
     /// Live sessions, each with its close handle.
     pub registry: Registry,
     /// Internal server selection, faulty marks and source addresses.
@@ -75,13 +76,35 @@ impl Shared {
     ) -> Shared {
         let hold = config.server.rproxy.faulty_host_hold_time;
         Shared {
-            config,
+            config: std::sync::RwLock::new(config),
             registry: Registry::new(),
             balancer: Mutex::new(Balancer::new(hold)),
             forwarder: Arc::new(Mutex::new(forwarder)),
             backend_known_hosts,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// The configuration in force now (what a new session uses).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `new` in force for new sessions (a reload); returns the configuration it replaces.
+    /// The balancer keeps the faulty marks of servers still in some rule and takes the new
+    /// hold time.
+    pub fn replace_config(&self, new: Arc<Config>) -> Arc<Config> {
+        let hosts: std::collections::HashSet<SocketAddr> = new
+            .server
+            .rproxy
+            .rules
+            .iter()
+            .flat_map(|r| r.hosts.iter().copied())
+            .collect();
+        self.balancer()
+            .reconfigure(new.server.rproxy.faulty_host_hold_time, &hosts);
+        let mut config = self.config.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *config, new)
     }
 
     /// Runs a blocking data plane call on a blocking thread; `None` if that thread failed.
@@ -130,7 +153,7 @@ impl ExecHandler for Sessions {
             forwarded: None,
             opaque: request.kind == CommandKind::Opaque,
         };
-        let max = shared.config.server.rproxy.max_sessions as usize;
+        let max = shared.config().server.rproxy.max_sessions as usize;
         let close = match shared.registry.add_within(info, max) {
             Ok(close) => close,
             Err(refusal) => {
@@ -158,7 +181,7 @@ impl ExecHandler for Sessions {
     }
 
     fn admit(&self) -> bool {
-        self.0.registry.len() < self.0.config.server.rproxy.max_sessions as usize
+        self.0.registry.len() < self.0.config().server.rproxy.max_sessions as usize
     }
 }
 
@@ -366,7 +389,7 @@ impl Session {
         };
         let (_, client_leftover) = client_frames.into_parts();
         // 2. The rule, the account and key on the internal server.
-        let config = Arc::clone(&self.shared.config);
+        let config = self.shared.config();
         let request = Request {
             local_addr: self.local.ip(),
             requested_host: Some(init.requested_host.as_str()).filter(|h| !h.is_empty()),
@@ -658,7 +681,7 @@ impl Session {
         close: CloseSignal,
     ) -> Finished {
         let id = self.id;
-        let config = Arc::clone(&self.shared.config);
+        let config = self.shared.config();
         let request = Request {
             local_addr: self.local.ip(),
             requested_host: None,
