@@ -242,6 +242,8 @@ EOF
 DLOG="$WORK/log/fasp-proxy.log"
 KH="$SSH_DIR/known_hosts"
 echo "[$PROXY_C_IP]:$PROXY_PORT $(cat "$ETC/ssh_host_ed25519_key.pub")" >"$KH"
+# The proxy checks the server's host key strictly: recorded in advance.
+echo "$SERVER_IP $(cat "$SSH_DIR/ssh_host_ed25519_key.pub")" >"$ETC/known_hosts"
 timeout 30 "$FP" --config "$CONF" check-config >"$WORK/check-config.out" 2>&1 || {
 	cat "$WORK/check-config.out" >&2
 	die "fasp-proxy check-config rejects the benchmark's configuration"

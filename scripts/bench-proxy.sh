@@ -209,6 +209,8 @@ DLOG="$WORK/log/fasp-proxy.log"
 	echo "[$PROXY_C_IP]:$PROXY_PORT $(cat "$ETC/ssh_host_ed25519_key.pub")"
 } >"$SSH_DIR/known_hosts"
 KH="$SSH_DIR/known_hosts"
+# The proxy checks the server's host key strictly: recorded in advance.
+echo "$SERVER_IP $(cat "$SSH_DIR/ssh_host_ed25519_key.pub")" >"$ETC/known_hosts"
 
 ip netns exec "$NS_P" timeout "$DAEMON_LIMIT" "$FP" --config "$CONF" run >"$WORK/daemon.out" 2>&1 &
 DTPID=$!

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs fasp-proxy on this machine (Debian/Ubuntu, as root). Safe to run again: it updates the
+# Installs fasp-proxy on this machine from source (as root). Safe to run again: it updates the
 # binaries and the unit, and never overwrites a configuration, host key or PAM file you have.
+# On Debian/Ubuntu the package is the other way (`cargo deb`, then `apt install
+# ./target/debian/fasp-proxy_*.deb`; docs/operations.md#debian-package); use one or the other:
+# this script refuses to run over the installed package.
 #
 #   sudo ./scripts/install.sh                      # then edit /etc/fasp-proxy/aspera.conf and
 #   sudo systemctl enable --now fasp-proxy         # start it
@@ -52,6 +55,12 @@ die() {
 [[ -z $DESTDIR || $DESTDIR == /* ]] || die "DESTDIR must be an absolute path, not '$DESTDIR'"
 
 [[ -z $DESTDIR ]] || say "staging under $DESTDIR (paths below are relative to it)"
+
+# Its unit in /etc/systemd/system would take the place of the package's, and name other binaries.
+if [[ -z $DESTDIR ]] && command -v dpkg >/dev/null 2>&1 &&
+	dpkg -s fasp-proxy 2>/dev/null | grep -q '^Status: install ok installed'; then
+	die "the fasp-proxy Debian package is installed: upgrade it with a new package, or remove it (dpkg -r fasp-proxy; your configuration stays) before installing from source"
+fi
 
 # 1. Runtime packages
 if [[ -z $DESTDIR && $INSTALL_SKIP_PACKAGES != 1 ]]; then

@@ -11,9 +11,11 @@ set -euo pipefail
 # systemd-container provide the systemd and systemd-nspawn that tests/systemd.rs boots in a
 # throw-away container to run systemd/fasp-proxy.service for real; python3 at /usr/bin, which
 # every account can run, is the stranger knocking at the hand-off socket in
-# tests/openssh_mode.rs.)
+# tests/openssh_mode.rs; lintian checks the Debian package tests/deb.rs builds with cargo-deb,
+# which needs dpkg-dev (dpkg-shlibdeps) and binutils (strip).)
 REQUIRED_PACKAGES=(nftables iptables openssh-server openssh-client conntrack iproute2 procps
-    systemd systemd-container python3)
+    systemd systemd-container python3 lintian dpkg-dev binutils
+    python3-prometheus-client) # tests/metrics.rs parses every scrape with it
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -87,6 +89,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     die "cargo not found in PATH. Install Rust (https://rustup.rs).
        sudo resets PATH (and usually HOME); to use your own toolchain try:
        sudo env \"PATH=\$PATH\" \"RUSTUP_HOME=\$HOME/.rustup\" \"CARGO_HOME=\$HOME/.cargo\" ./scripts/test.sh"
+fi
+
+# --- cargo-deb, which tests/deb.rs runs as `cargo deb` (idempotent) ------------------------
+# Built once from crates.io into cargo's bin directory (about 2 minutes on 2 cores).
+CARGO_DEB_VERSION=3.8.0
+if cargo deb --version 2>/dev/null | grep -qx "cargo-deb ${CARGO_DEB_VERSION}"; then
+    echo "==> cargo-deb ${CARGO_DEB_VERSION} present"
+else
+    echo "==> installing cargo-deb ${CARGO_DEB_VERSION}"
+    cargo install cargo-deb --locked --version "${CARGO_DEB_VERSION}" ||
+        die "could not install cargo-deb ${CARGO_DEB_VERSION} (cargo install cargo-deb --locked)"
 fi
 
 # --- checks -------------------------------------------------------------------------------

@@ -20,6 +20,8 @@
 //!    penalties and the data plane meet.
 //! 4. [`daemon`]: `daemon::serve(setup, shutdown)` runs it all on listeners and a data plane it
 //!    is handed (upkeep, idle timeout, the `sessions` control socket, shutdown).
+//!    Beside it, [`metrics`]'s scrape (`metrics::live`, `metrics::http`: the `/metrics`
+//!    listener); what the lower layers record into is `metrics::Metrics`, at layer 1.
 //!    Beside it, [`audit`]: `fasp-proxy audit` (IBM's asp-check), which reads the
 //!    configuration, the password database and `sshd -T` and changes nothing.
 //! 5. The binaries (`src/bin/`): `fasp-proxy` reads the configuration, sets up logging, the
@@ -49,6 +51,7 @@ pub mod dataplane;
 pub mod forward;
 pub mod fsroot;
 pub mod heap;
+pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod session;

@@ -235,6 +235,8 @@ fn config(files: &Files, o: &Options) -> fasp_proxy::config::Config {
             files.backend_key.display()
         )
     });
+    // Active health checks are off: `advance` moves the paused clock past their timeouts
+    // before a loopback handshake can finish, so they would fail and mark every server.
     let text = format!(
         r#"<CONF><server><rproxy>
   <enabled>true</enabled>
@@ -244,6 +246,7 @@ fn config(files: &Files, o: &Options) -> fasp_proxy::config::Config {
   <max_sessions>{max}</max_sessions>
   <session_idle_timeout>{idle}</session_idle_timeout>
   <faulty_host_hold_time>{hold}</faulty_host_hold_time>
+  <health_check_interval>0</health_check_interval>
   <rules>{stuck_rule}<rule><hosts>{hosts}</hosts><squash_user>root</squash_user><keyfile>{keyfile}</keyfile></rule></rules>
 </rproxy></server></CONF>"#,
         host_key = files.proxy_host_key.display(),
@@ -277,15 +280,27 @@ impl Daemon {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let kernel = forwarder.handle();
+        // The internal servers' host key, recorded in advance (host keys are checked strictly).
+        let host_pub =
+            std::fs::read_to_string(files.backend_host_key.with_extension("pub")).unwrap();
+        let known: String = options
+            .hosts
+            .iter()
+            .chain(&options.stuck)
+            .map(|h| format!("[{}]:{} {host_pub}", h.ip(), h.port()))
+            .collect();
+        std::fs::write(files.dir.path().join("backend_known_hosts"), known).unwrap();
         let setup = Setup {
             config: Arc::new(config(files, options)),
             forwarder: Box::new(forwarder),
             ssh_listener: Some(listener),
             api: None,
             control_listener: None,
+            metrics_listener: None,
             handoff_listener: None,
             backend_known_hosts: files.dir.path().join("backend_known_hosts"),
             penalties: Penalties::shared(PenaltySettings::off()),
+            reload: None,
         };
         let (shutdown, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(daemon::serve(setup, async {

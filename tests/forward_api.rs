@@ -130,9 +130,11 @@ impl Daemon {
                 },
             }),
             control_listener: None,
+            metrics_listener: None,
             handoff_listener: None,
             backend_known_hosts: dir.path().join("known_hosts"),
             penalties: Arc::clone(&penalties),
+            reload: None,
         };
         let (shutdown, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(daemon::serve(setup, async {

@@ -78,6 +78,7 @@ impl OpensshLab {
         let account = Account::with_temp_home(user, &bin.join("aspshell"));
         let etc = dir.path().join("etc");
         run_ok(Command::new(FASP_PROXY).args(["create-config", "--dir", etc.to_str().unwrap()]));
+        lab::seed_known_hosts(&etc.join("known_hosts"), &[&server]);
         std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
         let run_dir = dir.path().join("run");
         std::fs::create_dir(&run_dir).unwrap();

@@ -44,8 +44,6 @@ struct ProxyLab {
     servers: Vec<Sshd>,
     dir: tempfile::TempDir,
     daemon: Option<NsProcess>,
-    /// Lines appended to every server's sshd_config.
-    sshd_extra: String,
 }
 
 impl ProxyLab {
@@ -71,7 +69,6 @@ impl ProxyLab {
             servers,
             dir,
             daemon: None,
-            sshd_extra,
         }
     }
 
@@ -106,10 +103,9 @@ impl ProxyLab {
         assert!(gone, "sshd of server {i} did not die");
     }
 
-    /// Starts a fresh sshd on server `i` (new keys; server 0's client key trusted).
+    /// Starts server `i`'s sshd again, with the same keys and configuration.
     fn restart_sshd(&mut self, i: usize) {
-        self.servers[i] = start_sshd(&self.topo, i, &self.sshd_extra);
-        self.trust_key_everywhere();
+        self.servers[i].restart(&self.topo.servers[i]);
     }
 
     /// Writes the proxy configuration with `rules` (`extra` goes into `<rproxy>`), and the proxy
@@ -164,6 +160,9 @@ impl ProxyLab {
             ),
         )
         .unwrap();
+        // The proxy knows every internal server's host key (checked strictly).
+        let servers: Vec<&Sshd> = self.servers.iter().collect();
+        lab::seed_known_hosts(&etc.join("known_hosts"), &servers);
         // The client trusts the proxy's host key under every name it dials.
         let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
         let known: String = [
@@ -637,8 +636,10 @@ fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
     std::fs::write(&src, content(50_000, 2)).unwrap();
     let remote = format!("root@{}", lab::PROXY_CLIENT_V4);
 
-    // Life 1, default hold time (120 s): round robin a, b→c, c, a, b→c.
-    let conf = lab.configure(&rule, "");
+    // Life 1, default hold time (120 s): round robin a, b→c, c, a, b→c. The marks here are
+    // the passive ones real sessions make; active health checks are off (tests/health.rs).
+    let no_checks = "<health_check_interval>0</health_check_interval>";
+    let conf = lab.configure(&rule, no_checks);
     lab.start(&conf);
     for n in 0..5 {
         upload(&lab, &src, &remote, &lab.path(&format!("l1_{n}")));
@@ -660,7 +661,10 @@ fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
     lab.stop();
 
     // Life 2, hold time 2 s: the mark clears and the server is used again once it is back.
-    let conf = lab.configure(&rule, "<faulty_host_hold_time>2</faulty_host_hold_time>");
+    let conf = lab.configure(
+        &rule,
+        &format!("<faulty_host_hold_time>2</faulty_host_hold_time>{no_checks}"),
+    );
     let from = lab.log().len();
     lab.start(&conf);
     upload(&lab, &src, &remote, &lab.path("l2_0")); // a
@@ -1329,6 +1333,14 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
         lab.servers[0].client_key.display()
     );
     let conf = lab.configure(&rule, "");
+    // The proxy reaches the server at its IPv6 address: its host key is recorded under that name.
+    let line = lab.servers[0].known_hosts_line();
+    let key = line.split_once(' ').unwrap().1;
+    std::fs::write(
+        lab.path("etc").join("known_hosts"),
+        format!("{} {key}", lab::server_v6(0)),
+    )
+    .unwrap();
     // Listen on every IPv6 and IPv4 address.
     let config_text = std::fs::read_to_string(&conf).unwrap().replace(
         "<ssh_bind_address>0.0.0.0</ssh_bind_address>",
@@ -2502,5 +2514,167 @@ fn thousands_of_offending_sources_keep_the_daemon_s_memory_bounded() {
         &format!("root@{}", lab::PROXY_CLIENT_V4),
         &lab.path("in"),
     );
+    lab.stop();
+}
+
+/// `fasp-proxy reload` with the exit status and the output it printed.
+fn reload(lab: &ProxyLab, conf: &Path) -> Output {
+    lab.topo
+        .proxy
+        .try_exec(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "reload"])
+}
+
+#[test]
+fn reload_keeps_a_running_transfer_and_its_entry_and_new_sessions_follow_the_new_rule() {
+    let mut lab = ProxyLab::new(2);
+    lab.trust_key_everywhere();
+    let key = lab.servers[0].client_key.display().to_string();
+    let rule_to = |i: usize| {
+        format!(
+            "<rule><host>{}:22</host><keyfile>{key}</keyfile></rule>",
+            lab::server_v4(i),
+        )
+    };
+    let conf = lab.configure(&rule_to(0), "");
+    lab.start(&conf);
+    let (src, dst, remote) = lab.upload_files("payload.bin", 12_000_000, 9, "server_in");
+    // 12 MB at 10 Mbit/s: about 10 s, running while the rule changes under it.
+    let mut client = lab.spawn_ascp(&[
+        "-q",
+        "-l",
+        "10m",
+        "--client-udp-port",
+        "40125",
+        src.to_str().unwrap(),
+        remote.as_str(),
+    ]);
+    let flowing = lab::wait_until(Duration::from_secs(20), || {
+        lab.nft_sessions().contains("192.0.2.2 . 40125")
+    });
+    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.log());
+
+    // The default rule now goes to server 1.
+    let conf = lab.configure(&rule_to(1), "<max_sessions>50</max_sessions>");
+    let from = lab.log().len();
+    let out = reload(&lab, &conf);
+    assert!(out.status.success(), "{}", lab::describe(&out));
+    let said = text(&out.stdout);
+    assert!(said.contains("rule 1 (default rule) changed"), "{said}");
+    assert!(said.contains("<max_sessions> 1000 → 50"), "{said}");
+    assert!(
+        lab.log_since(from).contains("configuration reloaded from"),
+        "{}",
+        lab.log_since(from)
+    );
+    // The running transfer keeps its entry until it ends, and completes.
+    let mut checks = 0;
+    while client.try_wait().is_none() {
+        let map = lab.nft_sessions();
+        if client.try_wait().is_some() {
+            break;
+        }
+        assert!(
+            map.contains("192.0.2.2 . 40125"),
+            "the running session's entry vanished after the reload:\n{map}\n{}",
+            lab.log()
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        checks > 5,
+        "the transfer ended before the entry was watched"
+    );
+    let status = client.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{}", client.log());
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(dst.join("payload.bin")).unwrap()
+    );
+    assert_eq!((lab.logins(0), lab.logins(1)), (1, 0));
+
+    // A new session follows the new rule.
+    let small = lab.path("small.bin");
+    std::fs::write(&small, content(50_000, 3)).unwrap();
+    let to = format!("root@{}", lab::PROXY_CLIENT_V4);
+    upload(&lab, &small, &to, &lab.path("after_reload"));
+    assert_eq!((lab.logins(0), lab.logins(1)), (1, 1), "{}", lab.log());
+
+    // A broken file changes nothing: the reload fails with every error, the daemon goes on
+    // with the rule it had.
+    let good = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        good.replace(
+            "<max_sessions>50</max_sessions>",
+            "<max_sessions>lots</max_sessions><bogus/>",
+        ),
+    )
+    .unwrap();
+    let from = lab.log().len();
+    let out = reload(&lab, &conf);
+    assert!(!out.status.success(), "{}", lab::describe(&out));
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains("max_sessions"), "{said}");
+    assert!(said.contains("bogus"), "{said}");
+    let log = lab.log_since(from);
+    assert!(
+        log.contains("still running on the previous configuration"),
+        "{log}"
+    );
+    upload(&lab, &small, &to, &lab.path("after_broken"));
+    assert_eq!((lab.logins(0), lab.logins(1)), (1, 2), "{}", lab.log());
+
+    // SIGHUP does the same as `fasp-proxy reload`: back to server 0.
+    lab.configure(&rule_to(0), "");
+    let from = lab.log().len();
+    let pid = lab.daemon.as_ref().unwrap().pid().to_string();
+    lab.topo.proxy.exec(&["kill", "-HUP", &pid]);
+    let reloaded = lab::wait_until(Duration::from_secs(10), || {
+        lab.log_since(from).contains("(asked by SIGHUP)")
+    });
+    assert!(reloaded, "{}", lab.log_since(from));
+    upload(&lab, &small, &to, &lab.path("after_hup"));
+    assert_eq!((lab.logins(0), lab.logins(1)), (2, 2), "{}", lab.log());
+    lab.stop();
+    lab.assert_no_entry("after the stop");
+}
+
+#[test]
+fn reload_moves_the_ssh_front_end_to_a_new_port() {
+    let mut lab = ProxyLab::new(1);
+    let conf = lab.configure(&default_rule(&lab), "");
+    lab.start(&conf);
+    let conf = lab.configure(&default_rule(&lab), "<ssh_port>33002</ssh_port>");
+    let out = reload(&lab, &conf);
+    assert!(out.status.success(), "{}", lab::describe(&out));
+    assert!(
+        text(&out.stdout).contains("<ssh_bind_address>:<ssh_port> 0.0.0.0:33001 → 0.0.0.0:33002"),
+        "{}",
+        text(&out.stdout)
+    );
+    let listening = lab.topo.proxy.exec(&["ss", "-Htln"]);
+    assert!(listening.contains(":33002"), "{listening}");
+    assert!(!listening.contains(":33001 "), "{listening}");
+    // A port already taken: the reload fails, the front end stays where it is.
+    let busy = lab.topo.proxy.spawn(&[
+        "python3",
+        "-c",
+        "import socket,time;s=socket.socket();s.bind(('0.0.0.0',33003));s.listen();time.sleep(60)",
+    ]);
+    lab::wait_until(Duration::from_secs(5), || {
+        lab.topo.proxy.exec(&["ss", "-Htln"]).contains(":33003")
+    });
+    let conf = lab.configure(&default_rule(&lab), "<ssh_port>33003</ssh_port>");
+    let out = reload(&lab, &conf);
+    assert!(!out.status.success(), "{}", lab::describe(&out));
+    assert!(
+        format!("{}{}", text(&out.stdout), text(&out.stderr)).contains("33003"),
+        "{}",
+        lab::describe(&out)
+    );
+    drop(busy);
+    let listening = lab.topo.proxy.exec(&["ss", "-Htln"]);
+    assert!(listening.contains(":33002"), "{listening}");
     lab.stop();
 }

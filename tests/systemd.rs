@@ -1,12 +1,12 @@
 //! The shipped unit file `systemd/fasp-proxy.service`, run by a real systemd.
 //!
 //! systemd is not PID 1 on the machines this runs on, so the test boots one in a throw-away
-//! container: `systemd-nspawn --boot` over a read-only view of the machine's own root with a
-//! tmpfs on top (`--volatile=overlay`), inside a private mount namespace (`unshare -m`), joined
-//! to the lab's proxy network namespace (`--network-namespace-path`). The source tree, the built
+//! container ([`lab::container::Container`]: `systemd-nspawn --boot` over the machine's own root
+//! with a tmpfs on top, joined to the lab's proxy network namespace). The source tree, the built
 //! binaries and a configuration directory (as `/etc/fasp-proxy`) are bind-mounted in, and
 //! `scripts/install.sh` installs the binaries, the unit and the PAM file inside, as an
-//! administrator would; nothing of the machine is changed.
+//! administrator would; nothing of the machine is changed. (`tests/deb.rs` boots the same
+//! container for the Debian package.)
 //!
 //! Covered: `scripts/install.sh` then `systemctl enable --now` (the administrator's two
 //! commands), `Type=notify` (the unit becomes active, so READY=1 arrived), `ExecStartPre`
@@ -18,16 +18,15 @@
 //! mid-transfer removing the entry and ending cleanly.
 //!
 //! Needs `systemd` and `systemd-nspawn` (Debian: systemd, systemd-container; `scripts/test.sh`
-//! installs them). Leftovers the container would leave are removed: the empty cgroups
-//! `payload`/`supervisor` that nspawn creates next to itself, and `/run/systemd/nspawn` if the
-//! test created it.
+//! installs them).
 
 mod lab;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use lab::container::{status_field, Container, UNIT};
 use lab::{ssh_keygen, text, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
@@ -36,260 +35,6 @@ const UNIT_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/fasp-proxy
 /// Where the container sees the source tree and the built binaries (read-only).
 const SRC_INSIDE: &str = "/opt/fasp-proxy-src";
 const BIN_INSIDE: &str = "/opt/fasp-proxy-bin";
-const UNIT: &str = "fasp-proxy.service";
-const NSPAWN_RUN_DIR: &str = "/run/systemd/nspawn";
-
-/// A systemd container sharing the lab's proxy network namespace. Dropping it powers it off
-/// (SIGTERM to nspawn), or kills it, and removes what nspawn leaves behind.
-struct Container {
-    nspawn: Child,
-    /// Host PID of the container's systemd (PID 1 inside).
-    leader: u32,
-    log: PathBuf,
-    created_run_dir: bool,
-}
-
-impl Container {
-    /// Boots systemd into `fasp-lab.target` (basic.target, nothing else) with `binds`
-    /// (`HOST:CONTAINER`, read-write) and `binds_ro`.
-    fn boot(
-        netns: &str,
-        dir: &Path,
-        binds: &[(PathBuf, &str)],
-        binds_ro: &[(PathBuf, &str)],
-    ) -> Container {
-        for tool in ["systemd-nspawn", "/lib/systemd/systemd"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(
-                found,
-                "{tool} is missing: install systemd and systemd-container (scripts/test.sh does)"
-            );
-        }
-        let created_run_dir = !Path::new(NSPAWN_RUN_DIR).exists();
-        std::fs::create_dir_all(NSPAWN_RUN_DIR).unwrap();
-        let units = dir.join("units");
-        std::fs::create_dir_all(&units).unwrap();
-        std::fs::write(
-            units.join("fasp-lab.target"),
-            // systemd-user-sessions removes /run/nologin, which makes pam_nologin refuse
-            // password logins of anyone but root while the system boots.
-            "[Unit]\nDescription=fasp-proxy test target\nRequires=basic.target\n\
-             Wants=systemd-user-sessions.service\n\
-             After=basic.target systemd-user-sessions.service\n",
-        )
-        .unwrap();
-        let root = dir.join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let tag = format!("FASP_LAB_CONTAINER={netns}");
-        let mut args: Vec<String> = [
-            "-q",
-            "--boot",
-            "--volatile=overlay",
-            "--keep-unit",
-            "--register=no",
-            "--resolv-conf=off",
-            "--timezone=off",
-            "--link-journal=no",
-            "--console=pipe",
-            // nspawn keeps CAP_NET_ADMIN only for --private-network; the unit needs it.
-            "--capability=CAP_NET_ADMIN",
-            // Without CAP_IPC_LOCK in the container, nspawn's seccomp filter refuses mlock()
-            // outright (EPERM), for everyone in it; the daemon itself still runs without the
-            // capability (the unit's bounding set) and locks within LimitMEMLOCK.
-            "--capability=CAP_IPC_LOCK",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.push(format!("--directory={}", root.display()));
-        args.push(format!("--network-namespace-path=/run/netns/{netns}"));
-        args.push(format!("--setenv={tag}"));
-        args.push(format!(
-            "--bind-ro={}:/etc/systemd/system/fasp-lab.target",
-            units.join("fasp-lab.target").display()
-        ));
-        for (host, inside) in binds {
-            args.push(format!("--bind={}:{inside}", host.display()));
-        }
-        for (host, inside) in binds_ro {
-            args.push(format!("--bind-ro={}:{inside}", host.display()));
-        }
-        args.extend(["--".into(), "--unit=fasp-lab.target".into()]);
-        let log = dir.join("nspawn.log");
-        let out = std::fs::File::create(&log).unwrap();
-        // In a private mount namespace: nspawn's run directory on a tmpfs (on this machine /run
-        // may be a disk directory, which nspawn refuses to clean), and the root bind-mounted
-        // without its submounts (nspawn refuses "/" itself).
-        let nspawn = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg(format!(
-                "mount -t tmpfs tmpfs {NSPAWN_RUN_DIR} && mount --bind / \"$0\" && exec systemd-nspawn \"$@\""
-            ))
-            .arg(&root)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("cannot start unshare + systemd-nspawn");
-        let mut container = Container {
-            nspawn,
-            leader: 0,
-            log,
-            created_run_dir,
-        };
-        let found = lab::wait_until(Duration::from_secs(30), || {
-            container.leader = find_process_with_env(&tag, "systemd").unwrap_or(0);
-            container.leader != 0
-        });
-        assert!(found, "the container did not start:\n{}", container.log());
-        let running = lab::wait_until(Duration::from_secs(60), || {
-            let state = container.systemctl(&["is-system-running"]);
-            let state = text(&state.stdout);
-            state.contains("running") || state.contains("degraded")
-        });
-        assert!(
-            running,
-            "the container's systemd did not finish booting:\n{}",
-            container.log()
-        );
-        container
-    }
-
-    /// Runs `args` in the container's mount/PID/UTS/IPC namespaces, bounded to 60 s.
-    fn exec(&self, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .args([
-                "60",
-                "nsenter",
-                "-t",
-                &self.leader.to_string(),
-                "-m",
-                "-p",
-                "-u",
-                "-i",
-                "--",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run nsenter")
-    }
-
-    fn systemctl(&self, args: &[&str]) -> Output {
-        let mut all = vec!["systemctl", "--no-pager"];
-        all.extend_from_slice(args);
-        self.exec(&all)
-    }
-
-    /// `systemctl show -p NAME --value fasp-proxy.service`.
-    fn unit_property(&self, name: &str) -> String {
-        text(
-            &self
-                .systemctl(&["show", "-p", name, "--value", UNIT])
-                .stdout,
-        )
-        .trim()
-        .to_string()
-    }
-
-    /// The unit's journal (the daemon logs through syslog, which journald receives).
-    fn journal(&self) -> String {
-        text(
-            &self
-                .exec(&["journalctl", "--no-pager", "-o", "cat", "-u", UNIT])
-                .stdout,
-        )
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Everything about the unit, for failure messages.
-    fn describe(&self) -> String {
-        format!(
-            "{}\n--- journal ---\n{}",
-            text(&self.systemctl(&["status", UNIT]).stdout),
-            self.journal()
-        )
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        // SIGTERM to nspawn = an orderly poweroff of the container.
-        if let Ok(pid) = i32::try_from(self.nspawn.id()) {
-            // SAFETY: kill(2) has no memory-safety preconditions; the PID is our child's.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let nspawn = &mut self.nspawn;
-        let stopped = lab::wait_until(Duration::from_secs(30), || {
-            matches!(nspawn.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            eprintln!("systemd test: the container did not power off; killing it");
-            if let Ok(leader) = i32::try_from(self.leader) {
-                if leader > 1 {
-                    // SAFETY: as above; the container's init, started by our nspawn.
-                    unsafe { libc::kill(leader, libc::SIGKILL) };
-                }
-            }
-            let _ = self.nspawn.kill();
-        }
-        let _ = self.nspawn.wait();
-        remove_nspawn_cgroups();
-        if self.created_run_dir {
-            let _ = std::fs::remove_dir_all(NSPAWN_RUN_DIR);
-        }
-    }
-}
-
-/// The PID of a process named `comm` whose environment holds `entry` exactly.
-fn find_process_with_env(entry: &str, comm: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        if name.trim() != comm {
-            return None;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-        env.split(|&b| b == 0)
-            .any(|v| v == entry.as_bytes())
-            .then_some(pid)
-    })
-}
-
-/// nspawn without a host systemd puts itself and the container into new cgroups `supervisor`
-/// and `payload` next to its own (here: the root of each hierarchy); they are empty once it has
-/// exited. Removes them, deepest first. Only these two names are touched, and a cgroup with
-/// processes in it cannot be removed (rmdir fails), so nothing in use is affected.
-fn remove_nspawn_cgroups() {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let mut roots: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup")];
-    roots.extend(hierarchies.flatten().map(|e| e.path()));
-    for root in roots {
-        for name in ["payload", "supervisor"] {
-            remove_cgroup_tree(&root.join(name));
-        }
-    }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(dir);
-    }
-}
 
 /// The capability mask that `CapabilityBoundingSet=` of the unit file describes.
 fn unit_capability_mask(unit: &str) -> u64 {
@@ -309,17 +54,6 @@ fn unit_capability_mask(unit: &str) -> u64 {
             1u64 << bit
         })
         .fold(0, |a, b| a | b)
-}
-
-/// A `/proc/PID/status` field, e.g. `CapBnd`.
-fn status_field(pid: &str, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 /// Whether the sessions map holds an element for the lab's client.
@@ -352,6 +86,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     ssh_keygen(&client_key);
     std::fs::copy(client_key.with_extension("pub"), etc.join("root.keys")).unwrap();
     std::fs::copy(&sshd.client_key, etc.join("backend_key")).unwrap();
+    lab::seed_known_hosts(&etc.join("known_hosts"), &[&sshd]);
     let write_config = |server_extra: &str| {
         std::fs::write(
             etc.join("aspera.conf"),
@@ -456,7 +191,8 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
 
     // The hardening is in force on the daemon itself. (The container's PID namespace is a
     // child of ours, so MainPID is found under the container's leader.)
-    let host_pid = host_pid_of(container.leader, &pid)
+    let host_pid = container
+        .host_pid(&pid)
         .unwrap_or_else(|| panic!("no host PID for the daemon (PID {pid} inside)"));
     let unit_text = std::fs::read_to_string(UNIT_FILE).unwrap();
     let bounding = u64::from_str_radix(&status_field(&host_pid, "CapBnd"), 16).unwrap();
@@ -515,6 +251,99 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         container.describe()
     );
     assert_eq!(std::fs::read(inbox.join("payload.bin")).unwrap(), data);
+
+    // The journal has the session's lines as a field: `journalctl SESSION_ID=…` shows that one
+    // transfer and nothing else.
+    let journal = container.journal();
+    let id = journal
+        .lines()
+        .find(|l| l.contains("Setup UDP forwarding"))
+        .and_then(|l| {
+            l.split_once('[')?
+                .1
+                .split_once(']')
+                .map(|(id, _)| id.to_string())
+        })
+        .unwrap_or_else(|| panic!("no session line in the journal:\n{journal}"));
+    let one = text(
+        &container
+            .exec(&[
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "cat",
+                &format!("SESSION_ID={id}"),
+            ])
+            .stdout,
+    );
+    let lines: Vec<&str> = one.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "journalctl SESSION_ID={id}:\n{one}");
+    assert!(
+        lines.iter().all(|l| l.contains(&format!("[{id}]"))),
+        "journalctl SESSION_ID={id} shows other lines:\n{one}"
+    );
+    let export = text(
+        &container
+            .exec(&[
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "export",
+                &format!("SESSION_ID={id}"),
+            ])
+            .stdout,
+    );
+    assert!(export.contains("SYSLOG_IDENTIFIER=fasp-proxy"), "{export}");
+
+    // `systemctl reload` (ExecReload= runs `fasp-proxy reload`): a valid change is applied and
+    // said in one line; a broken file fails the reload and leaves the daemon as it was.
+    write_config("<admin_group>root</admin_group>");
+    let reload = container.systemctl(&["reload", UNIT]);
+    assert!(
+        reload.status.success(),
+        "systemctl reload: {}\n{}",
+        text(&reload.stderr),
+        container.describe()
+    );
+    assert!(
+        container
+            .journal()
+            .contains("configuration reloaded from /etc/fasp-proxy/aspera.conf (asked by uid 0 (root)): <admin_group> None → Some(\"root\")"),
+        "{}",
+        container.describe()
+    );
+    std::fs::write(
+        etc.join("aspera.conf"),
+        "<CONF><server><rproxy><enabled>maybe</enabled>",
+    )
+    .unwrap();
+    let reload = container.systemctl(&["reload", UNIT]);
+    assert!(
+        !reload.status.success(),
+        "a broken file reloaded:\n{}",
+        container.describe()
+    );
+    assert_eq!(
+        container.unit_property("ActiveState"),
+        "active",
+        "{}",
+        container.describe()
+    );
+    assert_eq!(
+        container.unit_property("MainPID"),
+        pid,
+        "the daemon was restarted"
+    );
+    assert!(
+        container
+            .journal()
+            .contains("still running on the previous configuration"),
+        "{}",
+        container.describe()
+    );
+    write_config("");
+    let reload = container.systemctl(&["reload", UNIT]);
+    assert!(reload.status.success(), "{}", container.describe());
 
     // A password login (account made above), checked by PAM with the shipped
     // etc/pam.d/fasp-proxy, under the hardening.
@@ -676,18 +505,4 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     );
     drop(container);
     drop(sshd);
-}
-
-/// The host PID of the process that is `inner_pid` in the PID namespace of `leader`.
-fn host_pid_of(leader: u32, inner_pid: &str) -> Option<String> {
-    let leader_ns = std::fs::read_link(format!("/proc/{leader}/ns/pid")).ok()?;
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid = e.file_name().to_str()?.to_string();
-        pid.parse::<u32>().ok()?;
-        if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()? != leader_ns {
-            return None;
-        }
-        let nspid = status_field(&pid, "NSpid");
-        (nspid.split_whitespace().last()? == inner_pid).then_some(pid)
-    })
 }

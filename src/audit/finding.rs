@@ -33,11 +33,13 @@ pub enum Check {
     ForwardToAnyDestination,
     /// `<ssh_rsa_legacy>` on.
     SshRsaLegacy,
+    /// `<accept_new_host_keys>` on: internal servers' keys trusted on first use.
+    AcceptNewHostKeys,
 }
 
 impl Check {
     /// Every check, in report order.
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::NoRestrictedShell,
         Check::DocrootAboveHome,
         Check::SshTunneling,
@@ -51,6 +53,7 @@ impl Check {
         Check::ForwardWithoutAuthentication,
         Check::ForwardToAnyDestination,
         Check::SshRsaLegacy,
+        Check::AcceptNewHostKeys,
     ];
 
     /// Whether the check concerns one user (else the proxy's configuration).
@@ -74,6 +77,7 @@ impl Check {
             Check::ForwardWithoutAuthentication => "forward-without-authentication",
             Check::ForwardToAnyDestination => "forward-to-any-destination",
             Check::SshRsaLegacy => "ssh-rsa-legacy",
+            Check::AcceptNewHostKeys => "accept-new-host-keys",
         }
     }
 
@@ -93,6 +97,7 @@ impl Check {
             Check::ForwardWithoutAuthentication => "forward proxy without authentication",
             Check::ForwardToAnyDestination => "forward proxy to every destination",
             Check::SshRsaLegacy => "ssh-rsa (SHA-1) signatures accepted",
+            Check::AcceptNewHostKeys => "internal servers' host keys trusted on first use",
         }
     }
 }

@@ -232,6 +232,7 @@ Insecure settings: 1
 - forward proxy without authentication: 0
 - forward proxy to every destination: 0
 - ssh-rsa (SHA-1) signatures accepted: 0
+- internal servers' host keys trusted on first use: 0
 
 bob: ssh tunneling enabled: d1; fix: f1
 bob: terminal (tty) allowed: d2; fix: f2
@@ -266,6 +267,6 @@ note: n1
             vec![],
         );
         assert!(!report.insecure);
-        assert!(report.text().ends_with("signatures accepted: 0\n"));
+        assert!(report.text().ends_with("trusted on first use: 0\n"));
     }
 }

@@ -51,6 +51,17 @@ pub fn proxy_settings(config: &Config) -> Vec<Finding> {
                 .to_string(),
         ));
     }
+    if rproxy.enabled && rproxy.accept_new_host_keys {
+        found.push(Finding::setting(
+            Check::AcceptNewHostKeys,
+            "<accept_new_host_keys> is true: an internal server's unknown host key is trusted \
+             on first use, so a machine answering first at its address is believed"
+                .to_string(),
+            "record each server's key with `fasp-proxy trust-host HOST:PORT`, then set \
+             <accept_new_host_keys>false</accept_new_host_keys>"
+                .to_string(),
+        ));
+    }
     if proxy.enabled && !proxy.authentication {
         found.push(Finding::setting(
             Check::ForwardWithoutAuthentication,

@@ -85,8 +85,19 @@ enum Command {
     /// kernel entry. Under systemd (Type=notify) it reports readiness.
     Run,
     /// List the live sessions of the running daemon: session, user, client, rule, internal
-    /// server, UDP ports, age, and packets and bytes the kernel forwarded.
-    Sessions,
+    /// server, UDP ports, age, and packets and bytes the kernel forwarded; then the forward
+    /// proxy's forwardings. `sessions close ID` ends one.
+    ///
+    /// Root and members of <admin_group> only. Exit status 0, or 1 with the daemon's error.
+    Sessions {
+        #[command(subcommand)]
+        action: Option<SessionsAction>,
+    },
+    /// Reload the running daemon's configuration (as SIGHUP and `systemctl reload` do) and print
+    /// what changed; on any error the daemon keeps its configuration and every error is printed.
+    ///
+    /// Root and members of <admin_group> only. Exit status 0 when reloaded, 1 otherwise.
+    Reload,
     /// Remove everything the proxy owns from the kernel: every session entry and its conntrack
     /// flows, and the proxy's nftables tables and iptables chains (both backends, whatever the
     /// configuration says). For after a crash, or before uninstalling.
@@ -126,6 +137,37 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         passwd: Option<PathBuf>,
     },
+    /// Fetch the host keys an internal server offers (every kind, as ssh-keyscan does), print
+    /// their fingerprints, and record them in the known_hosts file beside the configuration,
+    /// which the proxy checks internal servers against (<accept_new_host_keys> false).
+    ///
+    /// Asks before recording ("[y/N]") on a terminal; --yes records at once. A key that
+    /// differs from one recorded for the server (same kind) is refused unless --replace.
+    /// Exit status 0 when the keys are recorded (or were already), 1 otherwise.
+    TrustHost {
+        /// The server as in <host>: ADDRESS[:PORT], port 22 by default, IPv6 as [ADDRESS]:PORT.
+        #[arg(value_name = "HOST[:PORT]")]
+        host: String,
+        /// Record without asking (check the fingerprints another way first).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Replace a recorded key of the same kind that differs (after a deliberate key change).
+        #[arg(long)]
+        replace: bool,
+        /// Time limit of each SSH handshake, in seconds.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsAction {
+    /// End a session (its UUID) or a forward-proxy forwarding (its number) at once: its kernel
+    /// entries and flows are removed and its client is told "closed by the administrator".
+    Close {
+        /// The SESSION or FORWARD column of `fasp-proxy sessions`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +201,12 @@ fn main() -> ExitCode {
         Command::Purge => purge(&cli.config),
         Command::Run => run(&cli.config),
         Command::NodeUser { action } => node_user(&cli.config, action),
+        Command::TrustHost {
+            host,
+            yes,
+            replace,
+            timeout,
+        } => trust_host(&cli.config, &host, yes, replace, timeout),
         Command::Audit {
             json,
             sshd_config,
@@ -188,16 +236,30 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Sessions => match daemon::control::query() {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("fasp-proxy sessions: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Sessions { action: None } => control_request("sessions", "list"),
+        Command::Sessions {
+            action: Some(SessionsAction::Close { id }),
+        } => control_request("sessions close", &format!("close {id}")),
+        Command::Reload => control_request("reload", "reload"),
+    }
+}
+
+/// Sends `request` to the daemon's control socket and prints the answer: on stdout with exit
+/// status 0, or (an `error:` answer, or no daemon) on stderr with exit status 1.
+fn control_request(command: &str, request: &str) -> ExitCode {
+    match daemon::control::request(request) {
+        Ok(answer) if !answer.is_error() => {
+            print!("{}", answer.text);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprint!("fasp-proxy {command}: {}", answer.text);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("fasp-proxy {command}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -267,6 +329,14 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
     } else {
         None
     };
+    let metrics_listener = match config.server.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!(
+                "metrics: cannot listen on {addr} (<metrics_bind_address>, <metrics_port>): {e}"
+            )
+        })?),
+        None => None,
+    };
     // Handlers before READY=1: a SIGTERM from then on is a clean stop, never the default kill.
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let shutdown = async move {
@@ -278,15 +348,37 @@ async fn start_and_serve(config: Arc<config::Config>, config_path: &Path) -> Res
     let penalties = fasp_proxy::policy::penalties::Penalties::new(
         fasp_proxy::policy::penalties::PenaltySettings::from_config(&config),
     );
+    // SIGHUP (`systemctl reload`, `kill -HUP`) reloads the configuration, as
+    // `fasp-proxy reload` does through the control socket.
+    let (reload_sender, reload_requests) = daemon::reload::channel();
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+    let on_hangup = reload_sender.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let request = daemon::reload::ReloadRequest {
+                requested_by: "SIGHUP".to_string(),
+                reply: None,
+            };
+            if on_hangup.try_send(request).is_err() {
+                log::warn!("SIGHUP: a reload is already waiting; this one is dropped");
+            }
+        }
+    });
     let setup = daemon::Setup {
         config,
         forwarder,
         ssh_listener,
         api,
         control_listener: Some(control_listener),
+        metrics_listener,
         handoff_listener,
         backend_known_hosts: daemon::backend_known_hosts(config_path),
         penalties: std::sync::Arc::new(std::sync::Mutex::new(penalties)),
+        reload: Some(daemon::reload::ReloadSetup {
+            path: config_path.to_path_buf(),
+            requests: reload_requests,
+            sender: reload_sender,
+        }),
     };
     daemon::serve(setup, shutdown)
         .await
@@ -344,23 +436,9 @@ fn load_for_run(config_path: &Path) -> Option<config::Config> {
         eprintln!("{}", w.display_in(config_path));
     }
     let config = loaded.config;
-    let rproxy = &config.server.rproxy;
-    if !rproxy.enabled && !config.server.proxy.enabled {
-        eprintln!(
-            "fasp-proxy: neither the reverse proxy nor the forward proxy is enabled in {} \
-             (<rproxy><enabled>true</enabled> or <proxy><enabled>true</enabled>); nothing to run",
-            config_path.display()
-        );
+    if let Err(e) = daemon::reload::check_runnable(&config, config_path) {
+        eprintln!("fasp-proxy: {e}");
         return None;
-    }
-    if rproxy.enabled && rproxy.password_authentication {
-        if let Err(e) = fasp_proxy::ssh::pam::available() {
-            eprintln!(
-                "fasp-proxy: <password_authentication> is on in {}, but {e}",
-                config_path.display()
-            );
-            return None;
-        }
     }
     Some(config)
 }
@@ -576,4 +654,166 @@ fn read_password() -> Result<String, String> {
         return Err("the two passwords differ; nothing changed".into());
     }
     Ok(first)
+}
+
+/// `trust-host`: the keys `target` offers, checked against the known_hosts file beside the
+/// configuration, printed, and recorded after confirmation (or `yes`).
+fn trust_host(
+    config_path: &Path,
+    target: &str,
+    yes: bool,
+    replace: bool,
+    timeout: u64,
+) -> ExitCode {
+    use fasp_proxy::ssh::trust::{self, KnownHosts, Verdict};
+    let fail = |e: String| {
+        eprintln!("fasp-proxy trust-host: {e}");
+        ExitCode::FAILURE
+    };
+    // `[2001:db8::10]` without a port is port 22 too.
+    let bare = target
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(target);
+    let addr = match config::values::host_port(bare, 22) {
+        Ok(a) => a,
+        Err(e) => {
+            return fail(format!(
+                "{e}: the server as <host> names it, an IP address (host names are not accepted)"
+            ))
+        }
+    };
+    let path = daemon::backend_known_hosts(config_path);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("starting the runtime: {e}")),
+    };
+    let scanned = runtime.block_on(fasp_proxy::ssh::client::scan(
+        addr,
+        std::time::Duration::from_secs(timeout.max(1)),
+    ));
+    let keys = match scanned {
+        Ok(k) => k,
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut known = match KnownHosts::read(&path) {
+        Ok(k) => k,
+        Err(e) => return fail(e.to_string()),
+    };
+    let name = trust::known_name(&addr.ip().to_string(), addr.port());
+    println!(
+        "{addr} offers {} host key{}:",
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" }
+    );
+    let mut to_record = Vec::new();
+    let (mut differs, mut revoked) = (false, false);
+    for key in &keys {
+        let verdict = known.check(&name, key);
+        let status = match &verdict {
+            Verdict::Known => "recorded already".to_string(),
+            Verdict::Unknown => "new".to_string(),
+            Verdict::Changed { line, recorded } => {
+                differs = true;
+                format!(
+                    "DIFFERS from the {} key recorded at line {line}: {}",
+                    trust::kind(recorded),
+                    trust::fingerprint(recorded)
+                )
+            }
+            Verdict::Revoked { line } => {
+                revoked = true;
+                format!("marked @revoked at line {line}")
+            }
+        };
+        println!("  {}  ({status})", trust::describe(key, &name));
+        if verdict != Verdict::Known {
+            to_record.push(key);
+        }
+    }
+    if to_record.is_empty() {
+        println!(
+            "{name}: every key is in {} already; nothing to do",
+            path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if revoked {
+        return fail(format!(
+            "nothing recorded in {}: the server offers a key marked @revoked there",
+            path.display()
+        ));
+    }
+    if differs && !replace {
+        return fail(format!(
+            "nothing recorded in {}: a key differs from the one recorded for {name}; if the \
+             server's key was changed on purpose, rerun with --replace",
+            path.display()
+        ));
+    }
+    if !yes {
+        let question = format!(
+            "Record {} for {name} in {}? [y/N] ",
+            if to_record.len() == 1 {
+                "this key".to_string()
+            } else {
+                format!("these {} keys", to_record.len())
+            },
+            path.display()
+        );
+        match confirm(&question) {
+            Ok(true) => {}
+            Ok(false) => return fail("nothing recorded".to_string()),
+            Err(e) => return fail(e),
+        }
+    }
+    for key in to_record {
+        match known.record(&name, key, replace) {
+            Ok(trust::Recording::Replaced(lines)) => println!(
+                "replaced the {} key of {name} (line{} {})",
+                trust::kind(key),
+                if lines.len() == 1 { "" } else { "s" },
+                lines
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    if let Err(e) = known.write() {
+        return fail(e.to_string());
+    }
+    println!("recorded in {}", path.display());
+    ExitCode::SUCCESS
+}
+
+/// Asks `question` on the terminal: true for y or yes. Without a terminal on stdin, an error
+/// that says to use --yes.
+fn confirm(question: &str) -> Result<bool, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(
+            "stdin is not a terminal, so nothing can be asked: check the fingerprints and rerun \
+             with --yes"
+                .to_string(),
+        );
+    }
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }

@@ -18,6 +18,7 @@
 pub mod command;
 pub mod create;
 pub mod diagnostic;
+pub mod diff;
 pub mod docroot;
 pub mod environment;
 pub mod ibm;

@@ -261,7 +261,11 @@ impl Checker {
                 on.then_some(SocketAddr::new(ip, port))
             },
             admin_group: self
-                .optional(&format!("{P}/admin_group"), &raw.admin_group, values::user_name)
+                .optional(
+                    &format!("{P}/admin_group"),
+                    &raw.admin_group,
+                    values::user_name,
+                )
                 .filter(|g| !g.is_empty()),
         }
     }
@@ -847,6 +851,14 @@ impl Checker {
                 "ssh-rsa (SHA-1) signatures are accepted from clients and offered for the RSA host \
                  key: needed by IBM ascp 3.x, weaker than SHA-2; turn it off once no such client \
                  is left",
+            );
+        }
+        if rproxy.enabled && rproxy.accept_new_host_keys {
+            self.warning(
+                "CONF/server/rproxy/accept_new_host_keys",
+                "internal servers' unknown host keys are trusted on first use and recorded: a \
+                 machine answering first at a server's address is believed; record the keys \
+                 with `fasp-proxy trust-host HOST:PORT` and set it to false",
             );
         }
         if rproxy.enabled && rproxy.rules.is_empty() {

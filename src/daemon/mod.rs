@@ -8,6 +8,7 @@
 //! the registry's close handles, waits for their tasks to end, and removes every entry left.
 
 pub mod control;
+pub mod health;
 pub mod logging;
 pub mod notify;
 pub mod reload;
@@ -25,8 +26,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ForwardingType};
 use crate::dataplane::{self, Backend, Forwarder};
-use crate::forward::api::{Api, ApiLimits};
-use crate::forward::service::{ForwardService, ForwardSettings};
+use crate::forward::api::ApiLimits;
+use crate::metrics::Metrics;
 use crate::policy::penalties::SharedPenalties;
 use crate::session::registry::CloseReason;
 use crate::session::{self, Sessions, Shared};
@@ -69,6 +70,9 @@ pub struct Setup {
     pub api: Option<ApiSetup>,
     /// The control socket for `fasp-proxy sessions` ([`control::bind`]), if any.
     pub control_listener: Option<UnixListener>,
+    /// The metrics listener (`<enable_metrics>`), served by [`crate::metrics::http::serve`];
+    /// `None` when metrics are off.
+    pub metrics_listener: Option<TcpListener>,
     /// The OpenSSH deployment mode's hand-off socket ([`crate::ssh::handoff::bind`]), where
     /// `aspshell` hands sessions over; `None` when `<frontend>` does not include `openssh`.
     pub handoff_listener: Option<UnixListener>,
@@ -77,6 +81,8 @@ pub struct Setup {
     /// The penalty table the SSH front end and the API share
     /// (`Penalties::new(PenaltySettings::from_config(..))`).
     pub penalties: SharedPenalties,
+    /// Where reload requests come from and which file they read; `None` = no reloads.
+    pub reload: Option<reload::ReloadSetup>,
 }
 
 /// What the forward proxy's API serves on.
@@ -133,7 +139,7 @@ pub fn prepare_dataplane(config: &Config) -> Result<Box<dyn Forwarder>, DaemonEr
 }
 
 /// The front end's settings, from the configuration.
-fn frontend_config(config: &Config, penalties: &SharedPenalties) -> FrontendConfig {
+pub(crate) fn frontend_config(config: &Config, penalties: &SharedPenalties) -> FrontendConfig {
     let rproxy = &config.server.rproxy;
     FrontendConfig {
         listen: rproxy.ssh_listen,
@@ -154,7 +160,7 @@ fn frontend_config(config: &Config, penalties: &SharedPenalties) -> FrontendConf
 }
 
 /// The hand-off front end's settings: the same allow-list and commands as the SSH front end.
-fn handoff_config(config: &Config) -> HandoffConfig {
+pub(crate) fn handoff_config(config: &Config) -> HandoffConfig {
     let rproxy = &config.server.rproxy;
     HandoffConfig {
         allowed_clients: rproxy.allowed_clients.clone(),
@@ -165,7 +171,8 @@ fn handoff_config(config: &Config) -> HandoffConfig {
 
 /// Serves the reverse proxy (when given its SSH listener) and the forward proxy (when given its
 /// API listeners) until `shutdown` resolves (or the front end fails), then closes every session
-/// and forwarding and removes every entry. Says READY=1 to systemd once serving.
+/// and forwarding and removes every entry. Says READY=1 to systemd once serving. Reload
+/// requests (`setup.reload`) are carried out one at a time ([`reload::handle`]).
 pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let Setup {
         config,
@@ -173,34 +180,33 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         ssh_listener,
         api,
         control_listener,
+        metrics_listener,
         handoff_listener,
         backend_known_hosts,
         penalties,
+        reload: reload_setup,
     } = setup;
+    let metrics = Arc::new(Metrics::new());
     let kind = forwarder.kind();
     let shared = Arc::new(Shared::new(
         Arc::clone(&config),
         forwarder,
         backend_known_hosts,
+        Arc::clone(&metrics),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let handler: Arc<dyn frontend::ExecHandler> = Arc::new(Sessions(Arc::clone(&shared)));
+    let mut listeners = reload::Listeners::new(Arc::clone(&handler));
     // A bad host key fails the start, before READY=1.
-    let mut frontend_task = None;
     if let Some(ssh_listener) = ssh_listener {
-        let listen = ssh_listener
-            .local_addr()
-            .unwrap_or(config.server.rproxy.ssh_listen);
-        let frontend = frontend::with_listener(
-            frontend_config(&config, &penalties),
-            ssh_listener,
-            Arc::new(Sessions(Arc::clone(&shared))),
-        )?;
-        frontend_task = Some(tokio::spawn(frontend.serve(stop_rx.clone())));
+        let run = reload::start_frontend(&config, &penalties, ssh_listener, Arc::clone(&handler))?;
         info!(
-            "fasp-proxy {} listening on {listen} ({} rules, forwarding via {kind})",
+            "fasp-proxy {} listening on {} ({} rules, forwarding via {kind})",
             env!("CARGO_PKG_VERSION"),
+            run.served.addr,
             config.server.rproxy.rules.len(),
         );
+        listeners.frontend = Some(run);
     }
     let handoff_task = handoff_listener.map(|listener| {
         info!(
@@ -208,50 +214,101 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
             env!("CARGO_PKG_VERSION"),
             config.server.rproxy.rules.len(),
         );
+        let (settings, settings_rx) = watch::channel(handoff_config(&config));
+        listeners.handoff = Some(settings);
         tokio::spawn(handoff::serve(
-            handoff_config(&config),
+            settings_rx,
             listener,
-            Arc::new(Sessions(Arc::clone(&shared))),
+            Arc::clone(&handler),
             stop_rx.clone(),
         ))
     });
-    let mut forward =
-        api.map(|api| start_forward_proxy(&config, &shared, &penalties, api, &stop_rx));
+    if let Some(api) = api {
+        listeners.start_api(&config, &shared, &penalties, api);
+    }
+    let forward = listeners.api.as_ref().map(|a| Arc::clone(&a.service));
+    listeners.metrics =
+        metrics_listener.map(|listener| reload::serve_metrics(listener, &shared, forward.clone()));
+    let (reload_path, mut reload_requests, reload_sender) = match reload_setup {
+        Some(r) => (Some(r.path), Some(r.requests), Some(r.sender)),
+        None => (None, None, None),
+    };
     let control_task = control_listener.map(|listener| {
         tokio::spawn(control::serve_shared(
             listener,
             Arc::clone(&shared),
-            forward.as_ref().map(|f| Arc::clone(&f.service)),
+            forward.clone(),
+            reload_sender,
             stop_rx.clone(),
         ))
     });
-    let upkeep_task = tokio::spawn(upkeep(Arc::clone(&shared), stop_rx));
+    let upkeep_task = tokio::spawn(upkeep(Arc::clone(&shared), stop_rx.clone()));
+    tokio::spawn(health::run(Arc::clone(&shared), stop_rx.clone()));
     notify::notify("READY=1");
 
-    let frontend_ended = async {
-        match frontend_task.as_mut() {
-            Some(task) => task.await,
-            None => std::future::pending().await,
+    /// What woke the daemon's main loop.
+    enum Event {
+        Shutdown,
+        FrontendEnded(String),
+        Reload(reload::ReloadRequest),
+    }
+    tokio::pin!(shutdown);
+    let failed = loop {
+        let event = {
+            let frontend_ended = async {
+                match listeners.frontend.as_mut() {
+                    Some(run) => (&mut run.served.task).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let reload_requested = async {
+                match reload_requests.as_mut() {
+                    Some(requests) => requests.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => Event::Shutdown,
+                r = frontend_ended => Event::FrontendEnded(match r {
+                    Ok(Ok(())) => "the SSH front end stopped".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("the SSH front end failed: {e}"),
+                }),
+                Some(request) = reload_requested => Event::Reload(request),
+            }
+        };
+        match event {
+            Event::Shutdown => break None,
+            Event::FrontendEnded(why) => {
+                listeners.frontend = None;
+                break Some(why);
+            }
+            Event::Reload(request) => {
+                notify::notify("RELOADING=1");
+                match &reload_path {
+                    Some(path) => {
+                        reload::handle(request, path, &shared, &penalties, &mut listeners).await
+                    }
+                    None => {
+                        if let Some(reply) = request.reply {
+                            let _ = reply.send(Err(
+                                "this daemon has no configuration file to reload".into(),
+                            ));
+                        }
+                    }
+                }
+                notify::notify("READY=1");
+            }
         }
-    };
-    let failed = tokio::select! {
-        () = shutdown => None,
-        r = frontend_ended => Some(match r {
-            Ok(Ok(())) => "the SSH front end stopped".to_string(),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => format!("the SSH front end failed: {e}"),
-        }),
     };
     notify::notify("STOPPING=1");
     // Stop accepting, then ask every session to end, at whatever step it is.
     let _ = stop_tx.send(true);
     let live = shared.close_all(CloseReason::Shutdown);
     info!("shutting down: closing {live} sessions");
-    if let Some(forward) = forward.as_mut() {
-        for task in forward.tasks.drain(..) {
-            let _ = task.await;
-        }
-        let n = forward.service.close_all().await;
+    listeners.stop().await;
+    if let Some(service) = &forward {
+        let n = service.close_all().await;
         if n > 0 {
             info!("closed {n} forwardings");
         }
@@ -274,11 +331,6 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
         Some(Err(e)) => warn!("removing leftover entries: {e}"),
         _ => {}
     }
-    if failed.is_none() {
-        if let Some(task) = frontend_task {
-            let _ = task.await;
-        }
-    }
     if let Some(task) = control_task {
         let _ = task.await;
     }
@@ -293,74 +345,11 @@ pub async fn serve(setup: Setup, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
-/// The running forward proxy: its service and its tasks (API listeners, sweep).
-struct ForwardProxy {
-    service: Arc<ForwardService>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Starts the forward proxy's API listeners and its sweep, logging as IBM's proxy does:
-/// `proxy service ready (port range 5000-10000)` and `Started on port(s) 9091,9092s`.
-fn start_forward_proxy(
-    config: &Config,
-    shared: &Arc<Shared>,
-    penalties: &SharedPenalties,
-    api: ApiSetup,
-    stop: &watch::Receiver<bool>,
-) -> ForwardProxy {
-    let settings = ForwardSettings::from_config(config, api.users_path);
-    let sweep = settings.sweep;
-    let (low, high) = settings.port_range;
-    let service = Arc::new(ForwardService::new(
-        settings,
-        config.server.own_ports(),
-        Arc::clone(&shared.forwarder),
-        Arc::clone(penalties),
-    ));
-    let server = Api::new(Arc::clone(&service), api.limits);
-    let mut tasks = Vec::new();
-    let mut ports = Vec::new();
-    if let Some(listener) = api.http {
-        if let Ok(a) = listener.local_addr() {
-            ports.push(a.port().to_string());
-        }
-        tasks.push(tokio::spawn(Arc::clone(&server).serve(
-            listener,
-            None,
-            stop.clone(),
-        )));
-    }
-    if let Some((listener, tls)) = api.https {
-        if let Ok(a) = listener.local_addr() {
-            ports.push(format!("{}s", a.port()));
-        }
-        tasks.push(tokio::spawn(Arc::clone(&server).serve(
-            listener,
-            Some(tls),
-            stop.clone(),
-        )));
-    }
-    let sweeper = Arc::clone(&service);
-    let mut stop_sweep = stop.clone();
-    tasks.push(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(sweep) => {}
-                _ = stop_sweep.changed() => return,
-            }
-            sweeper.sweep().await;
-        }
-    }));
-    info!("proxy service ready (port range {low}-{high})");
-    info!("Started on port(s) {}", ports.join(","));
-    ForwardProxy { service, tasks }
-}
-
 /// Every [`UPKEEP_PERIOD`]: refresh live entries, read their counters, and ask sessions idle
 /// for longer than `<session_idle_timeout>` to end.
 async fn upkeep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let period = (session::ENTRY_LIFETIME / 3).min(UPKEEP_PERIOD);
-        let mut live_before = 0;
+    let mut live_before = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

@@ -10,6 +10,8 @@
 //! - [`memory::MemoryForwarder`]: no kernel at all, entries in memory and every call recorded,
 //!   for tests of the daemon without root (netavark's `fwnone`).
 //!
+//! [`timed::Timed`] wraps any of them to time installs and removals for the metrics.
+//!
 //! Both delete the flow's conntrack entries on removal ([`conntrack`]), since a conntrack entry
 //! keeps forwarding a running flow after its DNAT entry is gone. This module knows nothing of SSH.
 
@@ -22,6 +24,7 @@ pub mod iptables;
 pub mod memory;
 pub mod netlink;
 pub mod nftables;
+pub mod timed;
 
 pub use entry::{EntryError, InstalledEntry, SessionEntry, SessionKey};
 pub use error::{DataplaneError, Errors};

@@ -32,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::service::{Caller, ForwardService, Refusal};
 use super::wire::{error_reply, id_reply, IdRequest, OpenRequest, MAX_BODY};
+use crate::metrics::Metrics;
 use crate::policy::sources::{SourceCounts, SourceGuard};
 
 /// The API's limits.
@@ -65,16 +66,20 @@ pub struct Api {
     limits: ApiLimits,
     connections: Arc<Semaphore>,
     per_source: Arc<SourceCounts>,
+    /// Where each answer's status is counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Api {
-    /// An API for `service`; HTTP and HTTPS listeners share its connection cap.
-    pub fn new(service: Arc<ForwardService>, limits: ApiLimits) -> Arc<Api> {
+    /// An API for `service`; HTTP and HTTPS listeners share its connection cap; each answer's
+    /// status is counted in `metrics`.
+    pub fn new(service: Arc<ForwardService>, limits: ApiLimits, metrics: Arc<Metrics>) -> Arc<Api> {
         Arc::new(Api {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             service,
             limits,
             per_source: SourceCounts::new(),
+            metrics,
         })
     }
 
@@ -202,8 +207,19 @@ impl Api {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request (its status counted).
     async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: IpAddr,
+        local: IpAddr,
+    ) -> Response<Full<Bytes>> {
+        let response = self.respond(req, client, local).await;
+        self.metrics.api_request(response.status().as_u16());
+        response
+    }
+
+    async fn respond(
         &self,
         req: Request<Incoming>,
         client: IpAddr,

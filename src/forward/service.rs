@@ -29,6 +29,9 @@ pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
 pub const MAX_UNAUTHORIZED_DELAY: Duration = Duration::from_secs(5);
 /// How long resolving the host name of an open may take.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many forwardings closed by the administrator are remembered, so that their clients'
+/// next keepalive or close is told why the forwarding is gone.
+pub const ADMIN_CLOSED_MEMORY: usize = 256;
 
 /// Why a call was refused, with the HTTP status it is answered with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,7 +156,8 @@ struct UsersCache {
 
 /// The forward proxy: its table, its users, and the data plane it programs.
 pub struct ForwardService {
-    settings: ForwardSettings,
+    /// The settings new requests use; a reload replaces them ([`ForwardService::reconfigure`]).
+    settings: std::sync::RwLock<Arc<ForwardSettings>>,
     table: Mutex<ForwardTable>,
     live: Mutex<HashMap<u64, ForwardingInfo>>,
     users: Mutex<UsersCache>,
@@ -161,6 +165,9 @@ pub struct ForwardService {
     verifier: Verifier,
     forwarder: SharedForwarder,
     penalties: SharedPenalties,
+    /// The last [`ADMIN_CLOSED_MEMORY`] forwardings the administrator closed: (id, client,
+    /// user).
+    admin_closed: Mutex<std::collections::VecDeque<(u64, IpAddr, String)>>,
 }
 
 impl ForwardService {
@@ -176,19 +183,33 @@ impl ForwardService {
         let (low, high) = settings.port_range;
         ForwardService {
             table: Mutex::new(ForwardTable::new(low, high, settings.expiry, reserved)),
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             live: Mutex::new(HashMap::new()),
             users: Mutex::new(UsersCache::default()),
             verifications: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
             verifier: Verifier::start(MAX_CONCURRENT_VERIFICATIONS),
             forwarder,
             penalties,
+            admin_closed: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
-    /// The settings it runs with.
-    pub fn settings(&self) -> &ForwardSettings {
-        &self.settings
+    /// The settings it runs with now.
+    pub fn settings(&self) -> Arc<ForwardSettings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A reload: requests from now on use `settings` (authentication, destinations, port range,
+    /// expiry, keepalive); live forwardings keep their ports and entries.
+    pub fn reconfigure(
+        &self,
+        settings: ForwardSettings,
+        reserved: std::collections::BTreeSet<u16>,
+    ) {
+        let (low, high) = settings.port_range;
+        self.table()
+            .reconfigure(low, high, settings.expiry, reserved);
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, ForwardTable> {
@@ -212,7 +233,8 @@ impl ForwardService {
 
     /// The users, re-read when the file changed since the last call.
     fn current_users(&self) -> Result<Arc<NodeUsers>, String> {
-        let path = &self.settings.users_path;
+        let settings = self.settings();
+        let path = &settings.users_path;
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut cache = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if cache.modified != modified || modified.is_none() {
@@ -231,7 +253,7 @@ impl ForwardService {
     /// refused (429) without a verification until the penalty is over, also those that were
     /// already waiting for one: one address guesses one password per penalty.
     pub async fn authenticate(&self, caller: &Caller) -> Result<String, Refusal> {
-        if !self.settings.authentication {
+        if !self.settings().authentication {
             let user = caller.credentials.clone().unwrap_or_default().0;
             return Ok(if user.is_empty() { "-".into() } else { user });
         }
@@ -349,7 +371,7 @@ impl ForwardService {
         let server = resolve(&request.host, request.tcp_port)
             .await
             .map_err(|e| refused(Refusal::BadRequest(e)))?;
-        self.settings
+        self.settings()
             .destinations
             .check(server, &crate::config::environment::local_addresses())
             .map_err(|e| refused(Refusal::Forbidden(e.to_string())))?;
@@ -367,8 +389,8 @@ impl ForwardService {
             proxy_port: forwarding.port,
             backend: server_udp,
             tcp_backend: Some(server_tcp),
-            snat: self.settings.snat,
-            lifetime: self.settings.entry_lifetime(),
+            snat: self.settings().snat,
+            lifetime: self.settings().entry_lifetime(),
         };
         let to_install = entry.clone();
         let installed = self
@@ -398,7 +420,7 @@ impl ForwardService {
             proxy_addr: Some(local.to_string()),
             proxy_tcp_port: forwarding.port,
             proxy_udp_port: forwarding.port,
-            proxy_keepalive: self.settings.keepalive_told,
+            proxy_keepalive: self.settings().keepalive_told,
         };
         self.live().insert(
             forwarding.id,
@@ -418,10 +440,10 @@ impl ForwardService {
         let forwarding = self
             .table()
             .keepalive(id, client, &user, Instant::now())
-            .map_err(not_found)?;
+            .map_err(|e| self.gone(id, client, &user, e))?;
         let entry = self.live().get(&id).map(|i| {
             let mut entry = i.entry.clone();
-            entry.lifetime = self.settings.entry_lifetime();
+            entry.lifetime = self.settings().entry_lifetime();
             entry
         });
         if let Some(entry) = entry {
@@ -436,9 +458,46 @@ impl ForwardService {
     pub async fn close(&self, caller: &Caller, id: u64) -> Result<(), Refusal> {
         let user = self.authenticate(caller).await?;
         let client = caller.client.to_canonical();
-        let forwarding = self.table().close(id, client, &user).map_err(not_found)?;
+        let forwarding = self
+            .table()
+            .close(id, client, &user)
+            .map_err(|e| self.gone(id, client, &user, e))?;
         self.remove(forwarding, "closed by the client").await;
         Ok(())
+    }
+
+    /// `fasp-proxy sessions close ID`: removes forwarding `id` whoever owns it, its kernel
+    /// entries and conntrack flows with it, and logs who asked (`by`, e.g. `uid 0 root`); its
+    /// client's next keepalive or close is answered "closed by the administrator". Returns
+    /// whether it was live.
+    pub async fn close_by_administrator(&self, id: u64, by: &str) -> bool {
+        let Some(forwarding) = self.table().take(id) else {
+            return false;
+        };
+        {
+            let mut closed = self.admin_closed.lock().unwrap_or_else(|p| p.into_inner());
+            if closed.len() >= ADMIN_CLOSED_MEMORY {
+                closed.pop_front();
+            }
+            closed.push_back((id, forwarding.client, forwarding.user.clone()));
+        }
+        self.remove(forwarding, &format!("closed by the administrator ({by})"))
+            .await;
+        true
+    }
+
+    /// The 404 for a call on forwarding `id` that the table does not hold: "closed by the
+    /// administrator" when that is what happened to this client's and user's forwarding.
+    fn gone(&self, id: u64, client: IpAddr, user: &str, e: TableError) -> Refusal {
+        let closed = self.admin_closed.lock().unwrap_or_else(|p| p.into_inner());
+        if closed
+            .iter()
+            .any(|(i, c, u)| *i == id && *c == client && u == user)
+        {
+            Refusal::NotFound(format!("forwarding {id} was closed by the administrator"))
+        } else {
+            not_found(e)
+        }
     }
 
     /// Removes the entries of forwardings whose keepalives stopped; returns how many.
@@ -447,7 +506,7 @@ impl ForwardService {
         let n = expired.len();
         let why = format!(
             "expired (no keepalive for {} s)",
-            self.settings.expiry.as_secs()
+            self.settings().expiry.as_secs()
         );
         for f in expired {
             self.remove(f, &why).await;
@@ -695,6 +754,40 @@ mod tests {
         assert_eq!(s.list().len(), 1);
         assert_eq!(s.close_all().await, 1);
         assert!(installed(&s).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_administrator_closes_any_forwarding_and_its_client_is_told_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path(), false);
+        s.open(&caller("alice", ""), &open_request("203.0.113.23"))
+            .await
+            .unwrap();
+        s.open(&caller("bob", ""), &open_request("203.0.113.24"))
+            .await
+            .unwrap();
+        assert!(!s.close_by_administrator(99, "uid 0 root").await);
+        assert!(s.close_by_administrator(1, "uid 0 root").await);
+        assert!(!s.close_by_administrator(1, "uid 0 root").await, "gone");
+        let left = installed(&s);
+        assert_eq!(left.len(), 1, "only bob's entry is left");
+        assert_eq!(left[0].backend, "203.0.113.24:33001".parse().unwrap());
+        assert_eq!(s.list().len(), 1);
+        for refusal in [
+            s.keepalive(&caller("alice", ""), 1).await.unwrap_err(),
+            s.close(&caller("alice", ""), 1).await.unwrap_err(),
+        ] {
+            assert_eq!(refusal.status(), 404);
+            assert_eq!(
+                refusal.to_string(),
+                "forwarding 1 was closed by the administrator"
+            );
+        }
+        // Someone else asking about it learns nothing of it.
+        let other = s.keepalive(&caller("bob", ""), 1).await.unwrap_err();
+        assert_eq!(other.status(), 404);
+        assert!(!other.to_string().contains("administrator"), "{other}");
+        s.keepalive(&caller("bob", ""), 2).await.unwrap();
     }
 
     #[tokio::test]

@@ -88,6 +88,20 @@ impl ForwardTable {
         }
     }
 
+    /// A reload: new forwardings get ports of `low..=high` except `reserved` and live
+    /// `expiry` after their last keepalive; live forwardings keep their ports, even outside the
+    /// new range.
+    pub fn reconfigure(&mut self, low: u16, high: u16, expiry: Duration, reserved: BTreeSet<u16>) {
+        let high = high.max(low);
+        self.low = low;
+        self.high = high;
+        self.expiry = expiry;
+        self.reserved = reserved;
+        if !(low..=high).contains(&self.next_port) {
+            self.next_port = low;
+        }
+    }
+
     /// How long a forwarding lives without keepalives.
     pub fn expiry(&self) -> Duration {
         self.expiry

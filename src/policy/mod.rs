@@ -1,6 +1,7 @@
 //! Reverse-proxy policy, pure: which rule a session falls under, which account and key it uses
 //! on the internal server, which internal server it goes to (round robin, skipping servers
-//! marked faulty, with every change of a server's health logged once, here), and which source
+//! marked faulty by a real session's failure or by their health checks, with every change of
+//! a server's health logged once, here), and which source
 //! address its forwarded data leaves from; and ([`penalties`]) which source addresses are refused
 //! for a while after failed logins. Time is passed in (a `tokio::time::Instant`, so
 //! paused-time tests drive it), and nothing here does I/O besides logging.
@@ -8,7 +9,7 @@
 pub mod penalties;
 pub mod sources;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio::time::Instant;
 
-use crate::config::Rule;
+use crate::config::{HealthCheck, Rule};
 
 /// What a session offers for rule matching.
 #[derive(Debug, Clone, Copy)]
@@ -114,8 +115,108 @@ impl HealthEvent {
     }
 }
 
+/// A change of a server's health-check mark, to be logged once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckEvent {
+    /// `times` checks in a row failed (the last one for `why`): the server is marked faulty
+    /// until its checks pass again.
+    Marked {
+        /// The server.
+        host: SocketAddr,
+        /// Failed checks in a row (`<health_check_failures>`).
+        times: u32,
+        /// Why the last one failed.
+        why: String,
+    },
+    /// `times` checks in a row passed: the mark is cleared.
+    Cleared {
+        /// The server.
+        host: SocketAddr,
+        /// Passed checks in a row (`<health_check_successes>`).
+        times: u32,
+        /// How much longer a session's failure still keeps it marked (the passive mark, which
+        /// the checks leave alone), if it does.
+        still_held: Option<Duration>,
+    },
+}
+
+impl CheckEvent {
+    /// Writes the event to the log.
+    pub fn log(&self) {
+        match self {
+            CheckEvent::Marked { host, times, why } => warn!(
+                "internal server {host} failed its health check {times} time{} ({why}): marked \
+                 faulty",
+                plural(*times)
+            ),
+            CheckEvent::Cleared {
+                host,
+                times,
+                still_held: None,
+            } => info!(
+                "internal server {host} passed its health check {times} time{}: no longer marked \
+                 faulty",
+                plural(*times)
+            ),
+            CheckEvent::Cleared {
+                host,
+                times,
+                still_held: Some(left),
+            } => info!(
+                "internal server {host} passed its health check {times} time{}: no longer marked \
+                 faulty by its health checks (a failed session's mark holds {}s more)",
+                plural(*times),
+                left.as_secs().max(1)
+            ),
+        }
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// What the health checks found of one server so far (pingora's model: consecutive counts
+/// against two thresholds flip one flag).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Checked {
+    /// Marked faulty by its checks.
+    marked: bool,
+    /// Failed checks in a row (0 after a pass).
+    failures: u32,
+    /// Passed checks in a row (0 after a failure).
+    successes: u32,
+}
+
+/// A server's health as the balancer holds it (for the metrics and other readers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostHealth {
+    /// Until when a real session's failure keeps it marked (the passive mark), if it does.
+    pub passive_until: Option<Instant>,
+    /// Whether its health checks mark it faulty (the active mark).
+    pub active: bool,
+    /// Failed health checks in a row.
+    pub failures: u32,
+    /// Passed health checks in a row.
+    pub successes: u32,
+}
+
+impl HostHealth {
+    /// Whether new sessions skip the server: either mark is set.
+    pub fn is_faulty(&self) -> bool {
+        self.active || self.passive_until.is_some()
+    }
+}
+
 /// Round-robin selection over each rule's servers, skipping those marked faulty, and over each
 /// rule's `bind_source_address`es: selection and health in one place (as pingora keeps them).
+/// A server is marked faulty in two ways, kept apart: passively, for the hold time, when a
+/// real session fails on it; actively, when its health checks fail `failures` times in a row,
+/// until they pass `successes` times in a row. Either mark makes sessions skip it.
 ///
 /// Shared by all sessions of the daemon (behind a mutex); every call is O(servers of the rule).
 #[derive(Debug)]
@@ -127,6 +228,11 @@ pub struct Balancer {
     source_cursors: HashMap<usize, usize>,
     /// Faulty servers and when their mark ends.
     faulty: HashMap<SocketAddr, Instant>,
+    /// What the health checks found, per server checked.
+    checked: HashMap<SocketAddr, Checked>,
+    /// How many times each server was marked faulty (each mark counted once, not its renewals):
+    /// for the metrics.
+    marks: HashMap<SocketAddr, u64>,
 }
 
 impl Balancer {
@@ -137,25 +243,111 @@ impl Balancer {
             cursors: HashMap::new(),
             source_cursors: HashMap::new(),
             faulty: HashMap::new(),
+            checked: HashMap::new(),
+            marks: HashMap::new(),
         }
     }
 
     /// A reload: the new hold time for marks made from now on, and the marks of servers no
     /// longer in any rule (`hosts`) dropped; the marks of servers still present are kept.
-    pub fn reconfigure(
-        &mut self,
-        hold: Duration,
-        hosts: &std::collections::HashSet<SocketAddr>,
-    ) {
+    pub fn reconfigure(&mut self, hold: Duration, hosts: &HashSet<SocketAddr>) {
         self.hold = hold;
         self.faulty.retain(|h, _| hosts.contains(h));
+        self.checked.retain(|h, _| hosts.contains(h));
+    }
+
+    /// Notes one health check of `host` (`Err(why)` when it failed) under `thresholds`, at
+    /// `now`; returns the event to log when its mark changed: `failures` failed in a row mark
+    /// it, `successes` passed in a row clear the mark. Nothing else is logged.
+    pub fn record_check(
+        &mut self,
+        host: SocketAddr,
+        result: Result<(), String>,
+        thresholds: &HealthCheck,
+        now: Instant,
+    ) -> Option<CheckEvent> {
+        let still_held = self
+            .faulty
+            .get(&host)
+            .filter(|until| **until > now)
+            .map(|until| *until - now);
+        let state = self.checked.entry(host).or_default();
+        match result {
+            Ok(()) => {
+                state.failures = 0;
+                state.successes = state.successes.saturating_add(1);
+                if state.marked && state.successes >= thresholds.successes {
+                    state.marked = false;
+                    return Some(CheckEvent::Cleared {
+                        host,
+                        times: state.successes,
+                        still_held,
+                    });
+                }
+            }
+            Err(why) => {
+                state.successes = 0;
+                state.failures = state.failures.saturating_add(1);
+                if !state.marked && state.failures >= thresholds.failures {
+                    state.marked = true;
+                    let times = state.failures;
+                    *self.marks.entry(host).or_insert(0) += 1;
+                    return Some(CheckEvent::Marked { host, times, why });
+                }
+            }
+        }
+        None
+    }
+
+    /// Forgets the health checks of servers not in `hosts` (gone from the configuration);
+    /// with an empty set (health checks turned off), every active mark goes.
+    pub fn retain_checked(&mut self, hosts: &HashSet<SocketAddr>) {
+        self.checked.retain(|h, _| hosts.contains(h));
+    }
+
+    /// Every server the balancer holds something about (a passive mark in force, or health
+    /// checks), in address order, with its health at `now`; a server absent was neither
+    /// checked nor marked, and is taken.
+    pub fn health(&self, now: Instant) -> Vec<(SocketAddr, HostHealth)> {
+        let mut hosts: Vec<SocketAddr> = self
+            .faulty
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(h, _)| *h)
+            .chain(self.checked.keys().copied())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+            .into_iter()
+            .map(|h| {
+                let checked = self.checked.get(&h).copied().unwrap_or_default();
+                let health = HostHealth {
+                    passive_until: self.faulty.get(&h).copied().filter(|u| *u > now),
+                    active: checked.marked,
+                    failures: checked.failures,
+                    successes: checked.successes,
+                };
+                (h, health)
+            })
+            .collect()
     }
 
     /// The servers to try for a new session of `rule`, in order, after ending the marks whose
     /// hold time has passed (each logged): [`Balancer::expire`] then [`Balancer::candidates`].
     pub fn pick(&mut self, rule: &Rule, now: Instant) -> Vec<SocketAddr> {
         for event in self.expire(now) {
-            event.log();
+            match event {
+                HealthEvent::Cleared { host }
+                    if self.checked.get(&host).is_some_and(|c| c.marked) =>
+                {
+                    info!(
+                        "internal server {host}: the hold time of its failed session is over; \
+                         its health checks still mark it faulty"
+                    )
+                }
+                event => event.log(),
+            }
         }
         self.candidates(rule, now)
     }
@@ -214,7 +406,7 @@ impl Balancer {
         *cursor = (start + 1) % n;
         (0..n)
             .map(|i| rule.hosts[(start + i) % n])
-            .filter(|h| self.faulty.get(h).is_none_or(|until| *until <= now))
+            .filter(|h| !self.is_faulty(h, now))
             .collect()
     }
 
@@ -224,12 +416,23 @@ impl Balancer {
         let until = now + self.hold;
         let newly = self.faulty.get(&host).is_none_or(|u| *u <= now);
         self.faulty.insert(host, until);
+        if newly {
+            *self.marks.entry(host).or_insert(0) += 1;
+        }
         newly.then_some(HealthEvent::MarkedFaulty { host, until })
     }
 
-    /// Whether `host` is marked faulty at `now`.
+    /// How many times `host` was marked faulty since the balancer was made (a renewed mark
+    /// counts once).
+    pub fn faulty_marks(&self, host: &SocketAddr) -> u64 {
+        self.marks.get(host).copied().unwrap_or(0)
+    }
+
+    /// Whether `host` is marked faulty at `now`, by a session's failure or by its health
+    /// checks.
     pub fn is_faulty(&self, host: &SocketAddr, now: Instant) -> bool {
         self.faulty.get(host).is_some_and(|until| *until > now)
+            || self.checked.get(host).is_some_and(|c| c.marked)
     }
 }
 
@@ -360,6 +563,143 @@ mod tests {
             bal.pick(rule, t0 + Duration::from_secs(120)).len(),
             3,
             "pick expires"
+        );
+    }
+
+    #[test]
+    fn each_mark_is_counted_once_however_often_it_is_renewed() {
+        let host: SocketAddr = "198.51.100.10:22".parse().unwrap();
+        let mut bal = Balancer::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(bal.faulty_marks(&host), 0);
+        bal.mark_faulty(host, t0);
+        bal.mark_faulty(host, t0 + Duration::from_secs(5));
+        assert_eq!(bal.faulty_marks(&host), 1, "renewed, not marked again");
+        bal.mark_faulty(host, t0 + Duration::from_secs(30));
+        assert_eq!(
+            bal.faulty_marks(&host),
+            2,
+            "marked again after its mark ended"
+        );
+    }
+
+    fn thresholds(failures: u32, successes: u32) -> HealthCheck {
+        HealthCheck {
+            interval: Some(Duration::from_secs(10)),
+            timeout: Duration::from_secs(5),
+            failures,
+            successes,
+        }
+    }
+
+    #[test]
+    fn health_checks_mark_after_n_failures_in_a_row_and_clear_after_m_passes_in_a_row() {
+        let r = rules();
+        let rule = &r[2];
+        let (a, b, c) = (rule.hosts[0], rule.hosts[1], rule.hosts[2]);
+        let t = thresholds(3, 2);
+        let mut bal = Balancer::new(Duration::from_secs(120));
+        let now = Instant::now();
+        let fail = |bal: &mut Balancer| bal.record_check(b, Err("refused".into()), &t, now);
+        let pass = |bal: &mut Balancer| bal.record_check(b, Ok(()), &t, now);
+        // Two failures, a pass: the count starts again.
+        assert_eq!(fail(&mut bal), None);
+        assert_eq!(fail(&mut bal), None);
+        assert_eq!(
+            pass(&mut bal),
+            None,
+            "a pass while unmarked changes nothing"
+        );
+        assert_eq!(fail(&mut bal), None);
+        assert_eq!(fail(&mut bal), None);
+        assert!(!bal.is_faulty(&b, now));
+        // The third in a row marks it, once.
+        assert_eq!(
+            fail(&mut bal),
+            Some(CheckEvent::Marked {
+                host: b,
+                times: 3,
+                why: "refused".into()
+            })
+        );
+        assert_eq!(fail(&mut bal), None, "logged on change only");
+        assert!(bal.is_faulty(&b, now));
+        assert_eq!(bal.candidates(rule, now), vec![a, c]);
+        assert_eq!(bal.faulty_marks(&b), 1, "an active mark is counted");
+        // A pass, a failure, then two passes: only the two in a row clear it.
+        assert_eq!(pass(&mut bal), None);
+        assert_eq!(fail(&mut bal), None);
+        assert_eq!(pass(&mut bal), None);
+        assert!(bal.is_faulty(&b, now));
+        assert_eq!(
+            pass(&mut bal),
+            Some(CheckEvent::Cleared {
+                host: b,
+                times: 2,
+                still_held: None
+            })
+        );
+        assert_eq!(pass(&mut bal), None);
+        assert!(!bal.is_faulty(&b, now));
+        assert_eq!(bal.candidates(rule, now).len(), 3);
+    }
+
+    #[test]
+    fn active_and_passive_marks_are_kept_apart_and_either_one_skips_the_server() {
+        let r = rules();
+        let rule = &r[2];
+        let b = rule.hosts[1];
+        let t = thresholds(1, 1);
+        let mut bal = Balancer::new(Duration::from_secs(120));
+        let t0 = Instant::now();
+        // A session fails on b (passive, 120 s); its checks fail too (active).
+        bal.record_failure(b, true, t0);
+        assert!(bal.record_check(b, Err("down".into()), &t, t0).is_some());
+        let health = bal.health(t0);
+        assert_eq!(health.len(), 1);
+        assert_eq!(
+            health[0],
+            (
+                b,
+                HostHealth {
+                    passive_until: Some(t0 + Duration::from_secs(120)),
+                    active: true,
+                    failures: 1,
+                    successes: 0
+                }
+            )
+        );
+        // The check passes 30 s later: the active mark goes, the passive one holds.
+        let t30 = t0 + Duration::from_secs(30);
+        assert_eq!(
+            bal.record_check(b, Ok(()), &t, t30),
+            Some(CheckEvent::Cleared {
+                host: b,
+                times: 1,
+                still_held: Some(Duration::from_secs(90))
+            })
+        );
+        assert!(bal.is_faulty(&b, t30), "the passive mark still holds");
+        assert!(!bal.candidates(rule, t30).contains(&b));
+        // Its hold time over, b is taken again.
+        let t121 = t0 + Duration::from_secs(121);
+        assert_eq!(bal.pick(rule, t121).len(), 3);
+        // The other way round: the hold time ends while the checks still mark it.
+        bal.record_failure(b, true, t121);
+        bal.record_check(b, Err("down".into()), &t, t121);
+        let t300 = t0 + Duration::from_secs(300);
+        assert!(!bal.pick(rule, t300).contains(&b), "the active mark holds");
+        assert_eq!(bal.health(t300)[0].1.passive_until, None);
+        assert!(bal.health(t300)[0].1.is_faulty());
+        // A server gone from the configuration (or checks off) is forgotten.
+        bal.retain_checked(&HashSet::new());
+        assert!(!bal.is_faulty(&b, t300));
+        assert!(bal.health(t300).is_empty());
+        bal.record_check(b, Err("down".into()), &t, t300);
+        bal.reconfigure(Duration::from_secs(120), &HashSet::new());
+        assert!(
+            !bal.is_faulty(&b, t300),
+            "a reload without b forgets its checks"
         );
     }
 

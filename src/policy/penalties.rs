@@ -203,6 +203,12 @@ impl Penalties {
         std::sync::Arc::new(std::sync::Mutex::new(Penalties::new(settings)))
     }
 
+    /// A reload: offences from now on are judged by `settings`; penalties already running
+    /// keep their end.
+    pub fn reconfigure(&mut self, settings: PenaltySettings) {
+        self.settings = settings;
+    }
+
     /// The settings it runs with.
     pub fn settings(&self) -> &PenaltySettings {
         &self.settings

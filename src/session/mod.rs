@@ -29,6 +29,7 @@ pub use self::error::SessionError;
 use self::registry::{CloseReason, CloseSignal, OpaqueJoin, Refusal, Registry, SessionInfo};
 use crate::config::{Config, Rule};
 use crate::dataplane::{DataplaneError, Forwarder, SessionEntry, SessionKey};
+use crate::metrics::{EndReason, Metrics, RefusalReason};
 use crate::policy::{self, Balancer, Request};
 use crate::protocol::reader::{FrameReader, RawFrame};
 use crate::protocol::{ErrorCode, ErrorFrame, Frame, SessionAccept, SessionInit};
@@ -61,27 +62,35 @@ pub struct Shared {
     pub balancer: Mutex<Balancer>,
     /// The kernel data plane (blocking calls: used from blocking threads).
     pub forwarder: crate::dataplane::SharedForwarder,
-    /// Host keys of the internal servers (trusted on first use, a changed key refused).
+    /// Host keys of the internal servers (`fasp-proxy trust-host` records them; unknown keys
+    /// are refused unless `<accept_new_host_keys>`, changed ones always).
     pub backend_known_hosts: PathBuf,
     /// Every session task, so the daemon can wait until all have ended.
     tasks: TaskTracker,
+    /// What sessions record for the metrics (their starts, ends and refusals; the data plane's
+    /// latency, through the forwarder).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
-    /// Everything a session needs.
+    /// Everything a session needs; `forwarder`'s installs and removals are timed into
+    /// `metrics`.
     pub fn new(
         config: Arc<Config>,
         forwarder: Box<dyn Forwarder>,
         backend_known_hosts: PathBuf,
+        metrics: Arc<Metrics>,
     ) -> Shared {
+        let forwarder = crate::dataplane::timed::Timed::new(forwarder, Arc::clone(&metrics));
         let hold = config.server.rproxy.faulty_host_hold_time;
         Shared {
             config: std::sync::RwLock::new(config),
             registry: Registry::new(),
             balancer: Mutex::new(Balancer::new(hold)),
-            forwarder: Arc::new(Mutex::new(forwarder)),
+            forwarder: Arc::new(Mutex::new(Box::new(forwarder))),
             backend_known_hosts,
             tasks: TaskTracker::new(),
+            metrics,
         }
     }
 
@@ -157,15 +166,20 @@ impl ExecHandler for Sessions {
         let close = match shared.registry.add_within(info, max) {
             Ok(close) => close,
             Err(refusal) => {
-                let why = match refusal {
-                    Refusal::TooMany => "too many sessions, try again later".to_string(),
-                    Refusal::Closed(reason) => reason.to_string(),
+                let (why, counted) = match refusal {
+                    Refusal::TooMany => (
+                        "too many sessions, try again later".to_string(),
+                        RefusalReason::TooManySessions,
+                    ),
+                    Refusal::Closed(reason) => (reason.to_string(), RefusalReason::ShuttingDown),
                 };
+                shared.metrics.refused(counted);
                 info!("{peer}: {}: session refused: {why}", request.user);
                 request.finish.finish(1, &format!("fasp-proxy: {why}\n"));
                 return;
             }
         };
+        shared.metrics.session_started();
         let session = Session {
             shared: Arc::clone(shared),
             id,
@@ -182,6 +196,10 @@ impl ExecHandler for Sessions {
 
     fn admit(&self) -> bool {
         self.0.registry.len() < self.0.config().server.rproxy.max_sessions as usize
+    }
+
+    fn refused(&self, reason: RefusalReason) {
+        self.0.metrics.refused(reason);
     }
 }
 
@@ -269,7 +287,10 @@ impl Session {
                 send_error(&mut client_write, code, &e.to_string()).await;
             }
         }
-        let outcome = self.release(held).await;
+        let (outcome, forwarded) = self.release(held).await;
+        self.shared
+            .metrics
+            .session_ended(id, end_reason(&end), forwarded);
         let _ = client_write.shutdown().await;
         match end {
             Ok(()) => {
@@ -298,9 +319,10 @@ impl Session {
     }
 
     /// Releases what the session held, every step: the internal server's exit status (waited
-    /// for a bounded time) and connection, the kernel entry, the registry place (last, so its
-    /// DNAT key is not handed out while the kernel still holds it).
-    async fn release(&self, held: Held) -> Option<ssh_client::ExecOutcome> {
+    /// for a bounded time) and connection, the kernel entry (its counters read a last time
+    /// first), the registry place (last, so its DNAT key is not handed out while the kernel
+    /// still holds it). Returns the exit status and the session's last kernel counters.
+    async fn release(&self, held: Held) -> (Option<ssh_client::ExecOutcome>, Option<(u64, u64)>) {
         let id = self.id;
         let mut outcome = None;
         if let Some(backend) = held.backend {
@@ -316,8 +338,14 @@ impl Session {
         // The registry forgets the entry first, so no refresh puts it back once removed.
         self.shared.registry.clear_entry(id);
         if let Some(entry) = held.entry {
-            let removed = self.shared.dataplane(move |f| f.remove(&entry)).await;
-            if let Some(Err(e)) = removed {
+            let removed = self
+                .shared
+                .dataplane(move |f| (f.counters(&entry), f.remove(&entry)))
+                .await;
+            if let Some((Ok(Some((packets, bytes))), _)) = removed {
+                self.shared.registry.set_counters(id, packets, bytes);
+            }
+            if let Some((_, Err(e))) = removed {
                 warn!("[{id}] removing the UDP forwarding: {e}");
             }
         }
@@ -335,8 +363,8 @@ impl Session {
                 self.shared.registry.opaque_drained(key);
             }
         }
-        self.shared.registry.remove(id);
-        outcome
+        let forwarded = self.shared.registry.remove(id).and_then(|s| s.forwarded);
+        (outcome, forwarded)
     }
 
     /// After the client was told how the session ended: if it was the last one, gives the
@@ -396,6 +424,7 @@ impl Session {
             requested_port: init.requested_port,
         };
         let Some(rule) = policy::select_rule(&config.server.rproxy.rules, &request) else {
+            self.shared.metrics.refused(RefusalReason::NoRule);
             return Err(SessionError::Refused(format!(
                 "no rule matches this connection (to {}, host {:?}): refused",
                 policy::canonical(self.local.ip()),
@@ -404,11 +433,19 @@ impl Session {
         };
         self.shared.registry.set_rule(id, rule.label());
         let backend_user = policy::backend_user(rule, &self.user).to_string();
-        let keyfile = policy::keyfile(rule, &self.user)
-            .map_err(|e| SessionError::Refused(format!("{}: {e}", rule.label())))?;
+        let keyfile = policy::keyfile(rule, &self.user).map_err(|e| {
+            self.shared.metrics.refused(RefusalReason::UserName);
+            SessionError::Refused(format!("{}: {e}", rule.label()))
+        })?;
         // 3. An internal server: round robin, skipping and marking faulty ones.
         let (addr, client) = self
-            .connect_backend(rule, &backend_user, keyfile, None)
+            .connect_backend(
+                rule,
+                &backend_user,
+                keyfile,
+                None,
+                config.server.rproxy.accept_new_host_keys,
+            )
             .await?;
         info!("[{id}] Established SSH connection with server {addr}");
         let (mut backend_read, mut backend_write) =
@@ -527,12 +564,15 @@ impl Session {
 
     /// Logs in to one of the rule's internal servers, in the balancer's order; a server that
     /// fails is reported to the balancer, which marks it faulty if the failure was its own.
+    /// Host keys are checked strictly against known_hosts unless `accept_new_host_keys`
+    /// (`<accept_new_host_keys>` of the session's configuration) records unknown ones.
     async fn connect_backend(
         &self,
         rule: &Rule,
         user: &str,
         keyfile: PathBuf,
         only: Option<SocketAddr>,
+        accept_new_host_keys: bool,
     ) -> Result<(SocketAddr, ssh_client::Client), SessionError> {
         let candidates = match only {
             Some(host) => vec![host],
@@ -553,21 +593,27 @@ impl Session {
                 identities: vec![keyfile.clone()],
                 password: None,
                 known_hosts: self.shared.backend_known_hosts.clone(),
-                policy: HostKeyPolicy::AcceptNew,
+                policy: if accept_new_host_keys {
+                    HostKeyPolicy::AcceptNew
+                } else {
+                    HostKeyPolicy::Strict
+                },
                 timeout: BACKEND_TIMEOUT,
                 connect_to: None,
             };
             match ssh_client::connect(&cfg).await {
                 Ok(client) => return Ok((host, client)),
                 Err(e) => {
+                    let why = backend_failure(host, &e);
+                    warn!("[{}] internal server {host}: {why}", self.id);
+                    // After the line that says why: a changed host key marks the server.
                     self.shared.balancer().record_failure(
                         host,
                         e.is_server_fault(),
                         Instant::now(),
                     );
-                    warn!("[{}] internal server {host}: {e}", self.id);
-                    errors.push(format!("{host}: {e}"));
-                    if e.is_credentials_fault() {
+                    errors.push(format!("{host}: {why}"));
+                    if e.fails_on_every_server() {
                         break;
                     }
                 }
@@ -688,6 +734,7 @@ impl Session {
             requested_port: 0,
         };
         let Some(rule) = policy::select_rule(&config.server.rproxy.rules, &request) else {
+            self.shared.metrics.refused(RefusalReason::NoRule);
             return Err(SessionError::Refused(format!(
                 "no rule matches this connection (to {}; IBM clients are matched by address): refused",
                 policy::canonical(self.local.ip()),
@@ -696,8 +743,10 @@ impl Session {
         let label = rule.label();
         self.shared.registry.set_rule(id, label.clone());
         let backend_user = policy::backend_user(rule, &self.user).to_string();
-        let keyfile = policy::keyfile(rule, &self.user)
-            .map_err(|e| SessionError::Refused(format!("{label}: {e}")))?;
+        let keyfile = policy::keyfile(rule, &self.user).map_err(|e| {
+            self.shared.metrics.refused(RefusalReason::UserName);
+            SessionError::Refused(format!("{label}: {e}"))
+        })?;
         // 1. Our place in the group of this client's opaque sessions.
         let key = SessionKey {
             client: self.peer.ip(),
@@ -709,7 +758,10 @@ impl Session {
             match self.shared.registry.join_opaque(id, key, &label) {
                 OpaqueJoin::First => break None,
                 OpaqueJoin::Member(entry, backend) => break Some((entry, backend)),
-                OpaqueJoin::Conflict(why) => return Err(SessionError::Refused(why)),
+                OpaqueJoin::Conflict(why) => {
+                    self.shared.metrics.refused(RefusalReason::PortConflict);
+                    return Err(SessionError::Refused(why));
+                }
                 OpaqueJoin::Wait(mut changes) => {
                     let left = OPAQUE_WAIT.saturating_sub(waited_since.elapsed());
                     if tokio::time::timeout(left, changes.changed()).await.is_err() {
@@ -731,7 +783,13 @@ impl Session {
         // 2. The internal server (the group's, if it has one) and the same command there.
         let only = joined.as_ref().map(|(_, backend)| *backend);
         let (addr, client) = self
-            .connect_backend(rule, &backend_user, keyfile, only)
+            .connect_backend(
+                rule,
+                &backend_user,
+                keyfile,
+                only,
+                config.server.rproxy.accept_new_host_keys,
+            )
             .await?;
         info!("[{id}] Established SSH connection with server {addr}");
         let (backend_read, backend_write) =
@@ -776,6 +834,20 @@ impl Session {
     }
 }
 
+/// How a session's steps ended, as the metrics count it.
+fn end_reason(end: &Finished) -> EndReason {
+    match end {
+        Ok(()) => EndReason::Completed,
+        Err(SessionError::Refused(_)) => EndReason::Refused,
+        Err(SessionError::Setup(_) | SessionError::ServerRefused(_) | SessionError::Aborted(_)) => {
+            EndReason::Failed
+        }
+        Err(SessionError::Closed(CloseReason::IdleTimeout)) => EndReason::IdleTimeout,
+        Err(SessionError::Closed(CloseReason::Shutdown)) => EndReason::Shutdown,
+        Err(SessionError::Closed(CloseReason::Administrator)) => EndReason::ClosedByAdministrator,
+    }
+}
+
 /// Starts `command` on the logged-in internal server `client` (at `addr`), kept in `held` so
 /// it is released however the session ends; returns the command's stdout and stdin.
 async fn start_command(
@@ -801,6 +873,37 @@ async fn start_command(
         .and_then(|()| tokio::net::UnixStream::from_std(exec.stream))
         .map_err(|e| SessionError::Aborted(format!("local socket: {e}")))?;
     Ok(stream.into_split())
+}
+
+/// What the proxy says about an internal server `host` it could not log in to or check (a
+/// session, a health check); for a host key, what the administrator can do: an unknown key
+/// is recorded with `fasp-proxy trust-host` (after checking it), a changed one is shown with
+/// both fingerprints.
+pub fn backend_failure(host: SocketAddr, e: &ssh_client::SshError) -> String {
+    match e {
+        ssh_client::SshError::UnknownHostKey {
+            offered,
+            known_hosts,
+            ..
+        } => format!(
+            "its host key ({offered}) is not in {}: refused; if it is the server's key, record \
+             it with `fasp-proxy trust-host {host}`",
+            known_hosts.display()
+        ),
+        ssh_client::SshError::ChangedHostKey {
+            offered,
+            recorded,
+            known_hosts,
+            line,
+            ..
+        } => format!(
+            "HOST KEY CHANGED: {} line {line} records {recorded}, the server offered {offered}: \
+             refused (someone may be answering in its place; if its key was replaced on \
+             purpose: `fasp-proxy trust-host --replace {host}`)",
+            known_hosts.display()
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Sends the client an `Error` frame (best effort: it may be gone).

@@ -48,6 +48,8 @@ pub enum CloseReason {
     Shutdown,
     /// No control or data traffic for longer than `<session_idle_timeout>`.
     IdleTimeout,
+    /// `fasp-proxy sessions close ID` (the control socket logs who asked).
+    Administrator,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -55,6 +57,7 @@ impl std::fmt::Display for CloseReason {
         f.write_str(match self {
             CloseReason::Shutdown => "the proxy is shutting down",
             CloseReason::IdleTimeout => "idle timeout: no control or data traffic",
+            CloseReason::Administrator => "closed by the administrator",
         })
     }
 }
@@ -420,6 +423,11 @@ impl Registry {
         }
     }
 
+    /// Whether session `id` is live (added and not yet removed).
+    pub fn contains(&self, id: Uuid) -> bool {
+        self.lock().sessions.contains_key(&id)
+    }
+
     /// Removes a session and frees its keys; returns what was known of it.
     pub fn remove(&self, id: Uuid) -> Option<SessionInfo> {
         let mut g = self.lock();
@@ -526,6 +534,23 @@ mod tests {
         );
         r.remove(a_id);
         assert!(!r.close(a_id, CloseReason::Shutdown), "gone");
+    }
+
+    #[tokio::test]
+    async fn an_administrator_close_reaches_the_session_and_says_so() {
+        let r = Registry::new();
+        let a = info();
+        let id = a.id;
+        let mut signal = r.add_within(a, 10).unwrap();
+        assert!(r.contains(id));
+        assert!(!r.contains(Uuid::new_v4()));
+        assert!(r.close(id, CloseReason::Administrator));
+        let reason = signal.requested().await;
+        assert_eq!(reason, CloseReason::Administrator);
+        assert_eq!(reason.to_string(), "closed by the administrator");
+        r.remove(id);
+        assert!(!r.contains(id));
+        assert!(!r.close(id, CloseReason::Administrator), "gone");
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,6 +43,7 @@ pub use super::authorized_keys::{
 };
 use super::bridge::{self, Outbound};
 use crate::config::{CommandShape, MaxStartups};
+use crate::metrics::RefusalReason;
 use crate::policy::penalties::{self, OffenceKind, SharedPenalties};
 use crate::policy::sources::{SourceCounts, SourceGuard};
 
@@ -199,6 +200,9 @@ pub trait ExecHandler: Send + Sync + 'static {
     /// Whether another session may start now (`max_sessions`); `false` refuses the exec with a
     /// clear message.
     fn admit(&self) -> bool;
+
+    /// Told of each connection, login or command the front end refused, for the metrics.
+    fn refused(&self, _reason: RefusalReason) {}
 }
 
 /// Why the front end could not start.
@@ -256,7 +260,9 @@ pub async fn serve(
 pub struct Frontend {
     config: FrontendConfig,
     listener: TcpListener,
-    shared: Arc<Shared>,
+    /// The settings new connections take ([`FrontendUpdater`] replaces them).
+    current: Arc<watch::Sender<Arc<Shared>>>,
+    handler: Arc<dyn ExecHandler>,
 }
 
 /// Loads the host key and binds the port: every error that would stop the front end at start.
@@ -280,6 +286,21 @@ pub fn with_listener(
     listener: TcpListener,
     handler: Arc<dyn ExecHandler>,
 ) -> Result<Frontend, FrontendError> {
+    let shared = build_shared(&config, Arc::clone(&handler))?;
+    let (current, _) = watch::channel(Arc::new(shared));
+    Ok(Frontend {
+        config,
+        listener,
+        current: Arc::new(current),
+        handler,
+    })
+}
+
+/// What every connection of a front end shares, from its settings: loads the host keys.
+fn build_shared(
+    config: &FrontendConfig,
+    handler: Arc<dyn ExecHandler>,
+) -> Result<Shared, FrontendError> {
     let mut keys = Vec::new();
     for path in std::iter::once(&config.host_key).chain(config.rsa_host_key.as_ref()) {
         let key = russh::keys::load_secret_key(path, None).map_err(|e| FrontendError::HostKey {
@@ -318,18 +339,31 @@ pub fn with_listener(
         nodelay: true,
         ..Default::default()
     };
-    let shared = Arc::new(Shared {
+    Ok(Shared {
         russh: Arc::new(russh_config),
         access,
         limits: config.limits.clone(),
         penalties: Arc::clone(&config.penalties),
         handler,
-    });
-    Ok(Frontend {
-        config,
-        listener,
-        shared,
     })
+}
+
+/// Changes the settings of a serving front end (a reload): connections accepted from then on
+/// use the new host keys, allow-list, login methods, commands and limits; connections already
+/// accepted keep theirs. The listening address is not changed here (bind a new front end).
+#[derive(Clone)]
+pub struct FrontendUpdater {
+    current: Arc<watch::Sender<Arc<Shared>>>,
+    handler: Arc<dyn ExecHandler>,
+}
+
+impl FrontendUpdater {
+    /// Loads `config`'s host keys and puts it in force; on an error nothing changes.
+    pub fn update(&self, config: &FrontendConfig) -> Result<(), FrontendError> {
+        let shared = build_shared(config, Arc::clone(&self.handler))?;
+        self.current.send_replace(Arc::new(shared));
+        Ok(())
+    }
 }
 
 impl Frontend {
@@ -340,16 +374,25 @@ impl Frontend {
         let Frontend {
             config,
             listener,
-            shared,
+            current,
+            ..
         } = self;
-        accept_loop(config, listener, shared, shutdown).await
+        accept_loop(config, listener, current.subscribe(), shutdown).await
+    }
+
+    /// The handle that changes this front end's settings while it serves.
+    pub fn updater(&self) -> FrontendUpdater {
+        FrontendUpdater {
+            current: Arc::clone(&self.current),
+            handler: Arc::clone(&self.handler),
+        }
     }
 }
 
 async fn accept_loop(
     config: FrontendConfig,
     listener: TcpListener,
-    shared: Arc<Shared>,
+    current: watch::Receiver<Arc<Shared>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), FrontendError> {
     let startups = SourceCounts::new();
@@ -382,6 +425,7 @@ async fn accept_loop(
             }
         };
         let peer = canonical(peer);
+        let shared = Arc::clone(&current.borrow());
         match admit(&shared, &startups, &mut early_drops, peer.ip()) {
             Ok(guard) => {
                 let local = match socket.local_addr() {
@@ -392,7 +436,7 @@ async fn accept_loop(
                     }
                 };
                 debug!("TCP connection from {peer} to {local}");
-                tokio::spawn(connection(socket, peer, local, Arc::clone(&shared), guard));
+                tokio::spawn(connection(socket, peer, local, shared, guard));
             }
             Err(refusal) => {
                 match refusal {
@@ -427,10 +471,12 @@ fn admit(
     source: IpAddr,
 ) -> Result<SourceGuard, Option<Refusal>> {
     if !shared.access.client_allowed(source) {
+        shared.handler.refused(RefusalReason::AllowedClients);
         return Err(Some(Refusal::Source("not in allowed clients".into())));
     }
     let now = Instant::now();
     if let Some(refused) = penalties::lock(&shared.penalties).check(source, now) {
+        shared.handler.refused(RefusalReason::Penalty);
         return Err(refused.first.then(|| {
             Refusal::Source(format!(
                 "penalised for {} s more after {} offences; its further connections are refused \
@@ -444,6 +490,7 @@ fn admit(
     let key = penalties::source_key(source, limits.ipv6_prefix);
     let (total, from_source) = startups.counts(key);
     if limits.per_source > 0 && from_source >= limits.per_source {
+        shared.handler.refused(RefusalReason::SourceCap);
         let offence =
             penalties::lock(&shared.penalties).offence(source, OffenceKind::SourceCap, now);
         return Err(Some(Refusal::Source(format!(
@@ -459,6 +506,7 @@ fn admit(
     }
     let chance = limits.max_startups.drop_percent(total);
     if chance >= 100 || (chance > 0 && fastrand::u32(0..100) < chance) {
+        shared.handler.refused(RefusalReason::MaxStartups);
         return Err(early_drops
             .dropped(now, total, limits.max_startups)
             .map(Refusal::EarlyDrop));
@@ -544,6 +592,11 @@ async fn connection(
         channels: HashMap::new(),
     };
     let offend = |kind: OffenceKind| {
+        match kind {
+            OffenceKind::AuthFailure => shared.handler.refused(RefusalReason::AuthFailure),
+            OffenceKind::GraceExceeded => shared.handler.refused(RefusalReason::LoginTimeout),
+            _ => {}
+        }
         penalties::lock(&shared.penalties).offend(peer.ip(), kind, Instant::now());
     };
     // A second handle on the socket, to cut a connection russh's task still holds: its
@@ -1044,6 +1097,9 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         info!("{}: shell refused", self.peer);
+        self.shared
+            .handler
+            .refused(RefusalReason::CommandNotAllowed);
         let message = format!("{SHELL_REFUSED}; only {} may run", self.commands_list());
         self.refuse(channel, session, &message)
     }
@@ -1055,6 +1111,9 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         info!("{}: subsystem {name:?} refused", self.peer);
+        self.shared
+            .handler
+            .refused(RefusalReason::CommandNotAllowed);
         let message = format!(
             "fasp-proxy: subsystem {name} is not available; only {} may run",
             self.commands_list()
@@ -1075,6 +1134,9 @@ impl russh::server::Handler for Connection {
         };
         let Some(kind) = self.shared.access.classify(&command) else {
             info!("{}: {user}: command not allowed: {command:?}", self.peer);
+            self.shared
+                .handler
+                .refused(RefusalReason::CommandNotAllowed);
             let message = format!(
                 "fasp-proxy: command not allowed: {}; only {} may run",
                 printable(&command),
@@ -1084,6 +1146,7 @@ impl russh::server::Handler for Connection {
         };
         if !self.shared.handler.admit() {
             info!("{}: {user}: session refused: too many sessions", self.peer);
+            self.shared.handler.refused(RefusalReason::TooManySessions);
             return self.refuse(
                 channel,
                 session,

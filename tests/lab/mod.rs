@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use nix::libc;
 
 pub mod accounts;
+pub mod container;
 
 /// Prefix of every namespace name this module creates (followed by `-<pid>-<counter>-<role>`).
 pub const NETNS_PREFIX: &str = "fpl";
@@ -883,6 +884,8 @@ pub struct Sshd {
     pub process: NsProcess,
     /// Keys and configuration.
     pub dir: tempfile::TempDir,
+    /// Its command line (for [`Sshd::restart`]).
+    argv: Vec<String>,
 }
 
 /// Makes an ed25519 key pair without a passphrase at `path` (and `path`.pub).
@@ -971,24 +974,85 @@ impl Sshd {
         }
         args.extend(["/usr/sbin/sshd", "-D", "-e", "-f", &config_arg]);
         let process = ns.spawn(&args);
-        let started = wait_until(Duration::from_secs(10), || {
-            ns.run_in(|| {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            })
-        });
-        assert!(
-            started,
-            "lab: sshd did not start on {addr}:\n{}",
-            process.log()
-        );
+        wait_accepting(ns, addr, &process);
         Sshd {
             addr,
             client_key,
             known_hosts,
             process,
             dir,
+            argv: args.iter().map(|a| a.to_string()).collect(),
         }
     }
+
+    /// The line a known_hosts file needs to trust this sshd's host key, under the name OpenSSH
+    /// and the proxy look it up by (`ADDR`, or `[ADDR]:PORT` off port 22).
+    pub fn known_hosts_line(&self) -> String {
+        std::fs::read_to_string(&self.known_hosts)
+            .unwrap_or_else(|e| panic!("lab: {}: {e}", self.known_hosts.display()))
+    }
+
+    /// Stops this sshd (SIGKILL to its process group, by PID) and waits until it is gone; the
+    /// server stops answering SSH. Does nothing if it has ended already.
+    pub fn stop(&mut self) {
+        if self.process.try_wait().is_some() {
+            return; // reaped: the PID may belong to another process now
+        }
+        if let Ok(pid) = i32::try_from(self.process.pid()) {
+            kill_pid(-pid);
+        }
+        let _ = self.process.wait_exit(Duration::from_secs(10));
+    }
+
+    /// Starts this sshd again (stopping it first if it runs) with the same configuration and
+    /// host key, as a server's sshd restarting does; waits until it accepts connections.
+    pub fn restart(&mut self, ns: &Netns) {
+        self.stop();
+        let argv: Vec<&str> = self.argv.iter().map(String::as_str).collect();
+        self.process = ns.spawn(&argv);
+        wait_accepting(ns, self.addr, &self.process);
+    }
+
+    /// Gives this sshd a fresh host key (its known_hosts file follows) and restarts it: a
+    /// server reinstalled, or another machine answering at its address.
+    pub fn change_host_key(&mut self, ns: &Netns) {
+        let host_key = self.dir.path().join("ssh_host_ed25519_key");
+        for path in [host_key.clone(), host_key.with_extension("pub")] {
+            std::fs::remove_file(&path)
+                .unwrap_or_else(|e| panic!("lab: removing {}: {e}", path.display()));
+        }
+        ssh_keygen(&host_key);
+        let host_pub = std::fs::read_to_string(host_key.with_extension("pub"))
+            .unwrap_or_else(|e| panic!("lab: host key: {e}"));
+        let line = self.known_hosts_line();
+        let name = line.split(' ').next().unwrap_or_default().to_string();
+        std::fs::write(&self.known_hosts, format!("{name} {host_pub}"))
+            .unwrap_or_else(|e| panic!("lab: known_hosts: {e}"));
+        self.restart(ns);
+    }
+}
+
+/// Waits until `addr` (in `ns`) accepts TCP connections; panics with `process`'s log if it
+/// does not within 10 s.
+fn wait_accepting(ns: &Netns, addr: SocketAddr, process: &NsProcess) {
+    let started = wait_until(Duration::from_secs(10), || {
+        ns.run_in(|| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        })
+    });
+    assert!(
+        started,
+        "lab: sshd did not start on {addr}:\n{}",
+        process.log()
+    );
+}
+
+/// Writes `path` as a known_hosts file holding the host key of each of `servers` (replacing
+/// what it held): what a daemon's `known_hosts` beside its configuration needs before it may
+/// connect to them, host keys being checked strictly (`<accept_new_host_keys>` false).
+pub fn seed_known_hosts(path: &std::path::Path, servers: &[&Sshd]) {
+    let text: String = servers.iter().map(|s| s.known_hosts_line()).collect();
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("lab: writing {}: {e}", path.display()));
 }
 
 /// A local account with a random password for the password-login test (created if missing,

@@ -73,22 +73,28 @@ enum Refused {
     Io(#[from] io::Error),
 }
 
-/// Serves hand-offs on `listener` until `stop` turns true, then removes the socket file.
+/// What a hand-off is checked against, from its settings.
+fn access_of(config: &HandoffConfig) -> Arc<Access> {
+    Arc::new(
+        Access::new(
+            String::new(),
+            None,
+            config.allowed_clients.clone(),
+            config.allowed_commands.clone(),
+        )
+        .with_opaque_commands(config.opaque_commands.clone()),
+    )
+}
+
+/// Serves hand-offs on `listener` until `stop` turns true, then removes the socket file. A new
+/// value in `config` (a reload) applies to the hand-offs accepted from then on.
 pub async fn serve(
-    config: HandoffConfig,
+    mut config: watch::Receiver<HandoffConfig>,
     listener: UnixListener,
     handler: Arc<dyn ExecHandler>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let access = Arc::new(
-        Access::new(
-            String::new(),
-            None,
-            config.allowed_clients,
-            config.allowed_commands,
-        )
-        .with_opaque_commands(config.opaque_commands),
-    );
+    let mut access = access_of(&config.borrow_and_update());
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
     loop {
         let stream = tokio::select! {
@@ -111,6 +117,9 @@ pub async fn serve(
         let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
             return;
         };
+        if config.has_changed().unwrap_or(false) {
+            access = access_of(&config.borrow_and_update());
+        }
         let access = Arc::clone(&access);
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
