@@ -23,6 +23,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use lab::accounts::{copy_binaries, dir_0755, passwd_tool, Account};
+use lab::daemon::{Daemon, ASCP_SERVER, SSH_PORT};
 use lab::{describe, text, NsProcess, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
@@ -40,26 +41,23 @@ struct ControlLab {
     dir: tempfile::TempDir,
     /// fasp-proxy, where every account can run it.
     bin: tempfile::TempDir,
-    daemon: Option<NsProcess>,
+    daemon: Daemon,
 }
 
 impl ControlLab {
     fn new() -> ControlLab {
         let topo = Topology::new(1);
-        let server = Sshd::start_configured(
-            topo.server(),
-            std::net::SocketAddr::new(lab::server_v4(0).into(), 22),
-            &[],
-            &format!("ForceCommand {ASCP} --server\n"),
-        );
+        let server = lab::daemon::internal_server(&topo, 0, ASCP_SERVER);
         let bin = dir_0755();
         copy_binaries(bin.path(), &[FASP_PROXY]);
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::new(&topo.proxy, dir.path());
         ControlLab {
             topo,
             server,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             bin,
-            daemon: None,
+            daemon,
         }
     }
 
@@ -71,75 +69,41 @@ impl ControlLab {
     /// forward proxy's HTTP API on 9091 (no authentication) with ports 5000-5010, the
     /// server's host key trusted, `<admin_group>` and `<log_level>` as given.
     fn configure(&self, admin_group: &str, log_level: u8) -> PathBuf {
-        let etc = self.path("etc");
-        if !etc.join("ssh_host_ed25519_key").exists() {
-            let out = std::process::Command::new(FASP_PROXY)
-                .args(["create-config", "--dir", etc.to_str().unwrap()])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", describe(&out));
-        }
-        std::fs::copy(
-            self.server.client_key.with_extension("pub"),
-            etc.join("root.keys"),
-        )
-        .unwrap();
-        std::fs::write(etc.join("known_hosts"), self.server.known_hosts_line()).unwrap();
-        let conf = etc.join("aspera.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "<CONF><server>\n<admin_group>{admin_group}</admin_group>\n\
-                 <rproxy><enabled>true</enabled><log_level>{log_level}</log_level>\n\
-                 <log_directory>{log}</log_directory><ssh_bind_address>0.0.0.0</ssh_bind_address>\n\
-                 <ssh_host_key>{etc}/ssh_host_ed25519_key</ssh_host_key>\n\
-                 <authorized_keys_file>{etc}/%u.keys</authorized_keys_file>\n\
-                 <rules><rule><host>{server}:22</host><keyfile>{key}</keyfile></rule></rules>\n\
-                 </rproxy>\n\
-                 <proxy><enabled>true</enabled><authentication>false</authentication>\n\
-                 <bind_ip_address>{inside}</bind_ip_address>\n\
-                 <port_range_low>5000</port_range_low><port_range_high>5010</port_range_high>\n\
-                 <allowed_destinations><cidr>198.51.100.0/24</cidr></allowed_destinations></proxy>\n\
-                 <enable_http>true</enable_http><enable_https>false</enable_https>\n\
-                 </server></CONF>\n",
-                log = self.path("log").display(),
-                etc = etc.display(),
-                server = lab::server_v4(0),
-                key = self.server.client_key.display(),
-                inside = lab::PROXY_CLIENT_V4,
-            ),
-        )
-        .unwrap();
-        let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
-        std::fs::write(
-            self.path("proxy_known_hosts"),
-            format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V4),
-        )
-        .unwrap();
+        self.daemon.create_config(&[]);
+        self.daemon
+            .authorize("root", &self.server.client_key.with_extension("pub"));
+        lab::seed_known_hosts(&self.daemon.etc().join("known_hosts"), &[&self.server]);
+        let conf = self.daemon.write_conf(&format!(
+            "<CONF><server>\n<admin_group>{admin_group}</admin_group>\n\
+             <rproxy>{basics}\
+             <rules><rule><host>{server}:22</host><keyfile>{key}</keyfile></rule></rules>\n\
+             </rproxy>\n\
+             <proxy><enabled>true</enabled><authentication>false</authentication>\n\
+             <bind_ip_address>{inside}</bind_ip_address>\n\
+             <port_range_low>5000</port_range_low><port_range_high>5010</port_range_high>\n\
+             <allowed_destinations><cidr>198.51.100.0/24</cidr></allowed_destinations></proxy>\n\
+             <enable_http>true</enable_http><enable_https>false</enable_https>\n\
+             </server></CONF>\n",
+            basics = self.daemon.rproxy_basics(log_level),
+            server = lab::server_v4(0),
+            key = self.server.client_key.display(),
+            inside = lab::PROXY_CLIENT_V4,
+        ));
+        self.daemon.write_client_known_hosts(
+            &self.path("proxy_known_hosts"),
+            &[lab::PROXY_CLIENT_V4.to_string()],
+            SSH_PORT,
+        );
         conf
     }
 
     /// Starts the daemon (`prefix` before its command line) and waits until both proxies
     /// serve.
     fn start(&mut self, conf: &Path, prefix: &[&str]) {
-        let mut args: Vec<&str> = prefix.to_vec();
-        args.extend([FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
-        let daemon = self.topo.proxy.spawn(&args);
-        let up = lab::wait_until(Duration::from_secs(15), || {
-            let log = self.log() + &daemon.log();
-            log.contains("listening on") && log.contains("Started on port(s) 9091")
-        });
-        assert!(
-            up,
-            "the daemon did not start:\n{}\n{}",
-            daemon.log(),
-            self.log()
-        );
-        self.daemon = Some(daemon);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("log").join("fasp-proxy.log")).unwrap_or_default()
+        self.daemon
+            .start_until(conf, prefix, Duration::from_secs(15), |log| {
+                log.contains("listening on") && log.contains("Started on port(s) 9091")
+            });
     }
 
     /// `fasp-proxy ARGS` in the proxy namespace as root.
@@ -175,24 +139,14 @@ impl ControlLab {
         let dst = self.path("rproxy_in");
         std::fs::create_dir_all(&dst).unwrap();
         let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
-        let port = CLIENT_UDP_PORT.to_string();
-        let known = self.path("proxy_known_hosts");
-        let client = self.topo.client.spawn(&[
-            ASCP,
-            "-P",
-            "33001",
-            "-i",
-            self.server.client_key.to_str().unwrap(),
-            "--known-hosts",
-            known.to_str().unwrap(),
-            "-q",
-            "-l",
-            "10m",
-            "--client-udp-port",
-            &port,
-            src.to_str().unwrap(),
-            &remote,
-        ]);
+        let mut args =
+            lab::daemon::ascp_login(&self.server.client_key, &self.path("proxy_known_hosts"));
+        args.extend(["-q", "-l", "10m", "--client-udp-port"].map(String::from));
+        args.push(CLIENT_UDP_PORT.to_string());
+        args.push(src.display().to_string());
+        args.push(remote);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let client = self.topo.client.spawn(&refs);
         (client, dst)
     }
 
@@ -342,9 +296,9 @@ fn an_admin_group_member_closes_a_running_transfer_and_an_outsider_can_do_nothin
         flowing,
         "no forwarded flow:\n{}\n{}",
         client.log(),
-        lab.log()
+        lab.daemon.log()
     );
-    let id = session_id(&lab.log(), "Setup UDP forwarding");
+    let id = session_id(&lab.daemon.log(), "Setup UDP forwarding");
 
     // nobody: refused for every request, and nothing happens.
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -367,7 +321,11 @@ fn an_admin_group_member_closes_a_running_transfer_and_an_outsider_can_do_nothin
         "the refused close changed something:\n{table}\n{}",
         lab.kernel_traces()
     );
-    assert!(lab.log().contains("control socket: close"), "{}", lab.log());
+    assert!(
+        lab.daemon.log().contains("control socket: close"),
+        "{}",
+        lab.daemon.log()
+    );
 
     // The group's member lists and closes.
     let member = &group.member;
@@ -395,7 +353,7 @@ fn an_admin_group_member_closes_a_running_transfer_and_an_outsider_can_do_nothin
     assert!(flows.is_empty(), "a forwarded flow is left:\n{flows}");
     eprintln!("sessions close answered after {took:?}");
     assert!(took < Duration::from_secs(3), "the close took {took:?}");
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert!(
         log.contains(&format!(
             "[{id}] closed by the administrator (uid {} {ADMIN_USER})",
@@ -441,7 +399,7 @@ fn root_closes_a_forwarding_at_once_and_its_client_is_told() {
         flowing,
         "no forwarded flows:\n{}\n{}",
         client.log(),
-        lab.log()
+        lab.daemon.log()
     );
     let table = text(&lab.control(&["sessions"]).stdout);
     assert!(table.contains("1 live forwarding"), "{table}");
@@ -464,7 +422,7 @@ fn root_closes_a_forwarding_at_once_and_its_client_is_told() {
             "a forwarded {proto} flow is left:\n{flows}"
         );
     }
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert!(
         log.contains("forwarding 1 closed by the administrator (uid 0 root): user"),
         "{log}"
@@ -584,13 +542,13 @@ fn fasp_proxy_log_level_overrides_log_level_and_a_bad_value_stops_the_start() {
         );
     }
     assert!(
-        lab.log().is_empty(),
+        lab.daemon.log().is_empty(),
         "a refused start logged:\n{}",
-        lab.log()
+        lab.daemon.log()
     );
     // <log_level>0 alone logs no debug detail; FASP_PROXY_LOG_LEVEL=1 adds it.
     lab.start(&conf, &["env", "FASP_PROXY_LOG_LEVEL=1"]);
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert!(
         log.contains("log level 1 from FASP_PROXY_LOG_LEVEL (over <log_level> 0)"),
         "{log}"
@@ -602,7 +560,7 @@ fn fasp_proxy_log_level_overrides_log_level_and_a_bad_value_stops_the_start() {
         client.log()
     );
     // A debug line, which <log_level>0 alone does not log.
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert!(
         log.contains(&format!("LOG TCP connection from {}:", lab::CLIENT_V4)),
         "{log}"
@@ -705,7 +663,7 @@ fn under_systemd_the_journal_gets_every_session_line_with_its_session_id() {
         "no start-up line in the journal:\n{}\n{entries:?}",
         daemon.log()
     );
-    assert!(lab.log().is_empty(), "logged to a file");
+    assert!(lab.daemon.log().is_empty(), "logged to a file");
     let (mut client, _) = lab.spawn_upload(200_000);
     assert!(
         client.wait_exit(Duration::from_secs(60)).success(),

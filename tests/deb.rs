@@ -25,10 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use lab::container::Container;
-use lab::{ssh_keygen, text, Sshd, Topology};
+use lab::container::{Backend, Container, ProxyClient};
+use lab::{text, Topology};
 
-const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// Where the container sees the package and the administrator's files (read-only).
@@ -325,18 +324,9 @@ fn the_debian_package_installs_runs_upgrades_removes_and_purges() {
     // administrator's files staged for the container.
     let topo = Topology::new(1);
     let server = lab::server_v4(0);
-    let sshd = Sshd::start_configured(
-        &topo.servers[0],
-        std::net::SocketAddr::new(server.into(), 22),
-        &[],
-        &format!("ForceCommand {ASCP} --server\n"),
-    );
     let admin = dir.path().join("admin");
     std::fs::create_dir(&admin).unwrap();
-    let client_key = dir.path().join("client_key");
-    ssh_keygen(&client_key);
-    std::fs::copy(client_key.with_extension("pub"), admin.join("root.keys")).unwrap();
-    std::fs::copy(&sshd.client_key, admin.join("backend_key")).unwrap();
+    let backend = Backend::start(&topo, dir.path(), &admin);
     std::fs::write(
         admin.join("aspera.conf"),
         format!(
@@ -399,8 +389,8 @@ fn the_debian_package_installs_runs_upgrades_removes_and_purges() {
     );
     let checked = run(&container, &["fasp-proxy", "check-config"]);
     assert!(checked.contains("reverse proxy: disabled"), "{checked}");
-    assert_eq!(container.unit_property("UnitFileState"), "enabled");
-    assert_eq!(container.unit_property("ActiveState"), "inactive");
+    container.assert_unit("UnitFileState", "enabled", &said);
+    container.assert_unit("ActiveState", "inactive", &said);
     let conffiles = run(
         &container,
         &["dpkg-query", "-W", "-f=${Conffiles}", "fasp-proxy"],
@@ -443,45 +433,22 @@ fn the_debian_package_installs_runs_upgrades_removes_and_purges() {
     );
     run(&container, &["fasp-proxy", "check-config"]);
     run(&container, &["systemctl", "start", "fasp-proxy"]);
-    assert_eq!(container.unit_property("ActiveState"), "active");
+    container.assert_unit("ActiveState", "active", "after systemctl start");
 
     // 3. A transfer through the packaged daemon.
-    let known_hosts = dir.path().join("proxy_known_hosts");
-    let key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-    std::fs::write(
-        &known_hosts,
-        format!("[{}]:33001 {}\n", lab::PROXY_CLIENT_V4, key.join(" ")),
-    )
-    .unwrap();
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir(&inbox).unwrap();
+    let client = ProxyClient::new(&topo.client, dir.path(), &backend.client_key, &host_pub);
     let transfer = |name: &str, len: usize| {
         let payload = dir.path().join(name);
         let data = lab::content(len, len as u64);
         std::fs::write(&payload, &data).unwrap();
-        let out = topo.client.try_exec(&[
-            "timeout",
-            "60",
-            ASCP,
-            "-P",
-            "33001",
-            "-i",
-            client_key.to_str().unwrap(),
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-            "-q",
-            "-l",
-            "100m",
-            payload.to_str().unwrap(),
-            &format!("root@{}:{}", lab::PROXY_CLIENT_V4, inbox.display()),
-        ]);
+        let out = client.send(&["-l", "100m"], &payload);
         assert!(
             out.status.success(),
             "the transfer through the packaged daemon failed:\n{}\n{}",
             lab::describe(&out),
             container.describe()
         );
-        assert_eq!(std::fs::read(inbox.join(name)).unwrap(), data);
+        assert_eq!(std::fs::read(client.inbox.join(name)).unwrap(), data);
     };
     transfer("first.bin", 4_000_000);
     assert!(
@@ -539,7 +506,7 @@ fn the_debian_package_installs_runs_upgrades_removes_and_purges() {
         files,
         "(no .dpkg-dist, no left-over work directory)\n{said}"
     );
-    assert_eq!(container.unit_property("ActiveState"), "active", "{said}");
+    container.assert_unit("ActiveState", "active", &said);
     assert_ne!(
         container.unit_property("MainPID"),
         pid_before,
@@ -548,7 +515,7 @@ fn the_debian_package_installs_runs_upgrades_removes_and_purges() {
 
     // 5. dpkg -r: stopped, nothing of the proxy left in the kernel, configuration and keys kept.
     let said = run(&container, &["dpkg", "-r", "fasp-proxy"]);
-    assert_eq!(container.unit_property("ActiveState"), "inactive", "{said}");
+    container.assert_unit("ActiveState", "inactive", &said);
     assert_eq!(
         kernel_objects(&topo),
         "",
@@ -590,13 +557,13 @@ fn the_debian_package_installs_runs_upgrades_removes_and_purges() {
         "no new certificate:\n{said}"
     );
     assert_eq!(list_inside(&container, "/etc/fasp-proxy"), files, "{said}");
-    assert_eq!(container.unit_property("ActiveState"), "active", "{said}");
+    container.assert_unit("ActiveState", "active", &said);
     transfer("second.bin", 1_000_000);
 
     // 7. dpkg -P: stopped, the kernel clean, what the package made gone, the administrator's
     //    own files kept and named.
     let said = run(&container, &["dpkg", "-P", "fasp-proxy"]);
-    assert_eq!(container.unit_property("ActiveState"), "inactive", "{said}");
+    container.assert_unit("ActiveState", "inactive", &said);
     assert_eq!(
         kernel_objects(&topo),
         "",
@@ -634,7 +601,7 @@ fn the_debian_package_installs_runs_upgrades_removes_and_purges() {
         "deb test: container part {:.1?}",
         container_started.elapsed()
     );
-    drop(sshd);
+    drop(backend);
 
     // The machine itself: nothing of the above reached it.
     assert_eq!(machine_state(), machine_before, "the machine was changed");

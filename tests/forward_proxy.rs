@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use lab::{text, NsProcess, Sshd, Topology};
+use lab::daemon::Daemon;
+use lab::{text, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
@@ -27,24 +28,22 @@ struct ForwardLab {
     topo: Topology,
     server: Sshd,
     dir: tempfile::TempDir,
-    daemon: Option<NsProcess>,
+    daemon: Daemon,
 }
 
 impl ForwardLab {
     /// One outside server whose sshd runs `force_command` for every login.
     fn new(force_command: &str) -> ForwardLab {
         let topo = Topology::new(1);
-        let server = Sshd::start_configured(
-            topo.server(),
-            std::net::SocketAddr::new(lab::server_v4(0).into(), 22),
-            &[],
-            &format!("ForceCommand {force_command}\n"),
-        );
+        let server =
+            lab::daemon::internal_server(&topo, 0, &format!("ForceCommand {force_command}\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::new(&topo.proxy, dir.path());
         ForwardLab {
             topo,
             server,
-            dir: tempfile::tempdir().unwrap(),
-            daemon: None,
+            dir,
+            daemon,
         }
     }
 
@@ -55,102 +54,41 @@ impl ForwardLab {
     /// The configuration: the forward proxy on the inside address, HTTP 9091 and HTTPS 9092,
     /// ports 5000-5010, only the outside servers' prefix allowed, and a node-API user.
     fn configure(&self, forwarding: &str, proxy_extra: &str) -> PathBuf {
-        let etc = self.path("etc");
-        let out = std::process::Command::new(FASP_PROXY)
-            .args([
-                "create-config",
-                "--dir",
-                etc.to_str().unwrap(),
-                "--api-name",
-                &lab::PROXY_CLIENT_V4.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let conf = etc.join("aspera.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "<CONF><server>\n<rproxy><log_level>1</log_level><log_directory>{log}</log_directory></rproxy>\n\
-                 <proxy><enabled>true</enabled><authentication>true</authentication>\n\
-                 <bind_ip_address>{inside}</bind_ip_address>\n\
-                 <port_range_low>5000</port_range_low><port_range_high>5010</port_range_high>\n\
-                 <allowed_destinations><cidr>198.51.100.0/24</cidr></allowed_destinations>\n\
-                 {proxy_extra}</proxy>\n\
-                 <enable_http>true</enable_http><enable_https>true</enable_https>\n\
-                 <https_certificate>{etc}/api_cert.pem</https_certificate>\n\
-                 <https_private_key>{etc}/api_key.pem</https_private_key>\n\
-                 <forwarding_type>{forwarding}</forwarding_type>\n</server></CONF>\n",
-                log = self.path("log").display(),
-                inside = lab::PROXY_CLIENT_V4,
-                etc = etc.display(),
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(FASP_PROXY)
-            .args([
-                "--config",
-                conf.to_str().unwrap(),
-                "node-user",
-                "add",
-                PROXY_USER,
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PROXY_PASS}\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        let etc = self.daemon.etc();
+        self.daemon
+            .create_config(&["--api-name", &lab::PROXY_CLIENT_V4.to_string()]);
+        let conf = self.daemon.write_conf(&format!(
+            "<CONF><server>\n<rproxy><log_level>1</log_level><log_directory>{log}</log_directory></rproxy>\n\
+             <proxy><enabled>true</enabled><authentication>true</authentication>\n\
+             <bind_ip_address>{inside}</bind_ip_address>\n\
+             <port_range_low>5000</port_range_low><port_range_high>5010</port_range_high>\n\
+             <allowed_destinations><cidr>198.51.100.0/24</cidr></allowed_destinations>\n\
+             {proxy_extra}</proxy>\n\
+             <enable_http>true</enable_http><enable_https>true</enable_https>\n\
+             <https_certificate>{etc}/api_cert.pem</https_certificate>\n\
+             <https_private_key>{etc}/api_key.pem</https_private_key>\n\
+             <forwarding_type>{forwarding}</forwarding_type>\n</server></CONF>\n",
+            log = self.daemon.log_dir().display(),
+            inside = lab::PROXY_CLIENT_V4,
+            etc = etc.display(),
+        ));
+        lab::daemon::add_node_user(&conf, PROXY_USER, PROXY_PASS);
         conf
     }
 
     fn start(&mut self, conf: &Path) {
-        let from = self.log().len();
-        let daemon =
-            self.topo
-                .proxy
-                .spawn(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
-        let up = lab::wait_until(Duration::from_secs(10), || {
-            self.log_since(from)
-                .contains("Started on port(s) 9091,9092s")
-        });
+        let from = self
+            .daemon
+            .start_until(conf, &[], Duration::from_secs(10), |log| {
+                log.contains("Started on port(s) 9091,9092s")
+            });
         assert!(
-            up,
-            "the daemon did not start:\n{}\n{}",
-            daemon.log(),
-            self.log()
-        );
-        assert!(
-            self.log_since(from)
+            self.daemon
+                .log_since(from)
                 .contains("proxy service ready (port range 5000-5010)"),
             "{}",
-            self.log()
+            self.daemon.log()
         );
-        self.daemon = Some(daemon);
-    }
-
-    fn stop(&mut self) {
-        let mut daemon = self.daemon.take().expect("a running daemon");
-        let pid = daemon.pid().to_string();
-        self.topo.proxy.exec(&["kill", "-TERM", &pid]);
-        let stopped = lab::wait_until(Duration::from_secs(20), || daemon.try_wait().is_some());
-        assert!(stopped, "the daemon did not stop:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("log").join("fasp-proxy.log")).unwrap_or_default()
-    }
-
-    fn log_since(&self, from: usize) -> String {
-        self.log().get(from..).unwrap_or_default().to_string()
     }
 
     /// Our ascp through the forward proxy to the outside server (bounded), with `extra`.
@@ -249,7 +187,7 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
     let remote = format!("root@{}:{}", lab::server_v4(0), dst.display());
 
     // Upload, observed while it runs (the rate keeps it going for a few seconds).
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let mut args = lab.ascp_args(
         &url("dnat", 9091, PROXY_PASS),
         &["-l", "20m", src.to_str().unwrap(), &remote],
@@ -265,7 +203,7 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
     assert!(
         shown,
         "no entry during the transfer:\n{during}\n{}",
-        lab.log()
+        lab.daemon.log()
     );
     let table = text(&lab.topo.proxy.try_exec(&[FASP_PROXY, "sessions"]).stdout);
     let row = table
@@ -283,7 +221,13 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
     }
     assert!(table.contains("1 live forwarding\n"), "{table}");
     let status = client.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "{}\n{}", client.log(), lab.log());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n{}",
+        client.log(),
+        lab.daemon.log()
+    );
     assert_eq!(
         std::fs::read(dst.join("up.bin")).unwrap(),
         std::fs::read(&src).unwrap()
@@ -309,7 +253,7 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
             "{during}"
         );
     }
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(
         log.contains("forwarding 1 opened: user alice, client 192.0.2.2 -> server 198.51.100.2 (tcp 22, udp 33001) via proxy 192.0.2.1 port 5000"),
         "{log}"
@@ -332,7 +276,12 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
             back.to_str().unwrap(),
         ],
     ));
-    assert!(out.status.success(), "{}\n{}", describe(&out), lab.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe(&out),
+        lab.daemon.log()
+    );
     assert_eq!(
         std::fs::read(back.join("up.bin")).unwrap(),
         std::fs::read(&src).unwrap()
@@ -356,7 +305,7 @@ fn our_ascp_through_the_forward_proxy(forwarding: &str) {
         describe(&out)
     );
     assert!(lab.kernel_traces().is_empty());
-    lab.stop();
+    lab.daemon.stop();
     assert!(lab.kernel_traces().is_empty());
 }
 
@@ -389,16 +338,18 @@ fn a_killed_client_s_forwarding_expires_and_a_killed_daemon_leaves_nothing_after
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let client = lab.topo.client.spawn(&refs);
     assert!(lab::wait_until(Duration::from_secs(20), || lab
+        .daemon
         .log()
         .contains("forwarding 1 opened")));
     // kill -9: no close, no keepalive any more.
     let pid = client.pid().to_string();
     lab.topo.client.exec(&["kill", "-KILL", &pid]);
     let expired = lab::wait_until(Duration::from_secs(15), || {
-        lab.log()
+        lab.daemon
+            .log()
             .contains("forwarding 1 expired (no keepalive for 3 s)")
     });
-    assert!(expired, "{}", lab.log());
+    assert!(expired, "{}", lab.daemon.log());
     assert!(
         lab::wait_until(Duration::from_secs(5), || lab.kernel_traces().is_empty()),
         "{}",
@@ -414,9 +365,10 @@ fn a_killed_client_s_forwarding_expires_and_a_killed_daemon_leaves_nothing_after
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let client = lab.topo.client.spawn(&refs);
     assert!(lab::wait_until(Duration::from_secs(20), || lab
+        .daemon
         .log()
         .contains("forwarding 2 opened")));
-    let daemon = lab.daemon.take().unwrap();
+    let daemon = lab.daemon.take();
     let pid = daemon.pid().to_string();
     lab.topo.proxy.exec(&["kill", "-KILL", &pid]);
     let cpid = client.pid().to_string();
@@ -427,12 +379,12 @@ fn a_killed_client_s_forwarding_expires_and_a_killed_daemon_leaves_nothing_after
     );
     lab.start(&conf);
     assert!(
-        lab.log().contains("removed") && lab.kernel_traces().is_empty(),
+        lab.daemon.log().contains("removed") && lab.kernel_traces().is_empty(),
         "{}\n{}",
         lab.kernel_traces(),
-        lab.log()
+        lab.daemon.log()
     );
-    lab.stop();
+    lab.daemon.stop();
 }
 
 /// The resident memory of a process, in KiB (`VmRSS` of /proc/PID/status).
@@ -506,7 +458,7 @@ fn ten_thousand_wrong_passwords_get_401_or_429_in_bounded_memory_and_install_not
     );
     std::fs::write(&conf, conf_text).unwrap();
     lab.start(&conf);
-    let pid = lab.daemon.as_ref().unwrap().pid();
+    let pid = lab.daemon.process().pid();
     let api = std::net::SocketAddr::new(lab::PROXY_CLIENT_V4.into(), 9091);
     // A second client address, for the partner next to the attacker.
     lab.topo.client.add_addr(lab::CLIENT_IF, "192.0.2.3/24");
@@ -550,10 +502,10 @@ fn ten_thousand_wrong_passwords_get_401_or_429_in_bounded_memory_and_install_not
         "memory grew from {rss_start} KiB (start) and {rss_first} KiB (1,000 wrong passwords) to \
          {rss_rest} KiB over 9,000 more"
     );
-    assert!(lab.daemon.as_mut().unwrap().try_wait().is_none());
+    assert!(lab.daemon.process_mut().try_wait().is_none());
     assert!(lab.kernel_traces().is_empty(), "{}", lab.kernel_traces());
     // One log line per failed verification and one per penalty, not one per request.
-    let log = lab.log();
+    let log = lab.daemon.log();
     let failed = log.matches("failed login from 192.0.2.2").count();
     let refused = log.matches("calls from 192.0.2.2 refused (429)").count();
     assert_eq!(failed, verified, "{log}");
@@ -587,7 +539,7 @@ fn ten_thousand_wrong_passwords_get_401_or_429_in_bounded_memory_and_install_not
         })
     });
     assert_eq!(reply.status, 200, "{}", reply.body);
-    lab.stop();
+    lab.daemon.stop();
     let nft = text(
         &lab.topo
             .proxy
@@ -673,9 +625,9 @@ fn ibm_ascp_through_the_forward_proxy(scheme: &str, port: u16) {
             format!("root@{}:/tmp/", lab::server_v4(0)),
         ]
     };
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let out = lab.exec(&ibm_args(&url(scheme, port, PROXY_PASS)));
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(
         text(&out.stdout).contains("Server has only a client license")
             || text(&out.stderr).contains("Server has only a client license"),
@@ -700,7 +652,7 @@ fn ibm_ascp_through_the_forward_proxy(scheme: &str, port: u16) {
         describe(&out)
     );
     assert!(lab.kernel_traces().is_empty());
-    lab.stop();
+    lab.daemon.stop();
 }
 
 #[test]

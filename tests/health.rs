@@ -14,15 +14,14 @@
 
 mod lab;
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use lab::{describe, text, NsProcess, Sshd, Topology};
+use lab::daemon::{Daemon, SSH_PORT};
+use lab::{describe, text, Sshd, Topology};
 
-const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 
 /// The lab: `n` internal servers (sshd running our `ascp --server`, each accepting server 0's
@@ -31,7 +30,7 @@ struct HealthLab {
     topo: Topology,
     servers: Vec<Sshd>,
     dir: tempfile::TempDir,
-    daemon: Option<NsProcess>,
+    daemon: Daemon,
 }
 
 impl HealthLab {
@@ -42,25 +41,18 @@ impl HealthLab {
     /// Like [`HealthLab::new`], with `extra` appended to every sshd_config.
     fn with_sshd_extra(n: usize, extra: &str) -> HealthLab {
         let topo = Topology::new(n);
+        let sshd_extra = format!("{}{extra}", lab::daemon::ASCP_SERVER);
         let servers: Vec<Sshd> = (0..n)
-            .map(|i| {
-                Sshd::start_configured(
-                    &topo.servers[i],
-                    SocketAddr::new(lab::server_v4(i).into(), 22),
-                    &[],
-                    &format!("ForceCommand {ASCP} --server\n{extra}"),
-                )
-            })
+            .map(|i| lab::daemon::internal_server(&topo, i, &sshd_extra))
             .collect();
-        let public = servers[0].client_key.with_extension("pub");
-        for s in &servers[1..] {
-            std::fs::copy(&public, s.dir.path().join("authorized_keys")).unwrap();
-        }
+        lab::daemon::trust_first_client_key(&servers);
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::new(&topo.proxy, dir.path());
         HealthLab {
             topo,
             servers,
-            dir: tempfile::tempdir().unwrap(),
-            daemon: None,
+            dir,
+            daemon,
         }
     }
 
@@ -68,82 +60,36 @@ impl HealthLab {
         self.dir.path().join(name)
     }
 
-    fn etc(&self) -> PathBuf {
-        self.path("etc")
-    }
-
     /// The daemon's known_hosts: beside its configuration.
     fn known_hosts(&self) -> PathBuf {
-        self.etc().join("known_hosts")
+        self.daemon.etc().join("known_hosts")
     }
 
     /// Writes the configuration: one default rule over every server (`<hosts>`), `extra` in
     /// `<rproxy>`, no penalties; the proxy user's keys and the client's known_hosts. The
     /// daemon's known_hosts is left as it is.
     fn configure(&self, extra: &str) -> PathBuf {
-        let etc = self.etc();
-        if !etc.join("ssh_host_ed25519_key").exists() {
-            run_ok(&[FASP_PROXY, "create-config", "--dir", etc.to_str().unwrap()]);
-        }
-        std::fs::copy(
-            self.servers[0].client_key.with_extension("pub"),
-            etc.join("root.keys"),
-        )
-        .unwrap();
+        self.daemon.create_config(&[]);
+        self.daemon
+            .authorize("root", &self.servers[0].client_key.with_extension("pub"));
         let hosts: String = (0..self.servers.len())
             .map(|i| format!("<host>{}:22</host>", lab::server_v4(i)))
             .collect();
-        let conf = etc.join("aspera.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "<CONF><server><rproxy>\n<enabled>true</enabled>\n<log_level>1</log_level>\n\
-                 <log_directory>{log}</log_directory>\n<ssh_bind_address>0.0.0.0</ssh_bind_address>\n\
-                 <ssh_host_key>{etc}/ssh_host_ed25519_key</ssh_host_key>\n\
-                 <authorized_keys_file>{etc}/%u.keys</authorized_keys_file>\n{extra}\n\
-                 <rules><rule><hosts>{hosts}</hosts><keyfile>{key}</keyfile></rule></rules>\n\
-                 </rproxy>\n\
-                 <per_source><penalty_auth_failure>0</penalty_auth_failure>\
-                 <penalty_no_auth>0</penalty_no_auth></per_source>\n</server></CONF>\n",
-                log = self.path("log").display(),
-                etc = etc.display(),
-                key = self.servers[0].client_key.display(),
-            ),
-        )
-        .unwrap();
-        let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
-        std::fs::write(
-            self.path("proxy_known_hosts"),
-            format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V4),
-        )
-        .unwrap();
-        conf
-    }
-
-    fn start(&mut self, conf: &Path) {
-        let from = self.log().len();
-        let daemon =
-            self.topo
-                .proxy
-                .spawn(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
-        let up = lab::wait_until(Duration::from_secs(10), || {
-            self.log_since(from).contains("listening on")
-        });
-        assert!(
-            up,
-            "the daemon did not start:\n{}\n{}",
-            daemon.log(),
-            self.log()
+        let conf = self.daemon.write_conf(&format!(
+            "<CONF><server><rproxy>\n{basics}{extra}\n\
+             <rules><rule><hosts>{hosts}</hosts><keyfile>{key}</keyfile></rule></rules>\n\
+             </rproxy>\n\
+             <per_source><penalty_auth_failure>0</penalty_auth_failure>\
+             <penalty_no_auth>0</penalty_no_auth></per_source>\n</server></CONF>\n",
+            basics = self.daemon.rproxy_basics(1),
+            key = self.servers[0].client_key.display(),
+        ));
+        self.daemon.write_client_known_hosts(
+            &self.path("proxy_known_hosts"),
+            &[lab::PROXY_CLIENT_V4.to_string()],
+            SSH_PORT,
         );
-        self.daemon = Some(daemon);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("log").join("fasp-proxy.log")).unwrap_or_default()
-    }
-
-    fn log_since(&self, from: usize) -> String {
-        self.log().get(from..).unwrap_or_default().to_string()
+        conf
     }
 
     /// Uploads a small file through the proxy with our ascp (bounded); its output.
@@ -153,24 +99,16 @@ impl HealthLab {
         let dst = self.path(&format!("{name}.in"));
         std::fs::create_dir_all(&dst).unwrap();
         let remote = format!("root@{}:{}", lab::PROXY_CLIENT_V4, dst.display());
-        let key = self.servers[0].client_key.display().to_string();
-        let known = self.path("proxy_known_hosts").display().to_string();
-        self.topo.client.try_exec(&[
-            "timeout",
-            "60",
-            ASCP,
-            "-P",
-            "33001",
-            "-i",
-            &key,
-            "--known-hosts",
-            &known,
-            "-q",
-            "-l",
-            "100m",
-            src.to_str().unwrap(),
-            &remote,
-        ])
+        let mut args: Vec<String> = vec!["timeout".into(), "60".into()];
+        args.extend(lab::daemon::ascp_login(
+            &self.servers[0].client_key,
+            &self.path("proxy_known_hosts"),
+        ));
+        args.extend(["-q", "-l", "100m"].map(String::from));
+        args.push(src.display().to_string());
+        args.push(remote);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.topo.client.try_exec(&refs)
     }
 
     /// Uploads and checks that the file arrived.
@@ -180,7 +118,7 @@ impl HealthLab {
             out.status.success(),
             "upload {name}: {}\n--- proxy ---\n{}",
             describe(&out),
-            self.log()
+            self.daemon.log()
         );
         let arrived = self.path(&format!("{name}.in")).join(name);
         assert_eq!(std::fs::read(&arrived).unwrap().len(), 50_000);
@@ -195,30 +133,15 @@ impl HealthLab {
 
     /// How many times server `i`'s sshd accepted a login.
     fn logins(&self, i: usize) -> usize {
-        self.servers[i]
-            .process
-            .log()
-            .matches("Accepted publickey for ")
-            .count()
-    }
-}
-
-impl HealthLab {
-    /// SIGTERM to the daemon (so it removes its kernel entries); waits until it has stopped.
-    fn stop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            let pid = daemon.pid().to_string();
-            let _ = self.topo.proxy.try_exec(&["kill", "-TERM", &pid]);
-            let stopped = lab::wait_until(Duration::from_secs(20), || daemon.try_wait().is_some());
-            assert!(stopped, "the daemon did not stop:\n{}", self.log());
-        }
+        self.servers[i].logins()
     }
 }
 
 impl Drop for HealthLab {
     fn drop(&mut self) {
+        // SIGTERM to the daemon (so it removes its kernel entries) and wait until it stopped.
         if !std::thread::panicking() {
-            self.stop();
+            self.daemon.stop_if_running();
         }
         // Otherwise (or if it did not stop) the lab kills it by PID.
     }
@@ -286,7 +209,7 @@ fn an_unknown_host_key_is_refused_until_trust_host_records_every_key_the_server_
         !lab.known_hosts().exists(),
         "create-config writes no known_hosts"
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
 
     // 1. Refused by default: the client and the log name the server and the fix.
     let out = lab.upload("first.bin");
@@ -297,7 +220,7 @@ fn an_unknown_host_key_is_refused_until_trust_host_records_every_key_the_server_
         err.contains(&server) && err.contains("is not in") && err.contains(&fix),
         "{err}"
     );
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert!(log.contains(&fix), "{log}");
     assert!(
         !log.contains("marked faulty"),
@@ -377,8 +300,8 @@ fn an_unknown_host_key_is_refused_until_trust_host_records_every_key_the_server_
         "{}",
         describe(&out)
     );
-    lab.stop();
-    lab.start(&tofu);
+    lab.daemon.stop();
+    lab.daemon.start(&tofu);
     lab.upload_ok("third.bin");
     let learned = std::fs::read_to_string(lab.known_hosts()).unwrap();
     assert_eq!(keys_of(&learned).len(), 1, "{learned}");
@@ -394,7 +317,7 @@ fn a_changed_host_key_is_refused_marks_the_server_faulty_and_logs_both_fingerpri
     );
     let servers: Vec<&Sshd> = lab.servers.iter().collect();
     lab::seed_known_hosts(&lab.known_hosts(), &servers);
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let host_key = lab.servers[0].dir.path().join("ssh_host_ed25519_key.pub");
     let old = fingerprint(&host_key);
 
@@ -403,9 +326,9 @@ fn a_changed_host_key_is_refused_marks_the_server_faulty_and_logs_both_fingerpri
     let new = fingerprint(&host_key);
     assert_ne!(old, new);
     // Round robin starts at server 0: refused there, marked, the session goes to server 1.
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     lab.upload_ok("one.bin");
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     let server0 = format!("{}:22", lab::server_v4(0));
     let changed = log
         .lines()
@@ -421,12 +344,12 @@ fn a_changed_host_key_is_refused_marks_the_server_faulty_and_logs_both_fingerpri
     );
     assert_eq!((lab.logins(0), lab.logins(1)), (0, 1));
     // While marked, sessions skip it without trying.
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     lab.upload_ok("two.bin");
     assert!(
-        !lab.log_since(from).contains("HOST KEY CHANGED"),
+        !lab.daemon.log_since(from).contains("HOST KEY CHANGED"),
         "{}",
-        lab.log_since(from)
+        lab.daemon.log_since(from)
     );
     assert_eq!(lab.logins(1), 2);
 
@@ -460,7 +383,7 @@ fn a_changed_host_key_is_refused_marks_the_server_faulty_and_logs_both_fingerpri
     std::thread::sleep(Duration::from_millis(3500));
     lab.upload_ok("three.bin");
     lab.upload_ok("four.bin");
-    assert_eq!(lab.logins(0), 1, "{}", lab.log());
+    assert_eq!(lab.logins(0), 1, "{}", lab.daemon.log());
 }
 
 #[test]
@@ -476,13 +399,15 @@ fn a_stopped_server_is_marked_by_its_health_checks_before_any_client_and_cleared
     lab::seed_known_hosts(&lab.known_hosts(), &servers);
     lab.servers[1].stop();
     let server1 = format!("{}:22", lab::server_v4(1));
-    lab.start(&conf);
+    lab.daemon.start(&conf);
 
     // Marked by the checks alone: no client has come.
     let marked = format!("internal server {server1} failed its health check 2 times (");
-    let seen = lab::wait_until(Duration::from_secs(15), || lab.log().contains(&marked));
-    assert!(seen, "{}", lab.log());
-    let log = lab.log();
+    let seen = lab::wait_until(Duration::from_secs(15), || {
+        lab.daemon.log().contains(&marked)
+    });
+    assert!(seen, "{}", lab.daemon.log());
+    let log = lab.daemon.log();
     assert!(!log.contains("Received connection request"), "{log}");
     let line = log.lines().find(|l| l.contains(&marked)).unwrap();
     assert!(line.ends_with("marked faulty"), "{line}");
@@ -492,24 +417,25 @@ fn a_stopped_server_is_marked_by_its_health_checks_before_any_client_and_cleared
     );
 
     // Sessions go to the healthy server only, without trying the marked one.
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     for n in 0..3 {
         lab.upload_ok(&format!("while_down_{n}.bin"));
     }
     assert_eq!(lab.logins(0), 3);
     assert!(
-        !lab.log_since(from)
+        !lab.daemon
+            .log_since(from)
             .contains(&format!("internal server {server1}: ")),
         "{}",
-        lab.log_since(from)
+        lab.daemon.log_since(from)
     );
     // Logged on change only: still failing, never logged again.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        lab.log().matches("failed its health check").count(),
+        lab.daemon.log().matches("failed its health check").count(),
         1,
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
 
     // Back: two passes in a row clear the mark, and round robin reaches it again.
@@ -518,15 +444,17 @@ fn a_stopped_server_is_marked_by_its_health_checks_before_any_client_and_cleared
     let cleared = format!(
         "internal server {server1} passed its health check 2 times: no longer marked faulty"
     );
-    let seen = lab::wait_until(Duration::from_secs(15), || lab.log().contains(&cleared));
-    assert!(seen, "{}", lab.log());
+    let seen = lab::wait_until(Duration::from_secs(15), || {
+        lab.daemon.log().contains(&cleared)
+    });
+    assert!(seen, "{}", lab.daemon.log());
     lab.upload_ok("back_0.bin");
     lab.upload_ok("back_1.bin");
-    assert_eq!(lab.logins(1), 1, "{}", lab.log());
+    assert_eq!(lab.logins(1), 1, "{}", lab.daemon.log());
     assert_eq!(
-        lab.log().matches("no longer marked faulty").count(),
+        lab.daemon.log().matches("no longer marked faulty").count(),
         1,
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
 }

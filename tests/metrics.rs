@@ -21,9 +21,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lab::{text, NsProcess, Sshd, Topology};
+use lab::daemon::{Daemon, ASCP_SERVER, NO_PENALTIES, SSH_PORT};
+use lab::{text, Sshd, Topology};
 
-const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 /// The Debian Python, which has python3-prometheus-client (a pyenv shim may shadow it).
 const PYTHON: &str = "/usr/bin/python3";
@@ -56,23 +56,20 @@ struct MetricsLab {
     topo: Topology,
     server: Sshd,
     dir: tempfile::TempDir,
-    daemon: Option<NsProcess>,
+    daemon: Daemon,
 }
 
 impl MetricsLab {
     fn new() -> MetricsLab {
         let topo = Topology::new(1);
-        let server = Sshd::start_configured(
-            topo.server(),
-            SocketAddr::new(lab::server_v4(0).into(), 22),
-            &[],
-            &format!("ForceCommand {ASCP} --server\n"),
-        );
+        let server = lab::daemon::internal_server(&topo, 0, ASCP_SERVER);
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::new(&topo.proxy, dir.path());
         MetricsLab {
             topo,
             server,
-            dir: tempfile::tempdir().unwrap(),
-            daemon: None,
+            dir,
+            daemon,
         }
     }
 
@@ -80,56 +77,28 @@ impl MetricsLab {
         self.dir.path().join(name)
     }
 
-    fn etc(&self) -> PathBuf {
-        self.path("etc")
-    }
-
     /// Writes the configuration: one default rule to the server, no penalties (the tests
     /// provoke refusals from one address), `server_extra` in `<server>`. The proxy user's keys,
     /// the internal server's host key (strict host keys) and the client's known_hosts too.
     fn configure(&self, server_extra: &str) -> PathBuf {
-        let etc = self.etc();
-        if !etc.join("ssh_host_ed25519_key").exists() {
-            let out = std::process::Command::new(FASP_PROXY)
-                .args(["create-config", "--dir", etc.to_str().unwrap()])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", text(&out.stderr));
-        }
-        std::fs::copy(
-            self.server.client_key.with_extension("pub"),
-            etc.join("root.keys"),
-        )
-        .unwrap();
+        self.daemon.create_config(&[]);
+        self.daemon
+            .authorize("root", &self.server.client_key.with_extension("pub"));
         // The daemon trusts the internal server's host key from the start.
-        std::fs::copy(&self.server.known_hosts, etc.join("known_hosts")).unwrap();
-        let conf = etc.join("aspera.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "<CONF><server><rproxy>\n<enabled>true</enabled>\n<log_level>1</log_level>\n\
-                 <log_directory>{log}</log_directory>\n<ssh_bind_address>0.0.0.0</ssh_bind_address>\n\
-                 <ssh_host_key>{etc}/ssh_host_ed25519_key</ssh_host_key>\n\
-                 <authorized_keys_file>{etc}/%u.keys</authorized_keys_file>\n\
-                 <rules><rule><host>{server}:22</host><keyfile>{key}</keyfile></rule></rules>\n\
-                 </rproxy>\n\
-                 <per_source><penalty_auth_failure>0</penalty_auth_failure>\
-                 <penalty_no_auth>0</penalty_no_auth><penalty_grace_exceeded>0\
-                 </penalty_grace_exceeded><penalty_max_startups>0</penalty_max_startups>\
-                 </per_source>\n{server_extra}\n</server></CONF>\n",
-                log = self.path("log").display(),
-                etc = etc.display(),
-                server = lab::server_v4(0),
-                key = self.server.client_key.display(),
-            ),
-        )
-        .unwrap();
-        let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
-        std::fs::write(
-            self.path("proxy_known_hosts"),
-            format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V4),
-        )
-        .unwrap();
+        lab::seed_known_hosts(&self.daemon.etc().join("known_hosts"), &[&self.server]);
+        let conf = self.daemon.write_conf(&format!(
+            "<CONF><server><rproxy>\n{basics}\
+             <rules><rule><host>{server}:22</host><keyfile>{key}</keyfile></rule></rules>\n\
+             </rproxy>\n{NO_PENALTIES}\n{server_extra}\n</server></CONF>\n",
+            basics = self.daemon.rproxy_basics(1),
+            server = lab::server_v4(0),
+            key = self.server.client_key.display(),
+        ));
+        self.daemon.write_client_known_hosts(
+            &self.path("proxy_known_hosts"),
+            &[lab::PROXY_CLIENT_V4.to_string()],
+            SSH_PORT,
+        );
         conf
     }
 
@@ -140,40 +109,6 @@ impl MetricsLab {
              <metrics_bind_address>127.0.0.1</metrics_bind_address>\
              <metrics_port>{METRICS_PORT}</metrics_port>"
         )
-    }
-
-    fn start(&mut self, conf: &Path) {
-        let from = self.log().len();
-        let daemon =
-            self.topo
-                .proxy
-                .spawn(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
-        let up = lab::wait_until(Duration::from_secs(10), || {
-            self.log_since(from).contains("listening on")
-        });
-        assert!(
-            up,
-            "the daemon did not start:\n{}\n{}",
-            daemon.log(),
-            self.log()
-        );
-        self.daemon = Some(daemon);
-    }
-
-    fn stop(&mut self) {
-        let mut daemon = self.daemon.take().expect("a running daemon");
-        let pid = daemon.pid().to_string();
-        self.topo.proxy.exec(&["kill", "-TERM", &pid]);
-        let stopped = lab::wait_until(Duration::from_secs(20), || daemon.try_wait().is_some());
-        assert!(stopped, "the daemon did not stop:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("log").join("fasp-proxy.log")).unwrap_or_default()
-    }
-
-    fn log_since(&self, from: usize) -> String {
-        self.log().get(from..).unwrap_or_default().to_string()
     }
 
     /// A TCP connection to the metrics port, made in the proxy namespace.
@@ -188,9 +123,9 @@ impl MetricsLab {
     fn http(&self, request: &str) -> Reply {
         let mut s = self
             .connect_metrics()
-            .unwrap_or_else(|e| panic!("metrics port: {e}\n{}", self.log()));
+            .unwrap_or_else(|e| panic!("metrics port: {e}\n{}", self.daemon.log()));
         exchange(&mut s, request.as_bytes())
-            .unwrap_or_else(|| panic!("no answer to {request:?}\n{}", self.log()))
+            .unwrap_or_else(|| panic!("no answer to {request:?}\n{}", self.daemon.log()))
     }
 
     /// `GET /metrics` in `format` ("prometheus" or "openmetrics"), parsed by Python's
@@ -220,17 +155,8 @@ impl MetricsLab {
     }
 
     fn ascp_args(&self, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            ASCP,
-            "-P",
-            "33001",
-            "-i",
-            self.server.client_key.to_str().unwrap(),
-            "--known-hosts",
-            self.path("proxy_known_hosts").to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args =
+            lab::daemon::ascp_login(&self.server.client_key, &self.path("proxy_known_hosts"));
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
@@ -278,7 +204,7 @@ impl MetricsLab {
 
     /// The daemon's resident memory (kB) and thread count.
     fn daemon_size(&self) -> (u64, u64) {
-        let pid = self.daemon.as_ref().expect("a running daemon").pid();
+        let pid = self.daemon.process().pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let field = |key: &str| -> u64 {
             status
@@ -349,23 +275,7 @@ fn exchange(s: &mut TcpStream, request: &[u8]) -> Option<Reply> {
 
 /// Whether the server closes `s` within `limit` (EOF or reset), reading whatever comes.
 fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let until = Instant::now() + limit;
-    let mut chunk = [0u8; 4096];
-    while Instant::now() < until {
-        let left = until.saturating_duration_since(Instant::now());
-        let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(10))));
-        match s.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return true,
-        }
-    }
-    false
+    lab::tcp_closed_by(s, Instant::now() + limit)
 }
 
 /// One sample: its name, labels and value.
@@ -481,7 +391,7 @@ fn documented_metrics() -> String {
 fn scrapes_during_and_after_a_transfer_match_the_sessions_table_and_the_kernel() {
     let mut lab = MetricsLab::new();
     let conf = lab.configure(&MetricsLab::metrics_on());
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let backend = format!("{}:22", lab::server_v4(0));
     let host = [("host", backend.as_str())];
 
@@ -539,7 +449,7 @@ fn scrapes_during_and_after_a_transfer_match_the_sessions_table_and_the_kernel()
         flowing,
         "no counters in `fasp-proxy sessions`:\n{table}\n{}\n{}",
         running.log(),
-        lab.log()
+        lab.daemon.log()
     );
 
     // While it runs: the table's reading ≤ the scrape ≤ the kernel's, read in that order.
@@ -584,7 +494,7 @@ fn scrapes_during_and_after_a_transfer_match_the_sessions_table_and_the_kernel()
         status.success(),
         "the upload failed: {}\n{}",
         running.log(),
-        lab.log()
+        lab.daemon.log()
     );
     assert_eq!(
         std::fs::read(&src).unwrap(),
@@ -667,7 +577,7 @@ fn scrapes_during_and_after_a_transfer_match_the_sessions_table_and_the_kernel()
         });
         id.is_some()
     });
-    let id = id.unwrap_or_else(|| panic!("no live session to close:\n{}", lab.log()));
+    let id = id.unwrap_or_else(|| panic!("no live session to close:\n{}", lab.daemon.log()));
     lab.topo.proxy.exec(&[FASP_PROXY, "sessions", "close", &id]);
     let status = closing.wait_exit(Duration::from_secs(30));
     assert!(
@@ -691,30 +601,8 @@ fn scrapes_during_and_after_a_transfer_match_the_sessions_table_and_the_kernel()
 
     // Refusals, each counted under its reason: a shell, a wrong key.
     let ssh = |key: &Path, command: Option<&str>| {
-        let mut args: Vec<String> = [
-            "timeout",
-            "30",
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-p",
-            "33001",
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.push(format!(
-            "UserKnownHostsFile={}",
-            lab.path("proxy_known_hosts").display()
-        ));
+        let mut args: Vec<String> = vec!["timeout".into(), "30".into()];
+        args.extend(lab::daemon::ssh_login(key, &lab.path("proxy_known_hosts")));
         args.push(format!("root@{}", lab::PROXY_CLIENT_V4));
         args.extend(command.map(String::from));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -788,7 +676,7 @@ fn scrapes_during_and_after_a_transfer_match_the_sessions_table_and_the_kernel()
     .sum();
     assert_eq!(ended, 4, "{}", marked.text);
     assert!(marked.forwarded() >= grown);
-    lab.stop();
+    lab.daemon.stop();
 }
 
 #[test]
@@ -803,34 +691,15 @@ fn forward_proxy_api_answers_and_forwardings_are_counted() {
         MetricsLab::metrics_on(),
         inside = lab::PROXY_CLIENT_V4,
     ));
-    let mut child = std::process::Command::new(FASP_PROXY)
-        .args([
-            "--config",
-            conf.to_str().unwrap(),
-            "node-user",
-            "add",
-            API_USER,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{API_PASS}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    lab.start(&conf);
+    lab::daemon::add_node_user(&conf, API_USER, API_PASS);
+    lab.daemon.start(&conf);
     assert!(
         lab::wait_until(Duration::from_secs(10), || lab
+            .daemon
             .log()
             .contains("Started on port(s)")),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
 
     let api = SocketAddr::new(lab::PROXY_CLIENT_V4.into(), API_PORT);
@@ -858,7 +727,7 @@ fn forward_proxy_api_answers_and_forwardings_are_counted() {
         lab::server_v4(0)
     );
     let opened = post("/proxy/open", &credentials, &open);
-    assert_eq!(opened.status, 200, "{opened:?}\n{}", lab.log());
+    assert_eq!(opened.status, 200, "{opened:?}\n{}", lab.daemon.log());
     let live = lab.scrape();
     assert_eq!(
         live.int("fasp_proxy_live_forwardings", &[]),
@@ -905,7 +774,7 @@ fn forward_proxy_api_answers_and_forwardings_are_counted() {
     }
     // Forwardings are not reverse-proxy sessions.
     assert_eq!(after.int("fasp_proxy_sessions_started_total", &[]), 0);
-    lab.stop();
+    lab.daemon.stop();
 }
 
 #[test]
@@ -913,21 +782,21 @@ fn the_metrics_port_is_off_by_default_and_hostile_clients_neither_hang_nor_bloat
     let mut lab = MetricsLab::new();
     // Off by default: nothing listens.
     let conf = lab.configure("");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     assert!(
         lab.connect_metrics().is_err(),
         "a metrics listener without <enable_metrics>"
     );
-    lab.stop();
+    lab.daemon.stop();
 
     let conf = lab.configure(&MetricsLab::metrics_on());
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     assert!(
-        lab.log().contains(&format!(
+        lab.daemon.log().contains(&format!(
             "metrics served on http://127.0.0.1:{METRICS_PORT}/metrics"
         )),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
 
     // Only GET (and HEAD) /metrics.
@@ -1093,9 +962,9 @@ fn the_metrics_port_is_off_by_default_and_hostile_clients_neither_hang_nor_bloat
         "threads {threads_before} -> {threads_after}"
     );
     assert!(
-        lab.daemon.as_mut().unwrap().try_wait().is_none(),
+        lab.daemon.process_mut().try_wait().is_none(),
         "the daemon died:\n{}",
-        lab.log()
+        lab.daemon.log()
     );
-    lab.stop();
+    lab.daemon.stop();
 }

@@ -20,15 +20,15 @@ mod lab;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use lab::accounts::{copy_binaries, Account};
-use lab::{describe, text, NsProcess, Sshd, Topology};
+use lab::daemon::{Daemon, ASCP_SERVER};
+use lab::{describe, text, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const ASPSHELL: &str = env!("CARGO_BIN_EXE_aspshell");
-const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 /// The proxy users (local accounts on the proxy host, shell aspshell), one per test: the tests
 /// run in parallel and each sets and resets its account's shell.
 const USER: &str = "fphouser";
@@ -39,18 +39,12 @@ const USER3: &str = "fphouser3";
 /// Where the daemon's own front end listens with `<frontend>both`.
 const BUILTIN_PORT: u16 = 33002;
 
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
-    out
-}
-
 struct OpensshLab {
     topo: Topology,
     server: Sshd,
     proxy_sshd: Sshd,
     dir: tempfile::TempDir,
-    daemon: Option<NsProcess>,
+    daemon: Daemon,
     account: Account,
     socket: PathBuf,
 }
@@ -64,48 +58,39 @@ impl OpensshLab {
     /// own SSH front end listens on [`BUILTIN_PORT`] and takes the same client key for `user`.
     fn with_frontend(user: &'static str, frontend: &str) -> OpensshLab {
         let topo = Topology::new(1);
-        let server = Sshd::start_configured(
-            &topo.servers[0],
-            SocketAddr::new(lab::server_v4(0).into(), 22),
-            &[],
-            &format!("ForceCommand {ASCP} --server\n"),
-        );
+        let server = lab::daemon::internal_server(&topo, 0, ASCP_SERVER);
         let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::new(&topo.proxy, dir.path());
         // The build tree may not be reachable for the proxy user.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = dir.path().join("bin");
         copy_binaries(&bin, &[ASPSHELL, ASCP]);
         let account = Account::with_temp_home(user, &bin.join("aspshell"));
-        let etc = dir.path().join("etc");
-        run_ok(Command::new(FASP_PROXY).args(["create-config", "--dir", etc.to_str().unwrap()]));
+        let etc = daemon.etc();
+        daemon.create_config(&[]);
         lab::seed_known_hosts(&etc.join("known_hosts"), &[&server]);
         std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
         let run_dir = dir.path().join("run");
         std::fs::create_dir(&run_dir).unwrap();
         std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = run_dir.join("handoff.sock");
-        let conf = etc.join("aspera.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "<CONF><server><rproxy>\n<enabled>true</enabled>\n<log_level>1</log_level>\n\
-                 <log_directory>{log}</log_directory>\n<frontend>{frontend}</frontend>\n\
-                 <ssh_port>{BUILTIN_PORT}</ssh_port>\n\
-                 <authorized_keys_file>{etc}/%u.keys</authorized_keys_file>\n\
-                 <handoff_socket>{socket}</handoff_socket>\n\
-                 <ssh_host_key>{etc}/ssh_host_ed25519_key</ssh_host_key>\n\
-                 <rules><rule><host>{server}:22</host><squash_user>root</squash_user>\
-                 <keyfile>{key}</keyfile></rule></rules>\n</rproxy>{no_penalties}</server></CONF>\n",
-                log = dir.path().join("log").display(),
-                socket = socket.display(),
-                etc = etc.display(),
-                server = lab::server_v4(0),
-                key = server.client_key.display(),
-                no_penalties = "<per_source><penalty_auth_failure>0</penalty_auth_failure>\
-                    <penalty_no_auth>0</penalty_no_auth></per_source>",
-            ),
-        )
-        .unwrap();
+        let conf = daemon.write_conf(&format!(
+            "<CONF><server><rproxy>\n<enabled>true</enabled>\n<log_level>1</log_level>\n\
+             <log_directory>{log}</log_directory>\n<frontend>{frontend}</frontend>\n\
+             <ssh_port>{BUILTIN_PORT}</ssh_port>\n\
+             <authorized_keys_file>{etc}/%u.keys</authorized_keys_file>\n\
+             <handoff_socket>{socket}</handoff_socket>\n\
+             <ssh_host_key>{etc}/ssh_host_ed25519_key</ssh_host_key>\n\
+             <rules><rule><host>{server}:22</host><squash_user>root</squash_user>\
+             <keyfile>{key}</keyfile></rule></rules>\n</rproxy>{no_penalties}</server></CONF>\n",
+            log = daemon.log_dir().display(),
+            socket = socket.display(),
+            etc = etc.display(),
+            server = lab::server_v4(0),
+            key = server.client_key.display(),
+            no_penalties = "<per_source><penalty_auth_failure>0</penalty_auth_failure>\
+                <penalty_no_auth>0</penalty_no_auth></per_source>",
+        ));
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
         // sshd and its sessions (aspshell) see the test's configuration at the fixed path.
         let proxy_sshd = Sshd::start_with_conf(
@@ -115,23 +100,18 @@ impl OpensshLab {
             "",
         );
         // The built-in front end (with `both`) takes the client key the proxy's sshd takes.
-        std::fs::copy(
-            proxy_sshd.client_key.with_extension("pub"),
-            etc.join(format!("{user}.keys")),
-        )
-        .unwrap();
-        let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
-        std::fs::write(
-            dir.path().join("builtin_known_hosts"),
-            format!("[{}]:{BUILTIN_PORT} {host_pub}", lab::PROXY_CLIENT_V4),
-        )
-        .unwrap();
+        daemon.authorize(user, &proxy_sshd.client_key.with_extension("pub"));
+        daemon.write_client_known_hosts(
+            &dir.path().join("builtin_known_hosts"),
+            &[lab::PROXY_CLIENT_V4.to_string()],
+            BUILTIN_PORT,
+        );
         let mut lab = OpensshLab {
             topo,
             server,
             proxy_sshd,
             dir,
-            daemon: None,
+            daemon,
             account,
             socket,
         };
@@ -143,25 +123,11 @@ impl OpensshLab {
         self.dir.path().join(name)
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("log").join("fasp-proxy.log")).unwrap_or_default()
-    }
-
     fn start_daemon(&mut self, conf: &Path) {
-        let daemon =
-            self.topo
-                .proxy
-                .spawn(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
-        let up = lab::wait_until(Duration::from_secs(10), || {
-            self.log().contains("accepting sessions from OpenSSH")
-        });
-        assert!(
-            up,
-            "the daemon did not start:\n{}\n{}",
-            daemon.log(),
-            self.log()
-        );
-        self.daemon = Some(daemon);
+        self.daemon
+            .start_until(conf, &[], Duration::from_secs(10), |log| {
+                log.contains("accepting sessions from OpenSSH")
+            });
     }
 
     /// `ascp` in the client namespace, logging in to the proxy's sshd as the proxy user.
@@ -183,9 +149,7 @@ impl OpensshLab {
 
 impl Drop for OpensshLab {
     fn drop(&mut self) {
-        if let Some(daemon) = self.daemon.take() {
-            daemon.kill();
-        }
+        self.daemon.kill();
         let _ = (&self.server, &self.socket);
     }
 }
@@ -215,7 +179,7 @@ fn a_transfer_through_sshd_and_aspshell_is_proxied_by_the_daemon() {
         "no kernel entry during the transfer:\n{}\n{}\n{}",
         lab.topo.nft_sessions(),
         running.log(),
-        lab.log()
+        lab.daemon.log()
     );
     assert!(lab.topo.nft_sessions().contains(": 198.51.100.2 . 33001"));
     let status = running.wait_exit(Duration::from_secs(60));
@@ -223,7 +187,7 @@ fn a_transfer_through_sshd_and_aspshell_is_proxied_by_the_daemon() {
         status.success(),
         "the upload failed ({status}):\n{}\n{}\n{}",
         running.log(),
-        lab.log(),
+        lab.daemon.log(),
         lab.proxy_sshd.process.log()
     );
     assert_eq!(std::fs::read(dst.join("payload.bin")).unwrap(), data);
@@ -237,7 +201,7 @@ fn a_transfer_through_sshd_and_aspshell_is_proxied_by_the_daemon() {
     );
 
     // The daemon found the client's address itself, and logged the session as its own.
-    let log = lab.log();
+    let log = lab.daemon.log();
     for line in [
         format!("hand-off: {USER} from 192.0.2.2:"),
         format!("Received connection request from 192.0.2.2 (user {USER})"),
@@ -309,7 +273,7 @@ fn the_proxy_user_cannot_run_anything_else_and_strangers_are_refused_by_the_sock
             describe(&out)
         );
     }
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert_eq!(log.matches("hand-off refused").count(), 3, "{log}");
     assert!(!log.contains("Received connection request"), "{log}");
 }
@@ -361,7 +325,12 @@ fn measure_session_set_up_openssh_mode_against_the_built_in_front_end() {
         let start = std::time::Instant::now();
         let out = lab.topo.client.try_exec(&refs);
         let took = start.elapsed().as_secs_f64();
-        assert!(out.status.success(), "{}\n{}", describe(&out), lab.log());
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            describe(&out),
+            lab.daemon.log()
+        );
         times[which].push(took);
     }
     let stats = |v: &mut Vec<f64>| {

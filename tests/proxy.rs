@@ -26,6 +26,7 @@ use std::time::Duration;
 use fasp_proxy::protocol::{
     Direction, ErrorCode, Frame, Overwrite, ResumeLevel, SessionInit, VERSION,
 };
+use lab::daemon::{Daemon, NO_PENALTIES, SSH_PORT};
 use lab::{describe, ok, ssh_keygen, text, NsProcess, Sshd, Topology};
 
 const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
@@ -43,7 +44,7 @@ struct ProxyLab {
     topo: Topology,
     servers: Vec<Sshd>,
     dir: tempfile::TempDir,
-    daemon: Option<NsProcess>,
+    daemon: Daemon,
 }
 
 impl ProxyLab {
@@ -62,13 +63,16 @@ impl ProxyLab {
     fn with_force_command(n: usize, command: &str) -> ProxyLab {
         let topo = Topology::new(n);
         let sshd_extra = format!("ForceCommand {command}\n");
-        let servers = (0..n).map(|i| start_sshd(&topo, i, &sshd_extra)).collect();
+        let servers = (0..n)
+            .map(|i| lab::daemon::internal_server(&topo, i, &sshd_extra))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::new(&topo.proxy, dir.path());
         ProxyLab {
             topo,
             servers,
             dir,
-            daemon: None,
+            daemon,
         }
     }
 
@@ -88,10 +92,7 @@ impl ProxyLab {
     /// Makes every server accept server 0's client key for root (a `<hosts>` rule has one
     /// keyfile for all its servers).
     fn trust_key_everywhere(&self) {
-        let public = self.servers[0].client_key.with_extension("pub");
-        for s in &self.servers[1..] {
-            std::fs::copy(&public, s.dir.path().join("authorized_keys")).unwrap();
-        }
+        lab::daemon::trust_first_client_key(&self.servers);
     }
 
     /// Kills server `i`'s sshd (by PID): the server stops answering SSH.
@@ -120,115 +121,37 @@ impl ProxyLab {
     /// address again and again, also after refusals they provoke); the tests of penalties set
     /// their own.
     fn configure_full(&self, rules: &str, extra: &str, server_extra: &str) -> PathBuf {
-        let no_penalties = "<per_source><penalty_auth_failure>0</penalty_auth_failure>\
-                            <penalty_no_auth>0</penalty_no_auth><penalty_grace_exceeded>0\
-                            </penalty_grace_exceeded><penalty_max_startups>0\
-                            </penalty_max_startups></per_source>";
         let server_extra = if server_extra.contains("<per_source>") {
             server_extra.to_string()
         } else {
-            format!("{server_extra}{no_penalties}")
+            format!("{server_extra}{NO_PENALTIES}")
         };
-        let etc = self.path("etc");
-        if !etc.join("ssh_host_ed25519_key").exists() {
-            let out = std::process::Command::new(FASP_PROXY)
-                .args(["create-config", "--dir", etc.to_str().unwrap()])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::fs::copy(
-            self.servers[0].client_key.with_extension("pub"),
-            etc.join("root.keys"),
-        )
-        .unwrap();
-        let conf = etc.join("aspera.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "<CONF><server><rproxy>\n<enabled>true</enabled>\n<log_level>1</log_level>\n\
-                 <log_directory>{log}</log_directory>\n<ssh_bind_address>0.0.0.0</ssh_bind_address>\n\
-                 <ssh_host_key>{key}</ssh_host_key>\n<authorized_keys_file>{etc}/%u.keys</authorized_keys_file>\n\
-                 {extra}\n<rules>\n{rules}\n</rules>\n</rproxy>\n{server_extra}\n</server></CONF>\n",
-                log = self.path("log").display(),
-                key = etc.join("ssh_host_ed25519_key").display(),
-                etc = etc.display(),
-            ),
-        )
-        .unwrap();
+        self.daemon.create_config(&[]);
+        self.daemon
+            .authorize("root", &self.servers[0].client_key.with_extension("pub"));
+        let conf = self.daemon.write_conf(&format!(
+            "<CONF><server><rproxy>\n{basics}{extra}\n<rules>\n{rules}\n</rules>\n</rproxy>\n\
+             {server_extra}\n</server></CONF>\n",
+            basics = self.daemon.rproxy_basics(1),
+        ));
         // The proxy knows every internal server's host key (checked strictly).
         let servers: Vec<&Sshd> = self.servers.iter().collect();
-        lab::seed_known_hosts(&etc.join("known_hosts"), &servers);
+        lab::seed_known_hosts(&self.daemon.etc().join("known_hosts"), &servers);
         // The client trusts the proxy's host key under every name it dials.
-        let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
-        let known: String = [
+        let names = [
             lab::PROXY_CLIENT_V4.to_string(),
             PROXY_ALT_A.into(),
             PROXY_ALT_B.into(),
             PROXY_NAME.into(),
-        ]
-        .iter()
-        .map(|name| format!("[{name}]:33001 {host_pub}"))
-        .collect();
-        std::fs::write(self.path("proxy_known_hosts"), known).unwrap();
+        ];
+        self.daemon
+            .write_client_known_hosts(&self.path("proxy_known_hosts"), &names, SSH_PORT);
         conf
-    }
-
-    fn start(&mut self, conf: &Path) {
-        self.start_wrapped(conf, &[]);
-    }
-
-    /// Starts the daemon with `prefix` before its command line (e.g. an `unshare` wrapper).
-    fn start_wrapped(&mut self, conf: &Path, prefix: &[&str]) {
-        let from = self.log().len();
-        let mut args: Vec<&str> = prefix.to_vec();
-        args.extend([FASP_PROXY, "--config", conf.to_str().unwrap(), "run"]);
-        let daemon = self.topo.proxy.spawn(&args);
-        let up = lab::wait_until(Duration::from_secs(10), || {
-            self.log_since(from).contains("listening on")
-        });
-        assert!(
-            up,
-            "the daemon did not start:\n{}\n{}",
-            daemon.log(),
-            self.log()
-        );
-        self.daemon = Some(daemon);
-    }
-
-    /// SIGTERM to the daemon; waits until it has stopped.
-    fn stop(&mut self) {
-        let mut daemon = self.daemon.take().expect("a running daemon");
-        let pid = daemon.pid().to_string();
-        self.topo.proxy.exec(&["kill", "-TERM", &pid]);
-        let stopped = lab::wait_until(Duration::from_secs(20), || daemon.try_wait().is_some());
-        assert!(stopped, "the daemon did not stop:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("log").join("fasp-proxy.log")).unwrap_or_default()
-    }
-
-    /// The log from byte `from` on (see `self.log().len()`).
-    fn log_since(&self, from: usize) -> String {
-        self.log().get(from..).unwrap_or_default().to_string()
     }
 
     /// The ascp command line up to the options, logging in to the proxy with `key`.
     fn ascp_args_with_key(&self, key: &Path) -> Vec<String> {
-        vec![
-            ASCP.into(),
-            "-P".into(),
-            "33001".into(),
-            "-i".into(),
-            key.display().to_string(),
-            "--known-hosts".into(),
-            self.path("proxy_known_hosts").display().to_string(),
-        ]
+        lab::daemon::ascp_login(key, &self.path("proxy_known_hosts"))
     }
 
     fn ascp_args(&self) -> Vec<String> {
@@ -300,30 +223,9 @@ impl ProxyLab {
 
     /// OpenSSH `ssh` to the proxy (port 33001) with server 0's client key.
     fn ssh_args(&self, destination: &str, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-p",
-            "33001",
-            "-i",
-            self.servers[0].client_key.to_str().unwrap(),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            &format!(
-                "UserKnownHostsFile={}",
-                self.path("proxy_known_hosts").display()
-            ),
-            "-o",
-            "ConnectTimeout=10",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args =
+            lab::daemon::ssh_login(&self.servers[0].client_key, &self.path("proxy_known_hosts"));
+        args.extend(["-o", "ConnectTimeout=10"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(destination.into());
         args
@@ -368,21 +270,8 @@ impl ProxyLab {
 
     /// How many times server `i`'s sshd accepted a login.
     fn logins(&self, i: usize) -> usize {
-        self.servers[i]
-            .process
-            .log()
-            .matches("Accepted publickey for ")
-            .count()
+        self.servers[i].logins()
     }
-}
-
-fn start_sshd(topo: &Topology, i: usize, extra: &str) -> Sshd {
-    Sshd::start_configured(
-        &topo.servers[i],
-        SocketAddr::new(lab::server_v4(i).into(), 22),
-        &[],
-        extra,
-    )
 }
 
 /// The UUID of the last session whose log line contains `needle`.
@@ -431,7 +320,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
         ),
         "",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
 
     let (src, dst, remote) = lab.upload_files("payload.bin", 20_000_000, 5, "server_in");
 
@@ -444,19 +333,19 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
         seen,
         "no kernel entry during the transfer:\n{}\n{}",
         lab.nft_sessions(),
-        lab.log()
+        lab.daemon.log()
     );
     let map = lab.nft_sessions();
     assert!(map.contains(": 198.51.100.2 . 33001"), "{map}");
     // The element carries the session's UUID, the one its log lines show.
-    let id = session_id(&lab.log(), "Setup UDP forwarding");
+    let id = session_id(&lab.daemon.log(), "Setup UDP forwarding");
     assert!(map.contains(&id), "no element for session {id}:\n{map}");
     let status = running.wait_exit(Duration::from_secs(60));
     assert!(
         status.success(),
         "the upload failed ({status}):\n{}\n{}",
         running.log(),
-        lab.log()
+        lab.daemon.log()
     );
     assert_eq!(
         std::fs::read(&src).unwrap(),
@@ -487,7 +376,7 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&back).unwrap());
 
     // The log lines operators know, each with the session id.
-    let log = lab.log();
+    let log = lab.daemon.log();
     for line in [
         "Received connection request from 192.0.2.2",
         "Established SSH connection with server 198.51.100.2:22",
@@ -498,8 +387,12 @@ fn upload_and_download_through_the_proxy_with_the_kernel_forwarding_the_data() {
     }
 
     // SIGTERM: the daemon ends cleanly and leaves nothing.
-    lab.stop();
-    assert!(lab.log().contains("LOG stopped\n"), "{}", lab.log());
+    lab.daemon.stop();
+    assert!(
+        lab.daemon.log().contains("LOG stopped\n"),
+        "{}",
+        lab.daemon.log()
+    );
     assert!(!lab.nft_sessions().contains("192.0.2.2"));
 }
 
@@ -569,7 +462,7 @@ fn address_prefix_name_and_default_rules_each_route_to_their_own_server() {
         key(2)
     );
     let conf = lab.configure(&rules, "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let src = lab.path("small.bin");
     std::fs::write(&src, content(100_000, 1)).unwrap();
 
@@ -585,7 +478,7 @@ fn address_prefix_name_and_default_rules_each_route_to_their_own_server() {
         let dst = lab.path(&format!("in{n}"));
         std::fs::create_dir(&dst).unwrap();
         let before: Vec<usize> = (0..3).map(|i| lab.logins(i)).collect();
-        let from = lab.log().len();
+        let from = lab.daemon.log().len();
         let remote = format!("root@{host}:{}", dst.display());
         let args = ["-q", "-l", "200m", src.to_str().unwrap(), remote.as_str()];
         let out = if named {
@@ -598,7 +491,7 @@ fn address_prefix_name_and_default_rules_each_route_to_their_own_server() {
             std::fs::read(&src).unwrap(),
             std::fs::read(dst.join("small.bin")).unwrap()
         );
-        let log = lab.log_since(from);
+        let log = lab.daemon.log_since(from);
         let expected = format!(
             "Established SSH connection with server {}:22",
             lab::server_v4(server)
@@ -640,11 +533,11 @@ fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
     // the passive ones real sessions make; active health checks are off (tests/health.rs).
     let no_checks = "<health_check_interval>0</health_check_interval>";
     let conf = lab.configure(&rule, no_checks);
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     for n in 0..5 {
         upload(&lab, &src, &remote, &lab.path(&format!("l1_{n}")));
     }
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert_eq!(
         log.matches(&format!("{dead} marked faulty")).count(),
         1,
@@ -658,18 +551,18 @@ fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
     );
     assert_eq!((lab.logins(0), lab.logins(2)), (2, 3), "{log}");
     assert!(!log.contains("no longer marked faulty"), "{log}");
-    lab.stop();
+    lab.daemon.stop();
 
     // Life 2, hold time 2 s: the mark clears and the server is used again once it is back.
     let conf = lab.configure(
         &rule,
         &format!("<faulty_host_hold_time>2</faulty_host_hold_time>{no_checks}"),
     );
-    let from = lab.log().len();
-    lab.start(&conf);
+    let from = lab.daemon.log().len();
+    lab.daemon.start(&conf);
     upload(&lab, &src, &remote, &lab.path("l2_0")); // a
     upload(&lab, &src, &remote, &lab.path("l2_1")); // b fails, marked → c
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert_eq!(
         log.matches(&format!("{dead} marked faulty")).count(),
         1,
@@ -678,7 +571,7 @@ fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
     lab.restart_sshd(1);
     std::thread::sleep(Duration::from_millis(2500)); // the hold time passes
     upload(&lab, &src, &remote, &lab.path("l2_2")); // c; the mark is cleared first
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert_eq!(
         log.matches(&format!("{dead} no longer marked faulty"))
             .count(),
@@ -687,7 +580,7 @@ fn a_dead_server_is_marked_once_skipped_and_tried_again_after_the_hold_time() {
     );
     upload(&lab, &src, &remote, &lab.path("l2_3")); // a
     upload(&lab, &src, &remote, &lab.path("l2_4")); // b again
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(
         log.contains(&format!(
             "Established SSH connection with server {}:22",
@@ -711,15 +604,15 @@ fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and
         "",
         "<forwarding_type>iptables</forwarding_type>",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let (src, dst, remote) = lab.upload_files("payload.bin", 10_000_000, 3, "server_in");
     // 10 MB at 20 Mbit/s: about 4 s.
     let mut running = lab.spawn_ascp(&["-q", "-l", "20m", src.to_str().unwrap(), remote.as_str()]);
     let seen = lab::wait_until(Duration::from_secs(15), || {
-        lab.log().contains("Setup UDP forwarding")
+        lab.daemon.log().contains("Setup UDP forwarding")
     });
-    assert!(seen, "no session:\n{}\n{}", running.log(), lab.log());
-    let id = session_id(&lab.log(), "Setup UDP forwarding");
+    assert!(seen, "no session:\n{}\n{}", running.log(), lab.daemon.log());
+    let id = session_id(&lab.daemon.log(), "Setup UDP forwarding");
     let nat = lab.iptables_nat();
     let dnat: Vec<&str> = nat
         .lines()
@@ -756,7 +649,7 @@ fn with_the_iptables_backend_the_entry_shows_in_iptables_during_the_transfer_and
 fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_left() {
     let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let (src, _dst, remote) = lab.upload_files("payload.bin", 20_000_000, 4, "server_in");
     // 20 MB at 10 Mbit/s: 16 s, cut short.
     let client = lab.spawn_ascp(&[
@@ -778,11 +671,11 @@ fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_l
         lab.nft_sessions(),
         lab.conntrack_from_port(40123),
         client.log(),
-        lab.log()
+        lab.daemon.log()
     );
 
     // kill -9: nothing is cleaned up by the daemon itself.
-    let mut daemon = lab.daemon.take().unwrap();
+    let mut daemon = lab.daemon.take();
     let pid = daemon.pid().to_string();
     lab.topo.proxy.exec(&["kill", "-KILL", &pid]);
     daemon.wait_exit(Duration::from_secs(10));
@@ -794,9 +687,9 @@ fn after_kill_9_mid_transfer_the_restarted_daemon_drops_what_the_previous_life_l
     );
 
     // The restart reconciles: the previous life's entry and its flow are gone.
-    let from = lab.log().len();
-    lab.start(&conf);
-    let log = lab.log_since(from);
+    let from = lab.daemon.log().len();
+    lab.daemon.start(&conf);
+    let log = lab.daemon.log_since(from);
     assert!(log.contains("left by a previous run"), "{log}");
     lab.assert_no_entry("after the restart");
     let flows = lab.conntrack_from_port(40123);
@@ -818,7 +711,7 @@ fn refusals_say_why_and_leave_no_kernel_entry() {
         lab.servers[0].client_key.display()
     );
     let conf = lab.configure(&rule, "<max_sessions>1</max_sessions>");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let src = lab.path("small.bin");
     std::fs::write(&src, content(10_000, 6)).unwrap();
     let dst = lab.path("in");
@@ -888,10 +781,11 @@ fn refusals_say_why_and_leave_no_kernel_entry() {
         forwarding.log()
     );
     assert!(
-        lab.log()
+        lab.daemon
+            .log()
             .contains(&format!("port forwarding to {target} refused")),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
     drop(forwarding);
     lab.assert_no_entry("port forwarding");
@@ -900,7 +794,11 @@ fn refusals_say_why_and_leave_no_kernel_entry() {
     let out = lab.ascp(&["-q", small, &to(&format!("root@{PROXY_ALT_A}"))]);
     refused(&out, "no rule matches this connection");
     lab.assert_no_entry("no rule");
-    assert!(lab.log().contains("no rule matches"), "{}", lab.log());
+    assert!(
+        lab.daemon.log().contains("no rule matches"),
+        "{}",
+        lab.daemon.log()
+    );
 
     // Over the session cap: one long transfer runs, a second is refused.
     let big = lab.path("big.bin");
@@ -928,7 +826,7 @@ fn refusals_say_why_and_leave_no_kernel_entry() {
         gone,
         "the entry outlived its disconnected client:\n{}\n{}",
         lab.nft_sessions(),
-        lab.log()
+        lab.daemon.log()
     );
 }
 
@@ -939,7 +837,7 @@ fn a_client_outside_the_allow_list_is_closed_before_ssh() {
         &default_rule(&lab),
         "<allowed_clients><cidr>203.0.113.0/24</cidr></allowed_clients>",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let src = lab.path("small.bin");
     std::fs::write(&src, content(10_000, 8)).unwrap();
     let remote = format!("root@{}:/tmp", lab::PROXY_CLIENT_V4);
@@ -952,7 +850,7 @@ fn a_client_outside_the_allow_list_is_closed_before_ssh() {
         "{}",
         describe(&out)
     );
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert_eq!(
         log.matches("Refused connection from 192.0.2.2").count(),
         2,
@@ -988,7 +886,7 @@ fn client_exec_stdin(lab: &ProxyLab, args: &[String], input: &[u8]) -> Output {
 fn openssh_ssh_logs_in_and_runs_the_transfer_command() {
     let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let mut args: Vec<String> = vec!["timeout".into(), "30".into()];
     args.extend(lab.ssh_args(&format!("root@{}", lab::PROXY_CLIENT_V4), &[]));
     args.push("ascp --server".into());
@@ -1022,7 +920,7 @@ fn openssh_ssh_logs_in_and_runs_the_transfer_command() {
     };
     let mut frame = Vec::new();
     Frame::SessionInit(init).encode(&mut frame).unwrap();
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let out = client_exec_stdin(&lab, &args, &frame);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     match Frame::decode(&out.stdout) {
@@ -1036,7 +934,7 @@ fn openssh_ssh_logs_in_and_runs_the_transfer_command() {
         ),
     }
     assert!(text(&out.stderr).contains("refused"), "{}", describe(&out));
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(
         log.contains("Received connection request from 192.0.2.2 (user root)")
             && log.contains("Established SSH connection with server 198.51.100.2:22"),
@@ -1143,7 +1041,7 @@ fn squash_and_individual_accounts_own_what_they_upload() {
         lab.path("etc").join("faspuser.keys"),
     )
     .unwrap();
-    lab.start(&conf);
+    lab.daemon.start(&conf);
 
     for (proxy_user, dial, owner, account, name) in [
         (
@@ -1164,7 +1062,7 @@ fn squash_and_individual_accounts_own_what_they_upload() {
             "upload as {proxy_user} via {dial}: {}\n--- sshd ---\n{}\n--- proxy ---\n{}",
             describe(&out),
             lab.servers[0].process.log(),
-            lab.log()
+            lab.daemon.log()
         );
         let arrived = drop_dir.join(name);
         assert_eq!(
@@ -1196,7 +1094,7 @@ fn squash_and_individual_accounts_own_what_they_upload() {
 fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly() {
     let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let (src, dst, remote) = lab.upload_files("payload.bin", 20_000_000, 6, "server_in");
     // 20 MB at 10 Mbit/s: 16 s; listed, then cut by the daemon's shutdown.
     let mut client = lab.spawn_ascp(&[
@@ -1211,11 +1109,11 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
     let flowing = lab::wait_until(Duration::from_secs(20), || {
         lab.nft_sessions().contains("192.0.2.2 . 40124")
     });
-    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.log());
+    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.daemon.log());
     std::thread::sleep(Duration::from_millis(500));
 
     let table = lab.topo.proxy.exec(&[FASP_PROXY, "sessions"]);
-    let id = session_id(&lab.log(), "Setup UDP forwarding");
+    let id = session_id(&lab.daemon.log(), "Setup UDP forwarding");
     let row = table
         .lines()
         .find(|l| l.starts_with(&id))
@@ -1240,20 +1138,20 @@ fn sessions_lists_the_live_session_and_sigterm_mid_transfer_removes_it_cleanly()
 
     // SIGTERM mid-transfer: the session is closed, its entry removed, the daemon exits 0, and
     // the client ends with an error instead of hanging.
-    let mut daemon = lab.daemon.take().unwrap();
+    let mut daemon = lab.daemon.take();
     let pid = daemon.pid().to_string();
     lab.topo.proxy.exec(&["kill", "-TERM", &pid]);
     let status = daemon.wait_exit(Duration::from_secs(20));
     assert!(
         status.success(),
         "the daemon exited with {status}:\n{}",
-        lab.log()
+        lab.daemon.log()
     );
     lab.assert_no_entry("after SIGTERM");
     assert!(
-        lab.log().contains("the proxy is shutting down"),
+        lab.daemon.log().contains("the proxy is shutting down"),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
     let client_status = client.wait_exit(Duration::from_secs(60));
     assert!(
@@ -1274,7 +1172,7 @@ fn an_idle_session_is_ended_and_its_entry_removed() {
         &default_rule(&lab),
         "<session_idle_timeout>2</session_idle_timeout>",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let dst = lab.path("idle_in");
     std::fs::create_dir(&dst).unwrap();
     // A valid upload request, then silence: no UDP, no frames, stdin kept open.
@@ -1314,12 +1212,21 @@ fn an_idle_session_is_ended_and_its_entry_removed() {
     let installed = lab::wait_until(Duration::from_secs(15), || {
         lab.nft_sessions().contains("192.0.2.2 . 40125")
     });
-    assert!(installed, "no entry:\n{}\n{}", client.log(), lab.log());
+    assert!(
+        installed,
+        "no entry:\n{}\n{}",
+        client.log(),
+        lab.daemon.log()
+    );
     // Idle for 2 s; the daemon checks every 5 s: ended well before the server's own 30 s limit.
     let ended = lab::wait_until(Duration::from_secs(15), || {
-        lab.log().contains("idle timeout")
+        lab.daemon.log().contains("idle timeout")
     });
-    assert!(ended, "the idle session was not ended:\n{}", lab.log());
+    assert!(
+        ended,
+        "the idle session was not ended:\n{}",
+        lab.daemon.log()
+    );
     lab.assert_no_entry("after the idle timeout");
 }
 
@@ -1353,7 +1260,7 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
     let mut hosts = std::fs::read_to_string(&known).unwrap();
     hosts.push_str(&format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V6));
     std::fs::write(&known, hosts).unwrap();
-    lab.start(&conf);
+    lab.daemon.start(&conf);
 
     let src = lab.path("v6.bin");
     std::fs::write(&src, content(12_000_000, 8)).unwrap();
@@ -1377,7 +1284,7 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
         "no ip6 entry during the transfer:\n{}\n{}\n{}",
         ip6_map(),
         client.log(),
-        lab.log()
+        lab.daemon.log()
     );
     assert!(ip6_map().contains(": 2001:db8:2::2 . "), "{}", ip6_map());
     let status = client.wait_exit(Duration::from_secs(60));
@@ -1385,7 +1292,7 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
         status.success(),
         "ascp over IPv6 failed:\n{}\n{}",
         client.log(),
-        lab.log()
+        lab.daemon.log()
     );
     assert_eq!(
         std::fs::read(&src).unwrap(),
@@ -1395,7 +1302,7 @@ fn ipv6_clients_and_servers_work_through_the_proxy() {
         !ip6_map().contains("2001:db8:1::2")
     });
     assert!(gone, "an IPv6 entry outlived its session:\n{}", ip6_map());
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert!(
         log.contains("Received connection request from 2001:db8:1::2"),
         "{log}"
@@ -1449,7 +1356,7 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
     );
     let wrapper = pam_dir_with_shipped_service(lab.dir.path());
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    lab.start_wrapped(&conf, &wrapper);
+    lab.daemon.start_wrapped(&conf, &wrapper);
 
     let src = lab.path("secret.bin");
     std::fs::write(&src, content(300_000, 11)).unwrap();
@@ -1495,9 +1402,11 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
         std::fs::read(dst.join("secret.bin")).unwrap()
     );
     assert!(
-        lab.log().contains("accepted password for faspsecret"),
+        lab.daemon
+            .log()
+            .contains("accepted password for faspsecret"),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
 
     // A wrong password: refused, said so, nothing installed.
@@ -1507,10 +1416,11 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
     );
     assert!(err.contains("ASPERA_SCP_PASS"), "{err}");
     assert!(
-        lab.log()
+        lab.daemon
+            .log()
             .contains("refused password for faspsecret: authentication: Authentication failure"),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
     lab.assert_no_entry("wrong password");
 
@@ -1572,13 +1482,13 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
 
     // Without squash_user the backend leg logs in as faspsecret itself, whose shell is
     // nologin: its text arrives where the protocol should, and the client is told so.
-    lab.stop();
+    lab.daemon.stop();
     let individual = rule.replace("<squash_user>root</squash_user>", "");
     let conf = lab.configure(
         &individual,
         "<password_authentication>true</password_authentication>",
     );
-    lab.start_wrapped(&conf, &wrapper);
+    lab.daemon.start_wrapped(&conf, &wrapper);
     let err = refused(
         &ascp_with_password(&lab, &account.password),
         "This account is currently not available.",
@@ -1587,9 +1497,9 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
     lab.assert_no_entry("backend account without the transfer command");
 
     // Off (the default): the same right password is refused; only publickey is offered.
-    lab.stop();
+    lab.daemon.stop();
     let conf = lab.configure(&rule, "");
-    lab.start_wrapped(&conf, &wrapper);
+    lab.daemon.start_wrapped(&conf, &wrapper);
     refused(
         &ascp_with_password(&lab, &account.password),
         "authentication failed",
@@ -1607,7 +1517,7 @@ fn password_logins_go_through_pam_when_enabled_and_are_refused_otherwise() {
 fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() {
     let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     // A transfer is running when the second one starts.
     let (big, dst, remote) = lab.upload_files("big.bin", 8_000_000, 2, "in");
     let mut running = lab.spawn_ascp(&["-q", "-l", "20m", big.to_str().unwrap(), &remote]);
@@ -1652,19 +1562,19 @@ fn a_second_daemon_in_the_same_namespace_refuses_to_start_and_changes_nothing() 
     // The first one's session is untouched and completes.
     assert_eq!(ruleset(&lab), before);
     let status = running.wait_exit(Duration::from_secs(60));
-    assert!(status.success(), "{}\n{}", running.log(), lab.log());
+    assert!(status.success(), "{}\n{}", running.log(), lab.daemon.log());
     assert_eq!(
         std::fs::read(&big).unwrap(),
         std::fs::read(dst.join("big.bin")).unwrap()
     );
-    lab.stop();
+    lab.daemon.stop();
 }
 
 #[test]
 fn shutdown_ends_a_session_still_waiting_for_its_request() {
     let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     // OpenSSH runs the transfer command but sends nothing on stdin (kept open by `sleep`):
     // the session waits for its SessionInit.
     let ssh = lab
@@ -1680,13 +1590,18 @@ fn shutdown_ends_a_session_still_waiting_for_its_request() {
     let listed = lab::wait_until(Duration::from_secs(20), || {
         text(&lab.topo.proxy.try_exec(&[FASP_PROXY, "sessions"]).stdout).contains("1 live session")
     });
-    assert!(listed, "the waiting session is not listed:\n{}", lab.log());
-    lab.stop();
     assert!(
-        lab.log()
+        listed,
+        "the waiting session is not listed:\n{}",
+        lab.daemon.log()
+    );
+    lab.daemon.stop();
+    assert!(
+        lab.daemon
+            .log()
             .contains("Connection closed: the proxy is shutting down"),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
     drop(waiting);
 }
@@ -1816,7 +1731,7 @@ fn ibm_client_through_the_proxy(forwarding: &str) {
         &rsa,
         &format!("<forwarding_type>{forwarding}</forwarding_type>"),
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let src = lab.path("ibm.bin");
     std::fs::write(&src, content(100_000, 9)).unwrap();
     let dst = format!("root@{}:/tmp/", lab::PROXY_CLIENT_V4);
@@ -1848,7 +1763,7 @@ fn ibm_client_through_the_proxy(forwarding: &str) {
     .unwrap();
 
     // Through the proxy, observed while the server side holds the session.
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let args = ibm_ascp_args(&rsa, "33001", &src, &dst);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let client = lab.topo.client.spawn(&refs);
@@ -1861,7 +1776,7 @@ fn ibm_client_through_the_proxy(forwarding: &str) {
         "no entry while the IBM session lived:\n{}\n{}\n{}",
         lab.topo.nft_sessions_any_port(),
         lab.iptables_nat(),
-        lab.log_since(from)
+        lab.daemon.log_since(from)
     );
     if forwarding == "nftables" {
         let map = lab.topo.nft_sessions_any_port();
@@ -1876,7 +1791,7 @@ fn ibm_client_through_the_proxy(forwarding: &str) {
     assert!(
         out.contains("Server has only a client license"),
         "the IBM server's own words must reach the client:\n{out}\n{}",
-        lab.log_since(from)
+        lab.daemon.log_since(from)
     );
     assert_eq!(
         status.code(),
@@ -1884,7 +1799,7 @@ fn ibm_client_through_the_proxy(forwarding: &str) {
         "same exit status as direct:\n{out}"
     );
     assert_ne!(status.code(), Some(0));
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(log.contains("(any source port)"), "{log}");
     assert!(log.contains("Connection closed"), "{log}");
     let commands = std::fs::read_to_string(work.path().join("commands")).unwrap();
@@ -1899,7 +1814,7 @@ fn ibm_client_through_the_proxy(forwarding: &str) {
         lab.topo.nft_sessions_any_port(),
         lab.iptables_nat()
     );
-    lab.stop();
+    lab.daemon.stop();
 }
 
 #[test]
@@ -1919,10 +1834,10 @@ fn with_legacy_ssh_off_ibm_ascp_is_refused_at_the_handshake_and_the_log_says_why
     let mut lab = ProxyLab::with_force_command(1, script.to_str().unwrap());
     let rsa = rsa_client_key(work.path());
     let conf = lab.configure(&default_rule(&lab), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let src = lab.path("ibm.bin");
     std::fs::write(&src, b"x").unwrap();
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let out = ibm_ascp(
         &lab,
         &rsa,
@@ -1932,9 +1847,9 @@ fn with_legacy_ssh_off_ibm_ascp_is_refused_at_the_handshake_and_the_log_says_why
     );
     assert!(!out.status.success(), "{}", describe(&out));
     let logged = lab::wait_until(Duration::from_secs(5), || {
-        lab.log_since(from).contains("SSH handshake failed")
+        lab.daemon.log_since(from).contains("SSH handshake failed")
     });
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(logged && log.contains("ssh_rsa_legacy"), "{log}");
     assert!(
         !work.path().join("commands").exists(),
@@ -1975,7 +1890,7 @@ fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_
         ),
         "",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     // Two sessions from one client address, held open by their stdin.
     let ssh_line = |secs: u32| {
         let args = lab.ssh_args(&format!("root@{}", lab::PROXY_CLIENT_V4), &[]);
@@ -1988,16 +1903,17 @@ fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_
             .nft_sessions_any_port()
             .contains("192.0.2.2")),
         "no entry:\n{}\n{}",
-        lab.log(),
+        lab.daemon.log(),
         first.log()
     );
     let second = lab.topo.client.spawn(&["sh", "-c", &ssh_line(4)]);
     assert!(
         lab::wait_until(Duration::from_secs(15), || lab
+            .daemon
             .log()
             .contains("Joining the live UDP forwarding")),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
     let ran_anywhere = || {
         (0..2)
@@ -2025,7 +1941,7 @@ fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect::<Vec<_>>(),
-        lab.log()
+        lab.daemon.log()
     );
     let on = if ran[0] == lab::server_v4(0).to_string() {
         0
@@ -2072,7 +1988,7 @@ fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_
             .contains("192.0.2.2")),
         "{}\n{}",
         lab.topo.nft_sessions_any_port(),
-        lab.log()
+        lab.daemon.log()
     );
     let flows = lab.conntrack_from_port(40001);
     assert!(
@@ -2099,9 +2015,9 @@ fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_
             .nft_sessions_any_port()
             .contains("192.0.2.2")),
         "{}",
-        lab.log()
+        lab.daemon.log()
     );
-    let mut daemon = lab.daemon.take().unwrap();
+    let mut daemon = lab.daemon.take();
     let pid = daemon.pid().to_string();
     lab.topo.proxy.exec(&["kill", "-KILL", &pid]);
     daemon.wait_exit(Duration::from_secs(10));
@@ -2109,13 +2025,13 @@ fn opaque_sessions_forward_any_source_port_to_one_server_and_stop_when_the_last_
         lab.topo.nft_sessions_any_port().contains("192.0.2.2"),
         "outlives a killed daemon"
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     assert!(
         !lab.topo.nft_sessions_any_port().contains("192.0.2.2"),
         "after the restart:\n{}",
         lab.topo.nft_sessions_any_port()
     );
-    lab.stop();
+    lab.daemon.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2174,37 +2090,18 @@ fn closed_after(
     since: std::time::Instant,
     limit: Duration,
 ) -> Vec<Option<Duration>> {
-    use std::io::Read;
     conns
         .into_iter()
         .map(|mut s| {
             s.set_nonblocking(false).unwrap();
-            let mut buf = [0u8; 4096];
-            loop {
-                let left = limit.saturating_sub(since.elapsed());
-                if left.is_zero() {
-                    return None;
-                }
-                s.set_read_timeout(Some(left.min(Duration::from_millis(500))))
-                    .unwrap();
-                match s.read(&mut buf) {
-                    Ok(0) => return Some(since.elapsed()),
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => return Some(since.elapsed()),
-                }
-            }
+            lab::tcp_closed_by(&mut s, since + limit).then(|| since.elapsed())
         })
         .collect()
 }
 
 /// The daemon's resident memory in KiB.
 fn daemon_rss_kib(lab: &ProxyLab) -> u64 {
-    let pid = lab.daemon.as_ref().unwrap().pid();
+    let pid = lab.daemon.process().pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -2221,7 +2118,7 @@ fn one_address_holding_idle_and_stalled_connections_locks_no_one_else_out() {
         "<banner_timeout>3</banner_timeout><kex_timeout>6</kex_timeout>",
         "<per_source><max_startups>32</max_startups></per_source>",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     lab.topo
         .client
         .add_addr(lab::CLIENT_IF, &format!("{ATTACKER_V4}/24"));
@@ -2281,7 +2178,7 @@ fn one_address_holding_idle_and_stalled_connections_locks_no_one_else_out() {
     );
     assert!(idle_max < Duration::from_secs(3 + 5), "{idle_max:?}");
     assert!(stalled_max < Duration::from_secs(6 + 5), "{stalled_max:?}");
-    let log = lab.log();
+    let log = lab.daemon.log();
     assert!(
         log.contains(&format!("source {ATTACKER_V4} penalised")),
         "{log}"
@@ -2291,7 +2188,7 @@ fn one_address_holding_idle_and_stalled_connections_locks_no_one_else_out() {
         .matches(&format!("Refused connection from {ATTACKER_V4}"))
         .count();
     assert!(refusals < 20, "{refusals} refusal lines:\n{log}");
-    lab.stop();
+    lab.daemon.stop();
 }
 
 #[test]
@@ -2303,7 +2200,7 @@ fn fifty_wrong_keys_from_one_address_get_it_refused_for_its_penalty_only() {
         "<per_source><penalty_auth_failure>2</penalty_auth_failure><penalty_max>2</penalty_max>\
          </per_source>",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     lab.topo
         .client
         .add_addr(lab::CLIENT_IF, &format!("{ATTACKER_V4}/24"));
@@ -2340,7 +2237,7 @@ fn fifty_wrong_keys_from_one_address_get_it_refused_for_its_penalty_only() {
         &format!("root@{}", lab::PROXY_CLIENT_V4),
         &lab.path("in"),
     );
-    let log = lab.log();
+    let log = lab.daemon.log();
     let penalties = log
         .matches(&format!("source {ATTACKER_V4} penalised"))
         .count();
@@ -2363,15 +2260,15 @@ fn fifty_wrong_keys_from_one_address_get_it_refused_for_its_penalty_only() {
     );
     // After its penalty, the attacker's address logs in with the right key.
     std::thread::sleep(Duration::from_millis(2500));
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let out = from_attacker(&lab.servers[0].client_key);
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(
         log.contains("accepted publickey for root"),
         "{}\n{log}",
         describe(&out)
     );
-    lab.stop();
+    lab.daemon.stop();
 }
 
 /// Binds `2001:db8:1:1::/64` to the client's loopback (any address of it can be a source) and
@@ -2430,7 +2327,7 @@ fn a_hundred_sources_times_ten_connections_meet_random_early_drop_as_configured(
          <kex_timeout>60</kex_timeout><login_grace_time>60</login_grace_time>",
         "<penalty_no_auth>0</penalty_no_auth><penalty_max_startups>0</penalty_max_startups>",
     );
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     add_many_client_addresses(&lab);
     let proxy = SocketAddr::new(lab::PROXY_CLIENT_V6.into(), 33001);
     let flood: Vec<(std::net::TcpStream, bool)> = lab.topo.client.run_in(|| {
@@ -2475,14 +2372,14 @@ fn a_hundred_sources_times_ten_connections_meet_random_early_drop_as_configured(
         "{succeeded}% of the legitimate connections admitted, {predicted:.0}% expected"
     );
     drop((flood, probes));
-    lab.stop();
+    lab.daemon.stop();
 }
 
 #[test]
 fn thousands_of_offending_sources_keep_the_daemon_s_memory_bounded() {
     let mut lab = ProxyLab::new(1);
     let conf = flood_config(&lab, "", "<max_tracked_sources>1000</max_tracked_sources>");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     add_many_client_addresses(&lab);
     let proxy = SocketAddr::new(lab::PROXY_CLIENT_V6.into(), 33001);
     let before = daemon_rss_kib(&lab);
@@ -2494,7 +2391,7 @@ fn thousands_of_offending_sources_keep_the_daemon_s_memory_bounded() {
         }
     });
     assert!(lab::wait_until(Duration::from_secs(20), || {
-        lab.log().matches("penalised for").count() >= sources
+        lab.daemon.log().matches("penalised for").count() >= sources
     }));
     let after = daemon_rss_kib(&lab);
     eprintln!(
@@ -2514,7 +2411,7 @@ fn thousands_of_offending_sources_keep_the_daemon_s_memory_bounded() {
         &format!("root@{}", lab::PROXY_CLIENT_V4),
         &lab.path("in"),
     );
-    lab.stop();
+    lab.daemon.stop();
 }
 
 /// `fasp-proxy reload` with the exit status and the output it printed.
@@ -2536,7 +2433,7 @@ fn reload_keeps_a_running_transfer_and_its_entry_and_new_sessions_follow_the_new
         )
     };
     let conf = lab.configure(&rule_to(0), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let (src, dst, remote) = lab.upload_files("payload.bin", 12_000_000, 9, "server_in");
     // 12 MB at 10 Mbit/s: about 10 s, running while the rule changes under it.
     let mut client = lab.spawn_ascp(&[
@@ -2551,20 +2448,22 @@ fn reload_keeps_a_running_transfer_and_its_entry_and_new_sessions_follow_the_new
     let flowing = lab::wait_until(Duration::from_secs(20), || {
         lab.nft_sessions().contains("192.0.2.2 . 40125")
     });
-    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.log());
+    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.daemon.log());
 
     // The default rule now goes to server 1.
     let conf = lab.configure(&rule_to(1), "<max_sessions>50</max_sessions>");
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let out = reload(&lab, &conf);
     assert!(out.status.success(), "{}", lab::describe(&out));
     let said = text(&out.stdout);
     assert!(said.contains("rule 1 (default rule) changed"), "{said}");
     assert!(said.contains("<max_sessions> 1000 → 50"), "{said}");
     assert!(
-        lab.log_since(from).contains("configuration reloaded from"),
+        lab.daemon
+            .log_since(from)
+            .contains("configuration reloaded from"),
         "{}",
-        lab.log_since(from)
+        lab.daemon.log_since(from)
     );
     // The running transfer keeps its entry until it ends, and completes.
     let mut checks = 0;
@@ -2576,7 +2475,7 @@ fn reload_keeps_a_running_transfer_and_its_entry_and_new_sessions_follow_the_new
         assert!(
             map.contains("192.0.2.2 . 40125"),
             "the running session's entry vanished after the reload:\n{map}\n{}",
-            lab.log()
+            lab.daemon.log()
         );
         checks += 1;
         std::thread::sleep(Duration::from_millis(200));
@@ -2598,7 +2497,12 @@ fn reload_keeps_a_running_transfer_and_its_entry_and_new_sessions_follow_the_new
     std::fs::write(&small, content(50_000, 3)).unwrap();
     let to = format!("root@{}", lab::PROXY_CLIENT_V4);
     upload(&lab, &small, &to, &lab.path("after_reload"));
-    assert_eq!((lab.logins(0), lab.logins(1)), (1, 1), "{}", lab.log());
+    assert_eq!(
+        (lab.logins(0), lab.logins(1)),
+        (1, 1),
+        "{}",
+        lab.daemon.log()
+    );
 
     // A broken file changes nothing: the reload fails with every error, the daemon goes on
     // with the rule it had.
@@ -2611,32 +2515,42 @@ fn reload_keeps_a_running_transfer_and_its_entry_and_new_sessions_follow_the_new
         ),
     )
     .unwrap();
-    let from = lab.log().len();
+    let from = lab.daemon.log().len();
     let out = reload(&lab, &conf);
     assert!(!out.status.success(), "{}", lab::describe(&out));
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(said.contains("max_sessions"), "{said}");
     assert!(said.contains("bogus"), "{said}");
-    let log = lab.log_since(from);
+    let log = lab.daemon.log_since(from);
     assert!(
         log.contains("still running on the previous configuration"),
         "{log}"
     );
     upload(&lab, &small, &to, &lab.path("after_broken"));
-    assert_eq!((lab.logins(0), lab.logins(1)), (1, 2), "{}", lab.log());
+    assert_eq!(
+        (lab.logins(0), lab.logins(1)),
+        (1, 2),
+        "{}",
+        lab.daemon.log()
+    );
 
     // SIGHUP does the same as `fasp-proxy reload`: back to server 0.
     lab.configure(&rule_to(0), "");
-    let from = lab.log().len();
-    let pid = lab.daemon.as_ref().unwrap().pid().to_string();
+    let from = lab.daemon.log().len();
+    let pid = lab.daemon.process().pid().to_string();
     lab.topo.proxy.exec(&["kill", "-HUP", &pid]);
     let reloaded = lab::wait_until(Duration::from_secs(10), || {
-        lab.log_since(from).contains("(asked by SIGHUP)")
+        lab.daemon.log_since(from).contains("(asked by SIGHUP)")
     });
-    assert!(reloaded, "{}", lab.log_since(from));
+    assert!(reloaded, "{}", lab.daemon.log_since(from));
     upload(&lab, &small, &to, &lab.path("after_hup"));
-    assert_eq!((lab.logins(0), lab.logins(1)), (2, 2), "{}", lab.log());
-    lab.stop();
+    assert_eq!(
+        (lab.logins(0), lab.logins(1)),
+        (2, 2),
+        "{}",
+        lab.daemon.log()
+    );
+    lab.daemon.stop();
     lab.assert_no_entry("after the stop");
 }
 
@@ -2644,7 +2558,7 @@ fn reload_keeps_a_running_transfer_and_its_entry_and_new_sessions_follow_the_new
 fn reload_moves_the_ssh_front_end_to_a_new_port() {
     let mut lab = ProxyLab::new(1);
     let conf = lab.configure(&default_rule(&lab), "");
-    lab.start(&conf);
+    lab.daemon.start(&conf);
     let conf = lab.configure(&default_rule(&lab), "<ssh_port>33002</ssh_port>");
     let out = reload(&lab, &conf);
     assert!(out.status.success(), "{}", lab::describe(&out));
@@ -2676,5 +2590,5 @@ fn reload_moves_the_ssh_front_end_to_a_new_port() {
     drop(busy);
     let listening = lab.topo.proxy.exec(&["ss", "-Htln"]);
     assert!(listening.contains(":33002"), "{listening}");
-    lab.stop();
+    lab.daemon.stop();
 }

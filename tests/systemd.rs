@@ -26,10 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use lab::container::{status_field, Container, UNIT};
-use lab::{ssh_keygen, text, Sshd, Topology};
+use lab::container::{status_field, Backend, Container, ProxyClient, UNIT};
+use lab::{text, NsProcess, Topology};
 
-const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const FASP_PROXY: &str = env!("CARGO_BIN_EXE_fasp-proxy");
 const UNIT_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/fasp-proxy.service");
 /// Where the container sees the source tree and the built binaries (read-only).
@@ -62,16 +61,35 @@ fn has_client_entry(topo: &Topology) -> bool {
         .contains(&format!("{} . ", lab::CLIENT_V4))
 }
 
+/// Waits (20 s at most) for the sessions map to hold an element for the lab's client; panics
+/// with the map and the unit's state if it does not.
+#[track_caller]
+fn assert_client_entry_appears(topo: &Topology, container: &Container) {
+    assert!(
+        lab::wait_until(Duration::from_secs(20), || has_client_entry(topo)),
+        "no kernel entry:\n{}\n{}",
+        topo.nft_sessions(),
+        container.describe()
+    );
+}
+
+/// Waits (60 s at most) for `transfer` to end; panics with its output and the unit's state
+/// unless it succeeded.
+#[track_caller]
+fn assert_transfer_succeeds(transfer: &mut NsProcess, container: &Container) {
+    let status = transfer.wait_exit(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "the transfer failed:\n{}\n{}",
+        transfer.log(),
+        container.describe()
+    );
+}
+
 #[test]
 fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     let topo = Topology::new(1);
     let server = lab::server_v4(0);
-    let sshd = Sshd::start_configured(
-        &topo.servers[0],
-        std::net::SocketAddr::new(server.into(), 22),
-        &[],
-        &format!("ForceCommand {ASCP} --server\n"),
-    );
     let dir = tempfile::tempdir().unwrap();
 
     // /etc/fasp-proxy as create-config makes it, then a configuration that logs to syslog
@@ -82,11 +100,8 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         .output()
         .unwrap();
     assert!(out.status.success(), "create-config: {}", text(&out.stderr));
-    let client_key = dir.path().join("client_key");
-    ssh_keygen(&client_key);
-    std::fs::copy(client_key.with_extension("pub"), etc.join("root.keys")).unwrap();
-    std::fs::copy(&sshd.client_key, etc.join("backend_key")).unwrap();
-    lab::seed_known_hosts(&etc.join("known_hosts"), &[&sshd]);
+    let backend = Backend::start(&topo, dir.path(), &etc);
+    lab::seed_known_hosts(&etc.join("known_hosts"), &[&backend.sshd]);
     let write_config = |server_extra: &str| {
         std::fs::write(
             etc.join("aspera.conf"),
@@ -103,12 +118,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     };
     write_config("");
     let host_pub = std::fs::read_to_string(etc.join("ssh_host_ed25519_key.pub")).unwrap();
-    let known_hosts = dir.path().join("proxy_known_hosts");
-    std::fs::write(
-        &known_hosts,
-        format!("[{}]:33001 {host_pub}", lab::PROXY_CLIENT_V4),
-    )
-    .unwrap();
+    let client = ProxyClient::new(&topo.client, dir.path(), &backend.client_key, &host_pub);
 
     // Created before the container boots: its root is an overlay whose /etc may already be
     // copied up (systemd-sysusers), hiding later changes of the machine's /etc/shadow.
@@ -150,25 +160,9 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         std::fs::read_to_string(UNIT_FILE).unwrap(),
         "install.sh installed another unit than systemd/fasp-proxy.service"
     );
-    let started = container.systemctl(&["enable", "--now", UNIT]);
-    assert!(
-        started.status.success(),
-        "systemctl enable --now failed: {}\n{}",
-        text(&started.stderr),
-        container.describe()
-    );
-    assert_eq!(
-        container.unit_property("UnitFileState"),
-        "enabled",
-        "{}",
-        container.describe()
-    );
-    assert_eq!(
-        container.unit_property("ActiveState"),
-        "active",
-        "{}",
-        container.describe()
-    );
+    container.systemctl_ok(&["enable", "--now", UNIT]);
+    container.assert_unit("UnitFileState", "enabled", "");
+    container.assert_unit("ActiveState", "active", "");
     let pid = container.unit_property("MainPID");
     assert_ne!(pid, "0", "{}", container.describe());
     assert!(
@@ -208,49 +202,20 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     let payload = dir.path().join("payload.bin");
     let data: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&payload, &data).unwrap();
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir(&inbox).unwrap();
-    let ascp = |rate: &str| {
-        topo.client.spawn(&[
-            ASCP,
-            "-P",
-            "33001",
-            "-i",
-            client_key.to_str().unwrap(),
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-            "--overwrite",
-            "always",
-            "-q",
-            "-l",
-            rate,
-            payload.to_str().unwrap(),
-            &format!("root@{}:{}", lab::PROXY_CLIENT_V4, inbox.display()),
-        ])
-    };
-    let entry_seen =
-        |topo: &Topology| lab::wait_until(Duration::from_secs(20), || has_client_entry(topo));
+    let ascp = |rate: &str| client.spawn(&["--overwrite", "always", "-l", rate], &payload);
     let mut transfer = ascp("40m");
-    assert!(
-        entry_seen(&topo),
-        "no kernel entry:\n{}\n{}",
-        topo.nft_sessions(),
-        container.describe()
-    );
+    assert_client_entry_appears(&topo, &container);
     // `fasp-proxy sessions` from the host reaches the unit's daemon (its control socket).
     let sessions = text(&topo.proxy.try_exec(&[FASP_PROXY, "sessions"]).stdout);
     assert!(
         sessions.contains("1 live session"),
         "fasp-proxy sessions:\n{sessions}"
     );
-    let status = transfer.wait_exit(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "the transfer failed:\n{}\n{}",
-        transfer.log(),
-        container.describe()
+    assert_transfer_succeeds(&mut transfer, &container);
+    assert_eq!(
+        std::fs::read(client.inbox.join("payload.bin")).unwrap(),
+        data
     );
-    assert_eq!(std::fs::read(inbox.join("payload.bin")).unwrap(), data);
 
     // The journal has the session's lines as a field: `journalctl SESSION_ID=…` shows that one
     // transfer and nothing else.
@@ -298,13 +263,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     // `systemctl reload` (ExecReload= runs `fasp-proxy reload`): a valid change is applied and
     // said in one line; a broken file fails the reload and leaves the daemon as it was.
     write_config("<admin_group>root</admin_group>");
-    let reload = container.systemctl(&["reload", UNIT]);
-    assert!(
-        reload.status.success(),
-        "systemctl reload: {}\n{}",
-        text(&reload.stderr),
-        container.describe()
-    );
+    container.systemctl_ok(&["reload", UNIT]);
     assert!(
         container
             .journal()
@@ -323,12 +282,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         "a broken file reloaded:\n{}",
         container.describe()
     );
-    assert_eq!(
-        container.unit_property("ActiveState"),
-        "active",
-        "{}",
-        container.describe()
-    );
+    container.assert_unit("ActiveState", "active", "after a failed reload");
     assert_eq!(
         container.unit_property("MainPID"),
         pid,
@@ -342,35 +296,13 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         container.describe()
     );
     write_config("");
-    let reload = container.systemctl(&["reload", UNIT]);
-    assert!(reload.status.success(), "{}", container.describe());
+    container.systemctl_ok(&["reload", UNIT]);
 
     // A password login (account made above), checked by PAM with the shipped
     // etc/pam.d/fasp-proxy, under the hardening.
     let small = dir.path().join("small.bin");
     std::fs::write(&small, b"checked by PAM").unwrap();
-    let empty_home = dir.path().join("empty_home");
-    std::fs::create_dir(&empty_home).unwrap();
-    let out = topo.client.try_exec(&[
-        "env",
-        &format!("HOME={}", empty_home.display()),
-        &format!("ASPERA_SCP_PASS={}", account.password),
-        "timeout",
-        "60",
-        ASCP,
-        "-P",
-        "33001",
-        "--known-hosts",
-        known_hosts.to_str().unwrap(),
-        "-q",
-        small.to_str().unwrap(),
-        &format!(
-            "{}@{}:{}",
-            account.name,
-            lab::PROXY_CLIENT_V4,
-            inbox.display()
-        ),
-    ]);
+    let out = client.send_with_password(account.name, &account.password, &small);
     assert!(
         out.status.success(),
         "password login under systemd: {}\n{}",
@@ -378,7 +310,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         container.describe()
     );
     assert_eq!(
-        std::fs::read(inbox.join("small.bin")).unwrap(),
+        std::fs::read(client.inbox.join("small.bin")).unwrap(),
         b"checked by PAM"
     );
     drop(account);
@@ -391,17 +323,8 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     // Restart=on-failure: SIGKILL mid-transfer; systemd starts it again, and the new daemon's
     // reconcile drops the entry the dead one left.
     let mut doomed = ascp("8m");
-    assert!(
-        entry_seen(&topo),
-        "no kernel entry:\n{}",
-        container.describe()
-    );
-    let killed = container.systemctl(&["kill", "--signal=SIGKILL", UNIT]);
-    assert!(
-        killed.status.success(),
-        "systemctl kill: {}",
-        text(&killed.stderr)
-    );
+    assert_client_entry_appears(&topo, &container);
+    container.systemctl_ok(&["kill", "--signal=SIGKILL", UNIT]);
     let restarted = lab::wait_until(Duration::from_secs(30), || {
         container.unit_property("NRestarts") == "1"
             && container.unit_property("ActiveState") == "active"
@@ -423,29 +346,10 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
     // systemctl stop (SIGTERM) mid-transfer: the session is closed, its entry removed, and the
     // unit ends cleanly (not "failed").
     let mut stopped_mid = ascp("8m");
-    assert!(
-        entry_seen(&topo),
-        "no kernel entry:\n{}",
-        container.describe()
-    );
-    let stop = container.systemctl(&["stop", UNIT]);
-    assert!(
-        stop.status.success(),
-        "systemctl stop: {}",
-        text(&stop.stderr)
-    );
-    assert_eq!(
-        container.unit_property("ActiveState"),
-        "inactive",
-        "{}",
-        container.describe()
-    );
-    assert_eq!(
-        container.unit_property("Result"),
-        "success",
-        "{}",
-        container.describe()
-    );
+    assert_client_entry_appears(&topo, &container);
+    container.systemctl_ok(&["stop", UNIT]);
+    container.assert_unit("ActiveState", "inactive", "");
+    container.assert_unit("Result", "success", "");
     assert!(
         !has_client_entry(&topo),
         "entries left after systemctl stop:\n{}",
@@ -463,12 +367,7 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
 
     // The iptables backend under the same hardening (iptables-restore as a child process).
     write_config("<forwarding_type>iptables</forwarding_type>");
-    let started = container.systemctl(&["start", UNIT]);
-    assert!(
-        started.status.success(),
-        "systemctl start (iptables): {}",
-        container.describe()
-    );
+    container.systemctl_ok(&["start", UNIT]);
     let iptables_nat = || topo.iptables_nat();
     let client = lab::CLIENT_V4.to_string();
     let mut transfer = ascp("40m");
@@ -479,30 +378,14 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         iptables_nat(),
         container.describe()
     );
-    let status = transfer.wait_exit(Duration::from_secs(60));
-    assert!(
-        status.success(),
-        "the transfer failed:\n{}\n{}",
-        transfer.log(),
-        container.describe()
-    );
-    let stop = container.systemctl(&["stop", UNIT]);
-    assert!(
-        stop.status.success(),
-        "systemctl stop: {}",
-        text(&stop.stderr)
-    );
-    assert_eq!(
-        container.unit_property("Result"),
-        "success",
-        "{}",
-        container.describe()
-    );
+    assert_transfer_succeeds(&mut transfer, &container);
+    container.systemctl_ok(&["stop", UNIT]);
+    container.assert_unit("Result", "success", "iptables backend");
     assert!(
         !iptables_nat().contains(&client),
         "a rule was left:\n{}",
         iptables_nat()
     );
     drop(container);
-    drop(sshd);
+    drop(backend);
 }

@@ -261,6 +261,16 @@ pub struct HealthCheck {
     pub successes: u32,
 }
 
+impl ReverseProxy {
+    /// Every distinct internal server of every rule (`<host>`, `<hosts>`), in address order.
+    pub fn servers(&self) -> std::collections::BTreeSet<SocketAddr> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.hosts.iter().copied())
+            .collect()
+    }
+}
+
 /// `name[:port]` of a `host_domain` attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostDomain {

@@ -12,7 +12,7 @@
 //! read again each round, so a reload takes effect at the next one; servers gone from it are
 //! forgotten.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,7 +80,7 @@ where
         let wait = match active(&config) {
             None => {
                 if on {
-                    balancer(&shared).retain_checked(&HashSet::new());
+                    balancer(&shared).retain_checked(&BTreeSet::new());
                     info!("health checks of the internal servers are off; their marks are cleared");
                     on = false;
                 }
@@ -88,8 +88,8 @@ where
             }
             Some(settings) => {
                 on = true;
-                let hosts = servers(&config);
-                balancer(&shared).retain_checked(&hosts.iter().copied().collect());
+                let hosts = config.server.rproxy.servers();
+                balancer(&shared).retain_checked(&hosts);
                 let accept_unknown = config.server.rproxy.accept_new_host_keys;
                 drop(config);
                 let checks = round(&shared, hosts, settings, accept_unknown, &probe);
@@ -115,17 +115,6 @@ fn active(config: &Config) -> Option<HealthCheck> {
     let rproxy = &config.server.rproxy;
     let settings = rproxy.health_check;
     (rproxy.enabled && settings.interval.is_some()).then_some(settings)
-}
-
-/// Every distinct internal server of every rule, in address order.
-pub fn servers(config: &Config) -> BTreeSet<SocketAddr> {
-    config
-        .server
-        .rproxy
-        .rules
-        .iter()
-        .flat_map(|r| r.hosts.iter().copied())
-        .collect()
 }
 
 /// One round: every server checked, [`MAX_CONCURRENT`] at a time, each result noted in the
@@ -179,7 +168,7 @@ fn balancer(shared: &Shared) -> std::sync::MutexGuard<'_, crate::policy::Balance
 mod tests {
     use super::*;
     use crate::dataplane::memory::MemoryForwarder;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::sync::Mutex;
 
     /// Two rules sharing one server: three distinct servers in all.

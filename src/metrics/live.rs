@@ -4,7 +4,6 @@
 //! internal server's health (the balancer). Read once per scrape into a [`Live`], which the
 //! scrape encodes as a `prometheus-client` [`Collector`].
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use prometheus_client::collector::Collector;
@@ -56,14 +55,7 @@ impl Live {
                 .filter_map(|s| Some((s.id, s.forwarded?)))
                 .collect()
         });
-        let hosts: BTreeSet<SocketAddr> = shared
-            .config()
-            .server
-            .rproxy
-            .rules
-            .iter()
-            .flat_map(|r| r.hosts.iter().copied())
-            .collect();
+        let hosts = shared.config().server.rproxy.servers();
         let now = Instant::now();
         let backends = {
             let balancer = shared.balancer.lock().unwrap_or_else(|p| p.into_inner());

@@ -9,7 +9,7 @@
 pub mod penalties;
 pub mod sources;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -250,7 +250,7 @@ impl Balancer {
 
     /// A reload: the new hold time for marks made from now on, and the marks of servers no
     /// longer in any rule (`hosts`) dropped; the marks of servers still present are kept.
-    pub fn reconfigure(&mut self, hold: Duration, hosts: &HashSet<SocketAddr>) {
+    pub fn reconfigure(&mut self, hold: Duration, hosts: &BTreeSet<SocketAddr>) {
         self.hold = hold;
         self.faulty.retain(|h, _| hosts.contains(h));
         self.checked.retain(|h, _| hosts.contains(h));
@@ -301,7 +301,7 @@ impl Balancer {
 
     /// Forgets the health checks of servers not in `hosts` (gone from the configuration);
     /// with an empty set (health checks turned off), every active mark goes.
-    pub fn retain_checked(&mut self, hosts: &HashSet<SocketAddr>) {
+    pub fn retain_checked(&mut self, hosts: &BTreeSet<SocketAddr>) {
         self.checked.retain(|h, _| hosts.contains(h));
     }
 
@@ -692,11 +692,11 @@ mod tests {
         assert_eq!(bal.health(t300)[0].1.passive_until, None);
         assert!(bal.health(t300)[0].1.is_faulty());
         // A server gone from the configuration (or checks off) is forgotten.
-        bal.retain_checked(&HashSet::new());
+        bal.retain_checked(&BTreeSet::new());
         assert!(!bal.is_faulty(&b, t300));
         assert!(bal.health(t300).is_empty());
         bal.record_check(b, Err("down".into()), &t, t300);
-        bal.reconfigure(Duration::from_secs(120), &HashSet::new());
+        bal.reconfigure(Duration::from_secs(120), &BTreeSet::new());
         assert!(
             !bal.is_faulty(&b, t300),
             "a reload without b forgets its checks"

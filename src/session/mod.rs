@@ -103,13 +103,7 @@ impl Shared {
     /// The balancer keeps the faulty marks of servers still in some rule and takes the new
     /// hold time.
     pub fn replace_config(&self, new: Arc<Config>) -> Arc<Config> {
-        let hosts: std::collections::HashSet<SocketAddr> = new
-            .server
-            .rproxy
-            .rules
-            .iter()
-            .flat_map(|r| r.hosts.iter().copied())
-            .collect();
+        let hosts = new.server.rproxy.servers();
         self.balancer()
             .reconfigure(new.server.rproxy.faulty_host_hold_time, &hosts);
         let mut config = self.config.write().unwrap_or_else(|p| p.into_inner());

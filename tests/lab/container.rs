@@ -9,17 +9,25 @@
 //! it off and removes what nspawn leaves behind: the empty cgroups `payload`/`supervisor` that it
 //! creates next to itself, and `/run/systemd/nspawn` if it was created for it.
 //!
+//! The lab around the container's daemon is the same for these tests: [`Backend`], one server
+//! running OpenSSH whose transfer command is this build's `ascp --server`, and [`ProxyClient`],
+//! the lab's client sending files through the daemon to it.
+//!
 //! Needs `systemd` and `systemd-nspawn` (Debian: systemd, systemd-container; `scripts/test.sh`
 //! installs them).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use super::{text, wait_until};
+use super::{ssh_keygen, text, wait_until, Netns, NsProcess, Sshd, Topology};
 
 /// The unit the tests look at.
 pub const UNIT: &str = "fasp-proxy.service";
+/// Where the daemon in the container listens for clients (the proxy's client-side address).
+pub const PROXY_PORT: u16 = 33001;
+const ASCP: &str = env!("CARGO_BIN_EXE_ascp");
 const NSPAWN_RUN_DIR: &str = "/run/systemd/nspawn";
 
 /// A systemd container sharing a lab network namespace. Dropping it powers it off (SIGTERM to
@@ -189,6 +197,33 @@ impl Container {
         .to_string()
     }
 
+    /// `systemctl --no-pager ARGS` in the container, which must succeed: panics with what it
+    /// said on stderr and the unit's state otherwise.
+    #[track_caller]
+    pub fn systemctl_ok(&self, args: &[&str]) {
+        let out = self.systemctl(args);
+        assert!(
+            out.status.success(),
+            "systemctl {} failed ({}): {}\n{}",
+            args.join(" "),
+            out.status,
+            text(&out.stderr),
+            self.describe()
+        );
+    }
+
+    /// Panics unless the unit's property `name` (`systemctl show -p NAME`) is `value`; the
+    /// message holds `context` (what led here, may be empty) and the unit's state.
+    #[track_caller]
+    pub fn assert_unit(&self, name: &str, value: &str, context: &str) {
+        assert_eq!(
+            self.unit_property(name),
+            value,
+            "{name} of {UNIT}: {context}\n{}",
+            self.describe()
+        );
+    }
+
     /// The unit's journal (the daemon logs through syslog, which journald receives).
     pub fn journal(&self) -> String {
         text(
@@ -253,6 +288,137 @@ impl Drop for Container {
         if self.created_run_dir {
             let _ = std::fs::remove_dir_all(NSPAWN_RUN_DIR);
         }
+    }
+}
+
+/// The backend the container tests send to, and root's key for logins at the proxy.
+pub struct Backend {
+    /// OpenSSH on the lab's one server, port 22, whose transfer command is this build's
+    /// `ascp --server`.
+    pub sshd: Sshd,
+    /// root's private key for logins at the proxy (ed25519, no passphrase).
+    pub client_key: PathBuf,
+}
+
+impl Backend {
+    /// Starts the backend's sshd in `topo`'s one server, makes root's key `dir/client_key`,
+    /// and puts what the administrator gives the proxy into `conf` (the directory that becomes
+    /// `/etc/fasp-proxy`): root's public key as `root.keys`, the backend's login key as
+    /// `backend_key`.
+    pub fn start(topo: &Topology, dir: &Path, conf: &Path) -> Backend {
+        let sshd = Sshd::start_configured(
+            &topo.servers[0],
+            SocketAddr::new(super::server_v4(0).into(), 22),
+            &[],
+            &format!("ForceCommand {ASCP} --server\n"),
+        );
+        let client_key = dir.join("client_key");
+        ssh_keygen(&client_key);
+        let copy = |from: &Path, name: &str| {
+            std::fs::copy(from, conf.join(name)).unwrap_or_else(|e| {
+                panic!("cannot copy {} to {}: {e}", from.display(), conf.display())
+            });
+        };
+        copy(&client_key.with_extension("pub"), "root.keys");
+        copy(&sshd.client_key, "backend_key");
+        Backend { sshd, client_key }
+    }
+}
+
+/// The lab's client sending files with this build's `ascp` through the daemon in the container
+/// (the proxy's client-side address, [`PROXY_PORT`]) to the [`Backend`].
+pub struct ProxyClient<'a> {
+    client: &'a Netns,
+    key: PathBuf,
+    known_hosts: PathBuf,
+    empty_home: PathBuf,
+    /// Where the files land on the backend.
+    pub inbox: PathBuf,
+}
+
+impl<'a> ProxyClient<'a> {
+    /// A client in `client` logging in as root with `key`, trusting only the daemon's host key
+    /// `host_pub` (a line of an OpenSSH `.pub` file); writes its known-hosts file and makes the
+    /// inbox under `dir`.
+    pub fn new(client: &'a Netns, dir: &Path, key: &Path, host_pub: &str) -> ProxyClient<'a> {
+        let known_hosts = dir.join("proxy_known_hosts");
+        let host_key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "[{}]:{PROXY_PORT} {}\n",
+                super::PROXY_CLIENT_V4,
+                host_key.join(" ")
+            ),
+        )
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", known_hosts.display()));
+        let inbox = dir.join("inbox");
+        let empty_home = dir.join("empty_home");
+        for made in [&inbox, &empty_home] {
+            std::fs::create_dir(made)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", made.display()));
+        }
+        ProxyClient {
+            client,
+            key: key.to_path_buf(),
+            known_hosts,
+            empty_home,
+            inbox,
+        }
+    }
+
+    /// Starts `ascp -q OPTIONS PAYLOAD` to the inbox as root with the key, in the background.
+    pub fn spawn(&self, options: &[&str], payload: &Path) -> NsProcess {
+        let args = self.ascp_as_root(options, payload);
+        self.client
+            .spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Runs `ascp -q OPTIONS PAYLOAD` to the inbox as root with the key, 60 s at most.
+    pub fn send(&self, options: &[&str], payload: &Path) -> Output {
+        self.run(&[], &self.ascp_as_root(options, payload))
+    }
+
+    /// Runs `ascp -q PAYLOAD` to the inbox as `user` with `password` (`ASPERA_SCP_PASS`; an
+    /// empty HOME, so no key of this machine is offered), 60 s at most.
+    pub fn send_with_password(&self, user: &str, password: &str, payload: &Path) -> Output {
+        let home = format!("HOME={}", self.empty_home.display());
+        let pass = format!("ASPERA_SCP_PASS={password}");
+        self.run(&["env", &home, &pass], &self.ascp(user, &[], payload))
+    }
+
+    fn run(&self, prefix: &[&str], ascp: &[String]) -> Output {
+        let mut args = prefix.to_vec();
+        args.extend(["timeout", "60"]);
+        args.extend(ascp.iter().map(String::as_str));
+        self.client.try_exec(&args)
+    }
+
+    fn ascp_as_root(&self, options: &[&str], payload: &Path) -> Vec<String> {
+        let key = self.key.display().to_string();
+        let mut all = vec!["-i", key.as_str()];
+        all.extend_from_slice(options);
+        self.ascp("root", &all, payload)
+    }
+
+    /// `ascp -P PORT --known-hosts FILE -q OPTIONS PAYLOAD USER@PROXY:INBOX`.
+    fn ascp(&self, user: &str, options: &[&str], payload: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            ASCP.into(),
+            "-P".into(),
+            PROXY_PORT.to_string(),
+            "--known-hosts".into(),
+            self.known_hosts.display().to_string(),
+            "-q".into(),
+        ];
+        args.extend(options.iter().map(|o| o.to_string()));
+        args.push(payload.display().to_string());
+        args.push(format!(
+            "{user}@{}:{}",
+            super::PROXY_CLIENT_V4,
+            self.inbox.display()
+        ));
+        args
     }
 }
 

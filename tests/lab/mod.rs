@@ -21,8 +21,8 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -34,6 +34,7 @@ use nix::libc;
 
 pub mod accounts;
 pub mod container;
+pub mod daemon;
 
 /// Prefix of every namespace name this module creates (followed by `-<pid>-<counter>-<role>`).
 pub const NETNS_PREFIX: &str = "fpl";
@@ -300,6 +301,30 @@ pub fn udp_recv_from(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Soc
         match sock.recv_from(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted && attempts < 100 => attempts += 1,
             other => return other,
+        }
+    }
+}
+
+/// Reads (and drops) whatever comes on `s` until the peer closes it (end of file, or an error
+/// such as a reset) or `deadline` passes; whether it was closed by then.
+pub fn tcp_closed_by(s: &mut TcpStream, deadline: Instant) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap_or_else(|e| panic!("lab: set_read_timeout: {e}"));
+        match s.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
         }
     }
 }
@@ -990,6 +1015,14 @@ impl Sshd {
     pub fn known_hosts_line(&self) -> String {
         std::fs::read_to_string(&self.known_hosts)
             .unwrap_or_else(|e| panic!("lab: {}: {e}", self.known_hosts.display()))
+    }
+
+    /// How many logins this sshd has accepted so far (its log's "Accepted publickey for").
+    pub fn logins(&self) -> usize {
+        self.process
+            .log()
+            .matches("Accepted publickey for ")
+            .count()
     }
 
     /// Stops this sshd (SIGKILL to its process group, by PID) and waits until it is gone; the
