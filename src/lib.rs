@@ -19,7 +19,7 @@
 //!    [`forward`]: the forward proxy's node API, where HTTP, node-API users, the policy's
 //!    penalties and the data plane meet.
 //! 4. [`daemon`]: `daemon::serve(setup, shutdown)` runs it all on listeners and a data plane it
-//!    is handed (upkeep, idle timeout, the `sessions` control socket, shutdown).
+//!    is handed (upkeep, idle timeout, health checks, the control socket, reload, shutdown).
 //!    Beside it, [`metrics`]'s scrape (`metrics::live`, `metrics::http`: the `/metrics`
 //!    listener); what the lower layers record into is `metrics::Metrics`, at layer 1.
 //!    Beside it, [`audit`]: `fasp-proxy audit` (IBM's asp-check), which reads the
