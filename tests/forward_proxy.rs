@@ -664,3 +664,65 @@ fn ibm_ascp_goes_through_the_forward_proxy_over_http() {
 fn ibm_ascp_goes_through_the_forward_proxy_over_https() {
     ibm_ascp_through_the_forward_proxy("dnats", 9092);
 }
+
+/// The certificate the HTTPS API serves now, as PEM, fetched from the client namespace.
+fn served_certificate(lab: &ForwardLab) -> String {
+    let out = lab.topo.client.try_exec(&[
+        "python3",
+        "-c",
+        &format!(
+            "import ssl; print(ssl.get_server_certificate(('{}', 9092)), end='')",
+            lab::PROXY_CLIENT_V4
+        ),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    text(&out.stdout)
+}
+
+/// The base64 body of a PEM certificate, for comparing two encodings of it.
+fn pem_body(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+#[test]
+fn reload_serves_a_new_https_certificate_on_the_same_port_and_a_bad_one_changes_nothing() {
+    let mut lab = ForwardLab::new(&format!("{ASCP} --server"));
+    let conf = lab.configure("nftables", "");
+    lab.start(&conf);
+    let etc = lab.daemon.etc();
+    let first = std::fs::read_to_string(etc.join("api_cert.pem")).unwrap();
+    assert_eq!(pem_body(&served_certificate(&lab)), pem_body(&first));
+
+    // A new certificate in another directory, the configuration pointed at it.
+    let new_dir = lab.path("newcert");
+    let out = std::process::Command::new(FASP_PROXY)
+        .args(["create-certificate", "--dir", new_dir.to_str().unwrap()])
+        .args(["--api-name", &lab::PROXY_CLIENT_V4.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let written = std::fs::read_to_string(&conf).unwrap();
+    let moved = written.replace(
+        &format!("{}/api_", etc.display()),
+        &format!("{}/api_", new_dir.display()),
+    );
+    std::fs::write(&conf, &moved).unwrap();
+    let reload = |lab: &ForwardLab| {
+        lab.topo
+            .proxy
+            .try_exec(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "reload"])
+    };
+    let out = reload(&lab);
+    assert!(out.status.success(), "{}\n{}", describe(&out), lab.daemon.log());
+    let second = std::fs::read_to_string(new_dir.join("api_cert.pem")).unwrap();
+    assert_ne!(pem_body(&first), pem_body(&second));
+    assert_eq!(pem_body(&served_certificate(&lab)), pem_body(&second));
+
+    // A key file that is not a key: the reload fails and the certificate in force stays.
+    std::fs::write(new_dir.join("broken_key.pem"), "not a key\n").unwrap();
+    std::fs::write(&conf, moved.replace("api_key.pem", "broken_key.pem")).unwrap();
+    let out = reload(&lab);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(pem_body(&served_certificate(&lab)), pem_body(&second));
+    lab.daemon.stop();
+}

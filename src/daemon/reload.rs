@@ -274,6 +274,9 @@ struct Prepared {
     ssh: Option<TcpListener>,
     http: Option<Option<TcpListener>>,
     https: Option<Option<(TcpListener, TlsAcceptor)>>,
+    /// A new certificate on the HTTPS port in use: the old listener must let go of the port
+    /// first, which happens after the last step that can fail.
+    https_same_port: Option<(SocketAddr, TlsAcceptor)>,
     metrics: Option<Option<TcpListener>>,
 }
 
@@ -345,6 +348,18 @@ pub async fn reload(
             }
             api.https = https.map(|(l, tls)| serve_api(&api.server, l, Some(tls)));
         }
+        if let Some((addr, tls)) = prepared.https_same_port {
+            if let Some(old) = api.https.take() {
+                // Its accept loop ends and drops the listener; then the port is free.
+                let _ = old.stop().await;
+            }
+            match bind(addr, "forward proxy API (HTTPS)").await {
+                Ok(l) => api.https = Some(serve_api(&api.server, l, Some(tls))),
+                Err(e) => {
+                    error!("reload: {e}: the HTTPS API is closed until the next reload or restart")
+                }
+            }
+        }
     }
     if let Some(metrics) = prepared.metrics {
         if let Some(old) = listeners.metrics.take() {
@@ -395,6 +410,7 @@ async fn prepare(old: &Config, new: &Config, listeners: &Listeners) -> Result<Pr
         ssh: None,
         http: None,
         https: None,
+        https_same_port: None,
         metrics: None,
     };
     let listen = new.server.rproxy.ssh_listen;
@@ -419,23 +435,18 @@ async fn prepare(old: &Config, new: &Config, listeners: &Listeners) -> Result<Pr
             || o.https_port != n.https_port
         {
             let addr = SocketAddr::new(n.proxy.bind_ip_address, n.https_port);
-            prepared.https = Some(match n.enable_https {
-                true => {
-                    let tls = crate::forward::api::tls_acceptor(
-                        &n.https_certificate,
-                        &n.https_private_key,
-                    )?;
-                    // Same port, new certificate: the old listener must let go first.
-                    if !ip_changed && o.https_port == n.https_port && o.enable_https {
-                        if let Some(old) = listeners.api.as_ref().and_then(|a| a.https.as_ref()) {
-                            let _ = old.stop.send(true);
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                    Some((bind(addr, "forward proxy API").await?, tls))
+            let same_port = !ip_changed && o.enable_https && o.https_port == n.https_port;
+            if n.enable_https {
+                let tls =
+                    crate::forward::api::tls_acceptor(&n.https_certificate, &n.https_private_key)?;
+                if same_port {
+                    prepared.https_same_port = Some((addr, tls));
+                } else {
+                    prepared.https = Some(Some((bind(addr, "forward proxy API").await?, tls)));
                 }
-                false => None,
-            });
+            } else {
+                prepared.https = Some(None);
+            }
         }
     }
     if old.server.metrics_listen != new.server.metrics_listen {
