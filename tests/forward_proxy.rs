@@ -713,7 +713,12 @@ fn reload_serves_a_new_https_certificate_on_the_same_port_and_a_bad_one_changes_
             .try_exec(&[FASP_PROXY, "--config", conf.to_str().unwrap(), "reload"])
     };
     let out = reload(&lab);
-    assert!(out.status.success(), "{}\n{}", describe(&out), lab.daemon.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe(&out),
+        lab.daemon.log()
+    );
     let second = std::fs::read_to_string(new_dir.join("api_cert.pem")).unwrap();
     assert_ne!(pem_body(&first), pem_body(&second));
     assert_eq!(pem_body(&served_certificate(&lab)), pem_body(&second));
