@@ -201,6 +201,11 @@ fn source_port_filtering_and_any_port_sessions() {
 }
 
 #[test]
+fn thousands_of_flows_are_all_deleted() {
+    scenarios::thousands_of_flows_are_all_deleted(&Ipt::new());
+}
+
+#[test]
 fn bind_source_address_snats_to_it() {
     scenarios::bind_source_address_snats_to_it(&Ipt::new());
 }

@@ -158,6 +158,11 @@ fn source_port_filtering_and_any_port_sessions() {
 }
 
 #[test]
+fn thousands_of_flows_are_all_deleted() {
+    scenarios::thousands_of_flows_are_all_deleted(&Nft::new());
+}
+
+#[test]
 fn bind_source_address_snats_to_it() {
     scenarios::bind_source_address_snats_to_it(&Nft::new());
 }

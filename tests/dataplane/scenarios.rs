@@ -521,6 +521,48 @@ pub fn source_port_filtering_and_any_port_sessions(lab: &dyn KernelLab) {
     assert_silent(&server, "an any-port session still forwards after remove");
 }
 
+/// Flows of a session, one datagram from each of `count` client source ports from 10000 up.
+fn make_flows(topo: &Topology, entry: &SessionEntry, count: u16) {
+    let target = proxy_target(entry);
+    topo.client.run_in(|| {
+        for port in 10_000..10_000 + count {
+            let sock = UdpSocket::bind(SocketAddr::new(entry.client, port)).unwrap();
+            sock.send_to(b"flow", target).unwrap();
+        }
+    });
+}
+
+/// UDP conntrack entries in the proxy namespace (the lab's bridge also tracks IGMP).
+fn conntrack_count(ns: &Netns) -> usize {
+    ns.exec(&["conntrack", "-L", "-p", "udp"]).lines().count()
+}
+
+/// An any-port session with more flows than one netlink datagram's deletion ACKs fit in the
+/// socket's receive buffer (40,000 ACKs overflow 8 MiB): `remove` and `purge` delete them all
+/// (they once failed with ENOBUFS, "outcome unknown").
+pub fn thousands_of_flows_are_all_deleted(lab: &dyn KernelLab) {
+    const FLOWS: u16 = 40_000;
+    let topo = lab.topo();
+    let mut fw = lab.open();
+    let entry = entry_v4(None, PORT);
+    fw.install(&entry).unwrap();
+    make_flows(topo, &entry, FLOWS);
+    let tracked = conntrack_count(&topo.proxy);
+    assert!(
+        tracked >= usize::from(FLOWS),
+        "only {tracked} flows tracked"
+    );
+    fw.remove(&entry).unwrap();
+    assert_eq!(conntrack_count(&topo.proxy), 0, "remove left flows");
+
+    fw.install(&entry).unwrap();
+    make_flows(topo, &entry, FLOWS);
+    assert!(conntrack_count(&topo.proxy) >= usize::from(FLOWS));
+    let report = fw.purge().unwrap();
+    assert_eq!(report.removed.len(), 1);
+    assert_eq!(conntrack_count(&topo.proxy), 0, "purge left flows");
+}
+
 /// `bind_source_address`: the server sees the configured address.
 pub fn bind_source_address_snats_to_it(lab: &dyn KernelLab) {
     let topo = lab.topo();
