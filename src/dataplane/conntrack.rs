@@ -1,6 +1,7 @@
 //! Conntrack entries by exact tuple over ctnetlink (NFNL_SUBSYS_CTNETLINK):
-//! delete (IPCTNL_MSG_CT_DELETE), get with counters (IPCTNL_MSG_CT_GET),
-//! create (IPCTNL_MSG_CT_NEW, used by tests/benchmarks only).
+//! delete (IPCTNL_MSG_CT_DELETE), get with counters (IPCTNL_MSG_CT_GET), and create a
+//! NAT'ed flow or change its timeout (IPCTNL_MSG_CT_NEW, [`create_nat_flow`],
+//! [`set_flow_timeout`]).
 //!
 //! Request layout (nfgenmsg.family = AF_INET or AF_INET6):
 //! ```text
@@ -16,7 +17,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{parse_u64_be, Nla, NlasIterator};
 use netlink_packet_netfilter::{
-    conntrack::{ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple},
+    conntrack::{
+        ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status, Tuple,
+    },
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
 
@@ -24,6 +27,15 @@ use super::entry::{InstalledEntry, SessionEntry};
 use super::error::DataplaneError;
 use super::netlink::{Errno, NfnlSocket};
 
+const CTA_NAT_SRC: u16 = 6;
+const CTA_NAT_DST: u16 = 13;
+const CTA_NAT_V4_MINIP: u16 = 1;
+const CTA_NAT_V4_MAXIP: u16 = 2;
+const CTA_NAT_PROTO: u16 = 3;
+const CTA_NAT_V6_MINIP: u16 = 4;
+const CTA_NAT_V6_MAXIP: u16 = 5;
+const CTA_PROTONAT_PORT_MIN: u16 = 1;
+const CTA_PROTONAT_PORT_MAX: u16 = 2;
 const CTA_COUNTERS_ORIG: u16 = 9;
 const CTA_COUNTERS_REPLY: u16 = 10;
 const CTA_COUNTERS_PACKETS: u16 = 1;
@@ -130,6 +142,8 @@ pub struct FlowInfo {
     pub reply: Option<FlowTuple>,
     /// Seconds left.
     pub timeout: Option<u32>,
+    /// `IPS_*` status bits.
+    pub status: Option<Status>,
     /// Present only with `net.netfilter.nf_conntrack_acct = 1` (per netns)
     /// at the time the flow was created.
     pub orig_counters: Option<Counters>,
@@ -162,6 +176,134 @@ pub fn delete_flows(
         results.extend(sock.requests(msgs)?);
     }
     Ok(results)
+}
+
+/// One netlink attribute: length, type, value, padded to 4 bytes.
+fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+    let len = 4 + value.len();
+    let mut out = Vec::with_capacity(len.next_multiple_of(4));
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(len.next_multiple_of(4), 0);
+    out
+}
+
+/// A nested attribute (`CTA_NAT_SRC`/`CTA_NAT_DST`, which netlink-packet-netfilter 0.4 does not
+/// type) holding one address, and a port when `port` is set:
+/// `{ CTA_NAT_V4_MINIP, CTA_NAT_V4_MAXIP [, CTA_NAT_PROTO { PORT_MIN, PORT_MAX }] }`.
+fn nat_range(kind: u16, addr: IpAddr, port: Option<u16>) -> ConntrackAttribute {
+    let mut value = match addr {
+        IpAddr::V4(a) => [
+            nla(CTA_NAT_V4_MINIP, &a.octets()),
+            nla(CTA_NAT_V4_MAXIP, &a.octets()),
+        ]
+        .concat(),
+        IpAddr::V6(a) => [
+            nla(CTA_NAT_V6_MINIP, &a.octets()),
+            nla(CTA_NAT_V6_MAXIP, &a.octets()),
+        ]
+        .concat(),
+    };
+    if let Some(p) = port {
+        let ports = [
+            nla(CTA_PROTONAT_PORT_MIN, &p.to_be_bytes()),
+            nla(CTA_PROTONAT_PORT_MAX, &p.to_be_bytes()),
+        ]
+        .concat();
+        value.extend(nla(
+            CTA_NAT_PROTO | netlink_packet_core::NLA_F_NESTED,
+            &ports,
+        ));
+    }
+    ConntrackAttribute::Other(netlink_packet_core::DefaultNla::new(
+        kind | netlink_packet_core::NLA_F_NESTED,
+        value,
+    ))
+}
+
+/// Creates, as the first packet of `orig` would through the proxy's NAT rules, a flow
+/// DNAT'ed to `dnat` with its source rewritten to `snat` (keeping the client's source port
+/// when no other flow to `dnat` uses it, else another one the kernel picks, as `masquerade`
+/// and `snat` do), assured, expiring after `timeout` unless refreshed
+/// ([`set_flow_timeout`]). Returns the flow as the kernel holds it: its reply tuple
+/// (`dnat` → `snat`:port) says which source port was chosen. Fails with EEXIST (as an
+/// `io::Error`) when a flow of `orig` exists; NAT needs the proxy's NAT chains to be in place
+/// for packets to follow it.
+///
+/// What `conntrack -I` does with `--dst-nat`/`--src-nat`:
+/// ```text
+/// IPCTNL_MSG_CT_NEW (NLM_F_CREATE|NLM_F_EXCL)
+///   CTA_TUPLE_ORIG  client:cport -> proxy:pport    CTA_TUPLE_REPLY  its inverse
+///   CTA_NAT_DST { MINIP = MAXIP = backend, PROTO { PORT_MIN = PORT_MAX = backend port } }
+///   CTA_NAT_SRC { MINIP = MAXIP = snat }           CTA_TIMEOUT s
+/// IPCTNL_MSG_CT_NEW  CTA_TUPLE_ORIG …  CTA_STATUS  its status | IPS_ASSURED  (not dropped early
+///                                                  when the table fills up)
+/// ```
+pub fn create_nat_flow(
+    sock: &mut NfnlSocket,
+    orig: &FlowTuple,
+    dnat: SocketAddr,
+    snat: IpAddr,
+    timeout: std::time::Duration,
+) -> io::Result<FlowInfo> {
+    let reply = FlowTuple {
+        proto: orig.proto,
+        src: orig.dst,
+        dst: orig.src,
+    };
+    let m = ConntrackMessage::New(vec![
+        ConntrackAttribute::CtaTupleOrig(orig.attrs()),
+        ConntrackAttribute::CtaTupleReply(reply.attrs()),
+        nat_range(CTA_NAT_DST, dnat.ip(), Some(dnat.port())),
+        nat_range(CTA_NAT_SRC, snat, None),
+        ConntrackAttribute::CtaTimeout(timeout_secs(timeout)),
+    ]);
+    let flags = netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_EXCL;
+    request(sock, flags, ct_msg(orig.family()?, m))?;
+    let mut flow =
+        get_flow(sock, orig)?.ok_or_else(|| io::Error::other("the created flow is gone"))?;
+    // The status can only be set on a flow that exists (on create the kernel refuses it,
+    // EBUSY), and only as the whole word: what it has, plus assured.
+    let status = flow.status.unwrap_or(Status::empty()) | Status::Assured;
+    let m = ConntrackMessage::New(vec![
+        ConntrackAttribute::CtaTupleOrig(orig.attrs()),
+        ConntrackAttribute::CtaStatus(status),
+    ]);
+    request(sock, 0, ct_msg(orig.family()?, m))?;
+    flow.status = Some(status);
+    Ok(flow)
+}
+
+/// Sends one ctnetlink request and waits for its ACK; a kernel error becomes an `io::Error`
+/// with its errno.
+fn request(sock: &mut NfnlSocket, flags: u16, msg: NetfilterMessage) -> io::Result<()> {
+    match sock.requests([(flags, msg)])?.pop() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(errno)) => Err(io::Error::from_raw_os_error(errno.0)),
+        None => Err(io::Error::other("no answer from ctnetlink")),
+    }
+}
+
+/// Sets the time left of the flow of `orig` (IPCTNL_MSG_CT_NEW without NLM_F_CREATE:
+/// `conntrack -U --timeout`). ENOENT (as an `io::Error`) when there is no such flow.
+pub fn set_flow_timeout(
+    sock: &mut NfnlSocket,
+    orig: &FlowTuple,
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    let m = ConntrackMessage::New(vec![
+        ConntrackAttribute::CtaTupleOrig(orig.attrs()),
+        ConntrackAttribute::CtaTimeout(timeout_secs(timeout)),
+    ]);
+    request(sock, 0, ct_msg(orig.family()?, m))
+}
+
+/// Conntrack timeouts are whole seconds: at least 1, rounded up.
+fn timeout_secs(timeout: std::time::Duration) -> u32 {
+    u32::try_from(timeout.as_millis().div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// Looks one flow up by original tuple. `Ok(None)` if it does not exist.
@@ -342,6 +484,7 @@ fn flow_info(attrs: &[ConntrackAttribute]) -> FlowInfo {
         orig: None,
         reply: None,
         timeout: None,
+        status: None,
         orig_counters: None,
         reply_counters: None,
     };
@@ -350,6 +493,7 @@ fn flow_info(attrs: &[ConntrackAttribute]) -> FlowInfo {
             ConntrackAttribute::CtaTupleOrig(t) => info.orig = FlowTuple::from_attrs(t),
             ConntrackAttribute::CtaTupleReply(t) => info.reply = FlowTuple::from_attrs(t),
             ConntrackAttribute::CtaTimeout(s) => info.timeout = Some(*s),
+            ConntrackAttribute::CtaStatus(s) => info.status = Some(*s),
             ConntrackAttribute::Other(nla) => {
                 // Counters are not typed in netlink-packet-netfilter 0.4.
                 let kind = nla.kind() & !(netlink_packet_core::NLA_F_NESTED);

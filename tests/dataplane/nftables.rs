@@ -440,3 +440,61 @@ fn install_without_prepare_says_what_is_missing() {
         "{err}"
     );
 }
+
+/// A flow created over ctnetlink with DNAT and SNAT ([`conntrack::create_nat_flow`], what the
+/// fast path reserves for each session) forwards both ways with no session entry at all: the
+/// kernel's own path when the fast path is gone. Its source port is the client's while free,
+/// another one when a second flow would clash, and its timeout can be extended.
+#[test]
+fn a_conntrack_flow_created_with_nat_forwards_without_a_session_entry() {
+    use fasp_proxy::dataplane::conntrack::{self, FlowTuple};
+    use fasp_proxy::dataplane::netlink::NfnlSocket;
+    use std::net::SocketAddr;
+
+    let nft = Nft::new();
+    let topo = &nft.topo;
+    let _chains_only = open_in(&topo.proxy);
+    let entry = entry_v4(Some(40000), PORT);
+    let snat: std::net::IpAddr = lab::PROXY_SERVER_V4.into();
+    let mut sock = topo
+        .proxy
+        .run_in(|| NfnlSocket::open(1 << 20))
+        .expect("ctnetlink socket");
+    let orig = FlowTuple::udp(
+        SocketAddr::new(entry.client, 40000),
+        scenarios::proxy_target(&entry),
+    );
+    let minute = Duration::from_secs(60);
+    let flow = conntrack::create_nat_flow(&mut sock, &orig, entry.backend, snat, minute).unwrap();
+    assert_eq!(flow.orig, Some(orig));
+    let assured = netlink_packet_netfilter::conntrack::Status::Assured;
+    let read_back = conntrack::get_flow(&mut sock, &orig).unwrap().unwrap();
+    assert!(read_back.status.unwrap().contains(assured), "{read_back:?}");
+    assert_eq!(
+        flow.reply,
+        Some(FlowTuple::udp(entry.backend, SocketAddr::new(snat, 40000)))
+    );
+    let again = conntrack::create_nat_flow(&mut sock, &orig, entry.backend, snat, minute);
+    assert_eq!(again.unwrap_err().raw_os_error(), Some(libc::EEXIST));
+
+    let server = scenarios::udp(topo.server(), entry.backend);
+    let client = scenarios::client_socket(topo, &entry, 40000);
+    scenarios::round_trip(&client, &server, &entry, b"through a created flow", snat);
+
+    // Another client with the same port, to the same backend: the kernel picks another port.
+    let other = FlowTuple::udp("192.0.2.77:40000".parse().unwrap(), orig.dst);
+    let clash = conntrack::create_nat_flow(&mut sock, &other, entry.backend, snat, minute).unwrap();
+    let reply = clash.reply.unwrap();
+    assert_eq!((reply.src, reply.dst.ip()), (entry.backend, snat));
+    assert_ne!(reply.dst.port(), 40000, "two flows share one reply tuple");
+
+    conntrack::set_flow_timeout(&mut sock, &orig, Duration::from_secs(600)).unwrap();
+    let left = conntrack::get_flow(&mut sock, &orig).unwrap().unwrap();
+    assert!(
+        left.timeout.unwrap() > 500,
+        "timeout not extended: {left:?}"
+    );
+    let gone = FlowTuple::udp("192.0.2.78:1".parse().unwrap(), orig.dst);
+    let err = conntrack::set_flow_timeout(&mut sock, &gone, minute).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+}
