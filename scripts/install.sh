@@ -11,8 +11,9 @@
 # What it does, in order:
 #   1. installs the Debian packages, only if missing: nftables and iptables (the daemon runs
 #      nft / iptables-restore), libpam0g (password logins), and conntrack (the operator's
-#      `conntrack -L`; the daemon itself speaks netlink) (skipped with DESTDIR, or
-#      INSTALL_SKIP_PACKAGES=1);
+#      `conntrack -L`; the daemon itself speaks netlink), and, when it builds (no
+#      INSTALL_BIN_DIR), clang and libbpf-dev, which build.rs compiles the BPF fast path
+#      (bpf/fast_path.c) with (skipped with DESTDIR, or INSTALL_SKIP_PACKAGES=1);
 #   2. builds the release binaries (`cargo build --release --bins`), unless INSTALL_BIN_DIR names
 #      a directory that already holds fasp-proxy, ascp, ascmd and aspshell;
 #   3. installs, under DESTDIR (default: none, i.e. this machine):
@@ -41,6 +42,7 @@ DESTDIR=${DESTDIR:-}
 INSTALL_BIN_DIR=${INSTALL_BIN_DIR:-}
 INSTALL_SKIP_PACKAGES=${INSTALL_SKIP_PACKAGES:-0}
 RUNTIME_PACKAGES=(nftables iptables conntrack libpam0g)
+BUILD_PACKAGES=(clang libbpf-dev)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -64,9 +66,11 @@ fi
 
 # 1. Runtime packages
 if [[ -z $DESTDIR && $INSTALL_SKIP_PACKAGES != 1 ]]; then
-	command -v dpkg >/dev/null 2>&1 || die "dpkg not found: this script supports Debian/Ubuntu; install nftables, conntrack and libpam yourself and rerun with INSTALL_SKIP_PACKAGES=1"
+	command -v dpkg >/dev/null 2>&1 || die "dpkg not found: this script supports Debian/Ubuntu; install nftables, conntrack and libpam (and, to build, clang and libbpf headers) yourself and rerun with INSTALL_SKIP_PACKAGES=1"
+	wanted=("${RUNTIME_PACKAGES[@]}")
+	[[ -n $INSTALL_BIN_DIR ]] || wanted+=("${BUILD_PACKAGES[@]}")
 	missing=()
-	for p in "${RUNTIME_PACKAGES[@]}"; do
+	for p in "${wanted[@]}"; do
 		dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
 	done
 	if ((${#missing[@]})); then
@@ -74,7 +78,7 @@ if [[ -z $DESTDIR && $INSTALL_SKIP_PACKAGES != 1 ]]; then
 		apt-get update -q
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 	else
-		say "packages present: ${RUNTIME_PACKAGES[*]}"
+		say "packages present: ${wanted[*]}"
 	fi
 fi
 

@@ -12,9 +12,11 @@ set -euo pipefail
 # throw-away container to run systemd/fasp-proxy.service for real; python3 at /usr/bin, which
 # every account can run, is the stranger knocking at the hand-off socket in
 # tests/openssh_mode.rs; lintian checks the Debian package tests/deb.rs builds with cargo-deb,
-# which needs dpkg-dev (dpkg-shlibdeps) and binutils (strip).)
+# which needs dpkg-dev (dpkg-shlibdeps) and binutils (strip); clang and libbpf-dev build the
+# BPF fast path (bpf/fast_path.c, compiled by build.rs), and ethtool turns off checksum
+# offload in tests/fast_path.rs so the receiving kernel checks the checksums the program wrote.)
 REQUIRED_PACKAGES=(nftables iptables openssh-server openssh-client conntrack iproute2 procps
-    systemd systemd-container python3 lintian dpkg-dev binutils
+    systemd systemd-container python3 lintian dpkg-dev binutils clang libbpf-dev ethtool
     python3-prometheus-client) # tests/metrics.rs parses every scrape with it
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -20,6 +20,7 @@ pub mod conntrack;
 pub mod entry;
 pub mod error;
 pub mod family;
+pub mod fast_path;
 pub mod iptables;
 pub mod memory;
 pub mod netlink;
