@@ -21,9 +21,10 @@
 //! round before), with ratios taken within a round:
 //! - `routed`: the client sends to the server's address; the proxy namespace has no nftables
 //!   table at all (a plain router, no conntrack);
-//! - `nft 1`: the client sends to the proxy's address; one session entry in the nftables
+//! - `nft1`: the client sends to the proxy's address; one session entry in the nftables
 //!   backend ([`NftablesForwarder`], the product's default) DNATs it to the server, masqueraded;
-//! - `nft N`: the same, with N - 1 further sessions installed (default N = 10,000).
+//! - `nftN`: the same, with N - 1 further sessions installed (default N = 10,000);
+//! - `bpf1`, `bpfN`: the same under the BPF fast path ([`FastPathForwarder`], `<fast_path>true`).
 //!
 //! Loads: 1400-byte datagrams at 200, 400 and 800 Mbit/s of UDP payload; 64-byte datagrams as
 //! fast as the sender can (the packets-per-second ceiling of the path: delivered pps); and new
@@ -47,6 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use fasp_proxy::dataplane::fast_path::FastPathForwarder;
 use fasp_proxy::dataplane::nftables::NftablesForwarder;
 use fasp_proxy::dataplane::{Forwarder, SessionEntry};
 use nix::libc;
@@ -134,6 +136,8 @@ enum Case {
     Routed,
     /// The nftables backend with this many sessions (the measured one included).
     Nft(usize),
+    /// The nftables backend under the BPF fast path (`<fast_path>true`), this many sessions.
+    Bpf(usize),
 }
 
 impl Case {
@@ -141,6 +145,16 @@ impl Case {
         match self {
             Case::Routed => "routed".into(),
             Case::Nft(n) => format!("nft{n}"),
+            Case::Bpf(n) => format!("bpf{n}"),
+        }
+    }
+
+    /// The data plane of the case and its session count; `None` when routed.
+    fn dataplane(self) -> Option<(bool, usize)> {
+        match self {
+            Case::Routed => None,
+            Case::Nft(n) => Some((false, n)),
+            Case::Bpf(n) => Some((true, n)),
         }
     }
 }
@@ -151,7 +165,10 @@ struct Bench {
     client: lab::Netns,
     proxy: lab::Netns,
     server: lab::Netns,
-    nft: Option<NftablesForwarder>,
+    /// The proxy namespace's forwarder, and whether it has the fast path.
+    dataplane: Option<(bool, Box<dyn Forwarder>)>,
+    /// The fast path's capacity.
+    capacity: u32,
     /// Background sessions installed (besides the two measured ones).
     background: usize,
     softirq_threads: Vec<u32>,
@@ -214,7 +231,8 @@ impl Bench {
             client,
             proxy,
             server,
-            nft: None,
+            dataplane: None,
+            capacity: 0,
             background: 0,
             softirq_threads: softirq_threads(),
         }
@@ -222,47 +240,55 @@ impl Bench {
 
     /// Brings the proxy namespace's data plane to `case`.
     fn set(&mut self, case: Case) {
-        match case {
-            Case::Routed => {
-                if let Some(mut nft) = self.nft.take() {
-                    nft.purge().expect("purge the nftables tables");
-                }
-                self.background = 0;
+        let Some((fast, n)) = case.dataplane() else {
+            if let Some((_, mut fwd)) = self.dataplane.take() {
+                fwd.purge().expect("purge the nftables tables");
             }
-            Case::Nft(n) => {
-                let want = n.saturating_sub(1);
-                if self.nft.is_some() && self.background > want {
-                    // Shrinking: purging and starting again is faster than 10,000 removals.
-                    self.set(Case::Routed);
-                }
-                let nft = match &mut self.nft {
-                    Some(nft) => nft,
-                    None => {
-                        let mut nft = self
-                            .proxy
-                            .run_in(NftablesForwarder::open)
-                            .expect("open nftables in the proxy namespace");
-                        nft.prepare().expect("prepare");
-                        nft.install(&measured_entry()).expect("install");
-                        nft.install(&new_flow_entry()).expect("install");
-                        self.nft.insert(nft)
-                    }
-                };
-                let started = Instant::now();
-                for i in self.background..want {
-                    nft.install(&background_entry(i))
-                        .expect("install a background session");
-                }
-                if want > self.background + 1000 {
-                    eprintln!(
-                        "  (installed {} background sessions in {:.2} s)",
-                        want - self.background,
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-                self.background = want;
-            }
+            self.background = 0;
+            return;
+        };
+        let want = n.saturating_sub(1);
+        let same_kind = self.dataplane.as_ref().is_some_and(|(f, _)| *f == fast);
+        if !same_kind || self.background > want {
+            // Another kind, or shrinking: purging and starting again is faster than 10,000
+            // removals.
+            self.set(Case::Routed);
         }
+        let capacity = self.capacity;
+        let fwd = match &mut self.dataplane {
+            Some((_, fwd)) => fwd,
+            None => {
+                let mut fwd = self.proxy.run_in(|| -> Box<dyn Forwarder> {
+                    let nft = NftablesForwarder::open().expect("open nftables");
+                    if fast {
+                        Box::new(
+                            FastPathForwarder::open(Box::new(nft), capacity)
+                                .expect("load the fast path"),
+                        )
+                    } else {
+                        Box::new(nft)
+                    }
+                });
+                fwd.prepare().expect("prepare");
+                fwd.install(&measured_entry()).expect("install");
+                fwd.install(&new_flow_entry()).expect("install");
+                &mut self.dataplane.insert((fast, fwd)).1
+            }
+        };
+        let started = Instant::now();
+        for i in self.background..want {
+            fwd.install(&background_entry(i))
+                .expect("install a background session");
+        }
+        if want > self.background + 1000 {
+            eprintln!(
+                "  ({}: installed {} background sessions in {:.2} s)",
+                case.name(),
+                want - self.background,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        self.background = want;
     }
 
     /// Where the client sends in `case` for `load`.
@@ -274,7 +300,7 @@ impl Bench {
         };
         match case {
             Case::Routed => SocketAddr::new(SERVER.into(), port),
-            Case::Nft(_) => SocketAddr::new(PROXY_CLIENT.into(), port),
+            Case::Nft(_) | Case::Bpf(_) => SocketAddr::new(PROXY_CLIENT.into(), port),
         }
     }
 
@@ -659,13 +685,18 @@ fn main() {
         })
         .copied()
         .collect();
-    let cases: Vec<Case> = [Case::Routed, Case::Nft(1), Case::Nft(sessions)]
-        .into_iter()
-        .filter(|c| {
-            *c == Case::Routed || case_filter.as_ref().is_none_or(|f| f.contains(&c.name()))
-        })
-        .collect();
+    let cases: Vec<Case> = [
+        Case::Routed,
+        Case::Nft(1),
+        Case::Nft(sessions),
+        Case::Bpf(1),
+        Case::Bpf(sessions),
+    ]
+    .into_iter()
+    .filter(|c| *c == Case::Routed || case_filter.as_ref().is_none_or(|f| f.contains(&c.name())))
+    .collect();
     let mut bench = Bench::new();
+    bench.capacity = u32::try_from(sessions + 16).expect("BENCH_SESSIONS too large");
     eprintln!(
         "path CPU per delivered packet: {} rounds x {} cases x {} loads, {} s windows; \
          ksoftirqd threads {:?}",

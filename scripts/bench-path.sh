@@ -4,7 +4,7 @@
 # The method, the lab and the results are in docs/benchmarks.md, "Data path CPU"; the code is
 # benches/path.rs.
 #
-#   sudo ./scripts/bench-path.sh                                  # 5 rounds, about 6 minutes
+#   sudo ./scripts/bench-path.sh                                  # 5 rounds, about 9 minutes
 #   sudo BENCH_ROUNDS=3 BENCH_LOADS=1400B@800M,64B@max ./scripts/bench-path.sh
 #   sudo BENCH_CASES=nft1 BENCH_SESSIONS=100000 ./scripts/bench-path.sh
 #
@@ -13,7 +13,8 @@
 #   BENCH_SECS      the measured window of one run, seconds (after 0.5 s of warm-up)          (3)
 #   BENCH_SESSIONS  live sessions of the many-sessions case                                   (10000)
 #   BENCH_LOADS     loads to run, comma-separated: 1400B@200M,1400B@400M,1400B@800M,64B@max,newflow@10k
-#   BENCH_CASES     cases besides `routed` (always run: the ratios are to it): nft1,nft<SESSIONS>
+#   BENCH_CASES     cases besides `routed` (always run: the ratios are to it):
+#                   nft1,nft<SESSIONS>,bpf1,bpf<SESSIONS>
 #
 # Safety: every link, address, route, sysctl and nftables change is made inside the namespaces
 # the benchmark creates (fpl-<pid>-*), removed when it ends, also on failure; traffic goes only

@@ -2592,3 +2592,108 @@ fn reload_moves_the_ssh_front_end_to_a_new_port() {
     assert!(listening.contains(":33002"), "{listening}");
     lab.daemon.stop();
 }
+
+/// The programs attached (TCX) at the ingress of `iface` in `ns`, by name.
+fn fast_path_programs(ns: &lab::Netns, iface: &str) -> Vec<String> {
+    ns.run_in(|| fasp_proxy::dataplane::fast_path::FastPath::tcx_ingress_programs(iface))
+        .unwrap_or_else(|e| panic!("query {iface}: {e}"))
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// `<fast_path>true`: a transfer's data is forwarded by the BPF program (conntrack's counter of
+/// the client's direction stays at 0 while `fasp-proxy sessions` counts), the file arrives
+/// whole; after kill -9 mid-transfer the program is gone with the daemon, and the restart leaves
+/// no entry and no flow.
+#[test]
+fn with_the_fast_path_the_program_forwards_the_data_and_kill_9_leaves_nothing() {
+    let mut lab = ProxyLab::new(1);
+    let conf = lab.configure_full(&default_rule(&lab), "", "<fast_path>true</fast_path>");
+    lab.daemon.start(&conf);
+    assert!(
+        lab.daemon
+            .log()
+            .contains("BPF fast path attached at the ingress of "),
+        "{}",
+        lab.daemon.log()
+    );
+    assert_eq!(
+        fast_path_programs(&lab.topo.proxy, lab::PROXY_CLIENT_IF),
+        ["fasp_fast_path"]
+    );
+    let (src, dst, remote) = lab.upload_files("payload.bin", 20_000_000, 7, "server_in");
+    // 20 MB at 20 Mbit/s: 8 s.
+    let mut client = lab.spawn_ascp(&[
+        "-q",
+        "-l",
+        "20m",
+        "--client-udp-port",
+        "40125",
+        src.to_str().unwrap(),
+        remote.as_str(),
+    ]);
+    let flowing = lab::wait_until(Duration::from_secs(20), || {
+        lab.nft_sessions().contains("192.0.2.2 . 40125")
+    });
+    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.daemon.log());
+    std::thread::sleep(Duration::from_millis(1000));
+    let id = session_id(&lab.daemon.log(), "Setup UDP forwarding");
+    let table = lab.topo.proxy.exec(&[FASP_PROXY, "sessions"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("session {id} not listed:\n{table}"));
+    let packets: u64 = row
+        .split_whitespace()
+        .rev()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no counters in {row:?}"));
+    assert!(packets > 100, "{row}");
+    let flow = lab.conntrack_from_port(40125);
+    assert!(
+        flow.contains("dport=33001 packets=0 "),
+        "the kernel path counted the client's packets:\n{flow}"
+    );
+    let status = client.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}\n{}", client.log(), lab.daemon.log());
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(dst.join("payload.bin")).unwrap()
+    );
+
+    // kill -9 mid-transfer: the kernel detaches the program with the process.
+    let client = lab.spawn_ascp(&[
+        "-q",
+        "-l",
+        "10m",
+        "--client-udp-port",
+        "40126",
+        src.to_str().unwrap(),
+        remote.as_str(),
+    ]);
+    let flowing = lab::wait_until(Duration::from_secs(20), || {
+        lab.nft_sessions().contains("192.0.2.2 . 40126")
+    });
+    assert!(flowing, "no entry:\n{}\n{}", client.log(), lab.daemon.log());
+    let mut daemon = lab.daemon.take();
+    let pid = daemon.pid().to_string();
+    lab.topo.proxy.exec(&["kill", "-KILL", &pid]);
+    daemon.wait_exit(Duration::from_secs(10));
+    drop(client);
+    let detached = lab::wait_until(Duration::from_secs(5), || {
+        fast_path_programs(&lab.topo.proxy, lab::PROXY_CLIENT_IF).is_empty()
+    });
+    assert!(detached, "the program outlived the daemon");
+    let from = lab.daemon.log().len();
+    lab.daemon.start(&conf);
+    assert!(lab
+        .daemon
+        .log_since(from)
+        .contains("left by a previous run"));
+    lab.assert_no_entry("after the restart");
+    assert!(!lab.conntrack_from_port(40126).contains("src=192.0.2.2"));
+    lab.daemon.stop();
+    assert!(fast_path_programs(&lab.topo.proxy, lab::PROXY_CLIENT_IF).is_empty());
+}

@@ -386,6 +386,40 @@ fn the_unit_file_runs_the_daemon_under_systemd_with_its_hardening() {
         "a rule was left:\n{}",
         iptables_nat()
     );
+
+    // The BPF fast path: the shipped unit lacks CAP_BPF, so the daemon says what it needs and
+    // does not start; the drop-in docs/operations.md gives makes it work.
+    write_config("<fast_path>true</fast_path>");
+    let refused = container.systemctl(&["start", UNIT]);
+    assert!(!refused.status.success(), "started without CAP_BPF");
+    let journal = container.journal();
+    assert!(
+        journal.contains("it needs root, or CAP_BPF and CAP_NET_ADMIN"),
+        "{journal}"
+    );
+    let drop_in = "/etc/systemd/system/fasp-proxy.service.d";
+    let made = container.exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p {drop_in} && printf '[Service]\\nCapabilityBoundingSet=CAP_BPF\\n' \
+             > {drop_in}/fast-path.conf && systemctl daemon-reload && systemctl reset-failed {UNIT}"
+        ),
+    ]);
+    assert!(made.status.success(), "{}", lab::describe(&made));
+    container.systemctl_ok(&["start", UNIT]);
+    assert!(
+        container
+            .journal()
+            .contains("BPF fast path attached at the ingress of "),
+        "{}",
+        container.describe()
+    );
+    let mut transfer = ascp("40m");
+    assert_client_entry_appears(&topo, &container);
+    assert_transfer_succeeds(&mut transfer, &container);
+    container.systemctl_ok(&["stop", UNIT]);
+    container.assert_unit("Result", "success", "fast path");
     drop(container);
     drop(backend);
 }

@@ -61,6 +61,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
     compare!(server.forwarding_type as "forwarding_type");
     compare!(server.iptables_path as "iptables_path");
     compare!(server.enable_ip_forwarding as "enable_ip_forwarding");
+    compare!(server.fast_path as "fast_path");
     compare!(server.metrics_listen as "enable_metrics/metrics_bind_address/metrics_port");
     compare!(server.admin_group as "admin_group");
     compare!(default as "default");
@@ -139,6 +140,7 @@ pub fn restart_only(old: &Config, new: &Config) -> (Config, Vec<String>) {
     keep!(server.forwarding_type as "forwarding_type");
     keep!(server.iptables_path as "iptables_path");
     keep!(server.enable_ip_forwarding as "enable_ip_forwarding");
+    keep!(server.fast_path as "fast_path");
     keep!(server.rproxy.enabled as "rproxy><enabled");
     keep!(server.rproxy.frontend as "frontend");
     keep!(server.rproxy.handoff_socket as "handoff_socket");

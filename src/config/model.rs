@@ -48,6 +48,9 @@ pub struct Server {
     pub iptables_path: PathBuf,
     /// `<enable_ip_forwarding>`: the proxy may turn IP forwarding on at start.
     pub enable_ip_forwarding: bool,
+    /// `<fast_path>`: sessions' UDP is also forwarded by the BPF fast path
+    /// ([`crate::dataplane::fast_path`]).
+    pub fast_path: bool,
     /// `<enable_metrics>`, `<metrics_bind_address>`, `<metrics_port>`: where Prometheus
     /// metrics are served; `None` when they are off.
     pub metrics_listen: Option<SocketAddr>,

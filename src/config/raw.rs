@@ -44,6 +44,8 @@ pub struct RawServer {
     pub iptables_path: Option<String>,
     /// `<enable_ip_forwarding>`.
     pub enable_ip_forwarding: Option<String>,
+    /// `<fast_path>`.
+    pub fast_path: Option<String>,
     /// `<enable_metrics>`.
     pub enable_metrics: Option<String>,
     /// `<metrics_bind_address>`.

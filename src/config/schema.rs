@@ -628,6 +628,13 @@ const SERVER_CHILDREN: &[Tag] = &[
         "let the proxy turn on IP forwarding (net.ipv4.ip_forward, IPv6 forwarding) if it is off",
     ),
     leaf(
+        "fast_path",
+        "false",
+        "true|false",
+        "forward established reverse-proxy sessions' UDP with a BPF program at the interfaces' \
+         ingress (tc), ahead of nftables or iptables; packets it does not hold take the usual path",
+    ),
+    leaf(
         "iptables_path",
         super::DEFAULT_IPTABLES_PATH,
         "path",

@@ -96,6 +96,7 @@ fn every_default() {
     assert_eq!(s.forwarding_type, ForwardingType::Nftables);
     assert_eq!(s.iptables_path, Path::new("/usr/sbin/iptables"));
     assert!(!s.enable_ip_forwarding);
+    assert!(!s.fast_path);
     assert_eq!(c.default, DefaultSettings::default());
     assert!(c.users.is_empty());
     assert_eq!(
@@ -187,6 +188,7 @@ fn every_tag_set() {
     <forwarding_type>iptables</forwarding_type>
     <iptables_path>/sbin/iptables</iptables_path>
     <enable_ip_forwarding>true</enable_ip_forwarding>
+    <fast_path>true</fast_path>
   </server>
   <default>
     <file_system><access><paths>
@@ -289,6 +291,7 @@ fn every_tag_set() {
     assert_eq!(s.forwarding_type, ForwardingType::Iptables);
     assert_eq!(s.iptables_path, Path::new("/sbin/iptables"));
     assert!(s.enable_ip_forwarding);
+    assert!(s.fast_path);
     assert_eq!(s.forwarded_families(), (true, true));
     assert_eq!(
         c.default.path,
@@ -308,7 +311,7 @@ fn every_tag_set() {
     assert_eq!(c.users.len(), 2);
     assert_eq!(
         (c.users[0].name.as_str(), c.users[0].pos.line),
-        ("alice", 67)
+        ("alice", 68)
     );
     assert_eq!(
         c.users[0].path,

@@ -239,6 +239,7 @@ impl Checker {
                 &raw.enable_ip_forwarding,
                 values::boolean,
             ),
+            fast_path: self.required(&format!("{P}/fast_path"), &raw.fast_path, values::boolean),
             iptables_path: PathBuf::from(self.required(
                 &format!("{P}/iptables_path"),
                 &raw.iptables_path,

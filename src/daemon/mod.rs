@@ -123,6 +123,14 @@ pub fn prepare_dataplane(config: &Config) -> Result<Box<dyn Forwarder>, DaemonEr
     };
     let mut forwarder = dataplane::open(backend, &config.server.iptables_path)
         .map_err(|e| DaemonError::Dataplane(e.to_string()))?;
+    if config.server.fast_path {
+        // One map entry per session: more than <max_sessions> cannot be live.
+        let capacity = config.server.rproxy.max_sessions.max(1);
+        forwarder = Box::new(
+            dataplane::fast_path::FastPathForwarder::open(forwarder, capacity)
+                .map_err(|e| DaemonError::Dataplane(format!("<fast_path>: {e}")))?,
+        );
+    }
     forwarder
         .prepare()
         .map_err(|e| DaemonError::Dataplane(format!("preparing {}: {e}", forwarder.kind())))?;

@@ -43,6 +43,33 @@ impl Netns {
         })
     }
 
+    /// Runs `f` in this namespace: on the calling thread when it is there already (the
+    /// daemon's case, with no `setns`, see the module doc), else on a short-lived thread that
+    /// joins it first. For what acts on "the caller's namespace" (interface names, TCX links,
+    /// sockets); `f`'s result comes back to the caller.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, DataplaneError> {
+        if self.is_current() {
+            return Ok(f());
+        }
+        let fd = self.fd.as_raw_fd();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: setns(2) on an fd this handle keeps open; it only affects this
+                    // fresh thread, which ends when `f` returns.
+                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                        return Err(DataplaneError::io(
+                            "joining the data plane's network namespace",
+                            std::io::Error::last_os_error(),
+                        ));
+                    }
+                    Ok(f())
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// Whether the calling thread is in this namespace already.
     fn is_current(&self) -> bool {
         std::fs::metadata(THREAD_NETNS)

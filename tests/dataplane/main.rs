@@ -16,6 +16,7 @@
 #[path = "../lab/mod.rs"]
 mod lab;
 
+mod fast_path;
 mod iptables;
 mod memory;
 mod nftables;

@@ -1,6 +1,7 @@
 //! The nftables backend: the shared scenarios in its own lab topology, plus what only it has
 //! (the elements' text in `nft list`, element timeouts and refresh, the idempotent ruleset).
 
+use fasp_proxy::dataplane::fast_path::FastPathForwarder;
 use fasp_proxy::dataplane::nftables::NftablesForwarder;
 use fasp_proxy::dataplane::{Backend, Forwarder, SessionEntry};
 use std::time::Duration;
@@ -18,15 +19,26 @@ pub fn open_in(ns: &Netns) -> NftablesForwarder {
     fwd
 }
 
-/// The nftables backend in a fresh one-server topology.
-struct Nft {
-    topo: Topology,
+/// The nftables backend in a fresh one-server topology, alone or under the BPF fast path
+/// (tests/dataplane/fast_path.rs).
+pub struct Nft {
+    pub topo: Topology,
+    fast_path: bool,
 }
 
 impl Nft {
-    fn new() -> Nft {
+    pub fn new() -> Nft {
         Nft {
             topo: Topology::new(1),
+            fast_path: false,
+        }
+    }
+
+    /// The nftables backend wrapped in [`FastPathForwarder`], as `<fast_path>true` has it.
+    pub fn with_fast_path() -> Nft {
+        Nft {
+            fast_path: true,
+            ..Nft::new()
         }
     }
 }
@@ -37,7 +49,15 @@ impl KernelLab for Nft {
     }
 
     fn open(&self) -> Box<dyn Forwarder> {
-        Box::new(open_in(&self.topo.proxy))
+        if !self.fast_path {
+            return Box::new(open_in(&self.topo.proxy));
+        }
+        let mut fwd = self.topo.proxy.run_in(|| {
+            let nft = NftablesForwarder::open().expect("open the forwarder");
+            FastPathForwarder::open(Box::new(nft), 1024).expect("load the fast path")
+        });
+        fwd.prepare().unwrap_or_else(|e| panic!("prepare: {e}"));
+        Box::new(fwd)
     }
 
     /// Both tables, without the elements' time left (`expires 59s520ms`).

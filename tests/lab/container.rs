@@ -93,6 +93,10 @@ impl Container {
             // outright (EPERM), for everyone in it; the daemon itself still runs without the
             // capability (the unit's bounding set) and locks within LimitMEMLOCK.
             "--capability=CAP_IPC_LOCK",
+            // The BPF fast path (`<fast_path>`) under the unit with its documented drop-in: the
+            // container must hold CAP_BPF for the unit to grant it, and let bpf() through.
+            "--capability=CAP_BPF",
+            "--system-call-filter=bpf",
         ]
         .map(String::from)
         .to_vec();

@@ -8,14 +8,17 @@
 //! last file descriptor closes. Packets the maps do not hold fall through unchanged to the
 //! rest of the stack (nftables, conntrack, routing).
 //!
-//! Not yet a [`crate::dataplane::Forwarder`]: nothing in the daemon uses it so far.
+//! [`FastPathForwarder`] is the [`crate::dataplane::Forwarder`] that keeps it in step with the
+//! configured backend (`<fast_path>true</fast_path>`).
 
 pub mod error;
 pub mod flow;
+pub mod forwarder;
 pub mod maps;
 
 pub use error::FastPathError;
 pub use flow::{Counters, Flow, FlowCounters, FlowKey, InstalledFlow};
+pub use forwarder::FastPathForwarder;
 
 use std::collections::HashSet;
 use std::io;
