@@ -32,7 +32,8 @@
 //! from a raw socket; every flow's first packet, to an any-port session on port 33002; conntrack is flushed before
 //! each run), which prices conntrack's flow creation and the NAT lookup.
 //!
-//! Run (as root): `scripts/bench-path.sh`, or `cargo bench --bench path`. Environment:
+//! Run (as root): `scripts/bench-path.sh`, or `cargo bench --bench path` (`cargo test` runs it
+//! once, short, as a smoke test: every case and load must work, no figures). Environment:
 //! `BENCH_ROUNDS` (5), `BENCH_SECS` (3, the measured window of one run), `BENCH_SESSIONS`
 //! (10000), `BENCH_LOADS` and `BENCH_CASES` (comma-separated names to keep, e.g.
 //! `BENCH_LOADS=1400B@800M BENCH_CASES=routed,nft1`). Every kernel change happens inside the
@@ -305,7 +306,7 @@ impl Bench {
     }
 
     /// One run of `load` against what the data plane holds now.
-    fn run(&self, case: Case, load: &Load, window: Duration) -> Sample {
+    fn run(&self, case: Case, load: &Load, warm_up: Duration, window: Duration) -> Sample {
         if load.new_flows {
             self.proxy.exec(&["conntrack", "-F"]);
         }
@@ -340,7 +341,7 @@ impl Bench {
         };
         let tids: Vec<u32> = (0..2).map(|_| tid_rx.recv().expect("thread tid")).collect();
         go_tx.send(()).expect("start the sender");
-        std::thread::sleep(WARM_UP);
+        std::thread::sleep(warm_up);
         let before = self.snapshot(&tids, &received);
         std::thread::sleep(window);
         let after = self.snapshot(&tids, &received);
@@ -669,10 +670,29 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is understood.
-    let rounds = env_usize("BENCH_ROUNDS", 5).max(1);
-    let window = Duration::from_secs_f64(env_usize("BENCH_SECS", 3).max(1) as f64);
-    let sessions = env_usize("BENCH_SESSIONS", 10_000).max(2);
+    // `cargo bench` passes `--bench`. Without it (`cargo test --all-targets`, the test command)
+    // one short round with 100 sessions checks that every case and load works: no figures.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let rounds = if smoke {
+        1
+    } else {
+        env_usize("BENCH_ROUNDS", 5).max(1)
+    };
+    let window = if smoke {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs_f64(env_usize("BENCH_SECS", 3).max(1) as f64)
+    };
+    let warm_up = if smoke {
+        Duration::from_millis(100)
+    } else {
+        WARM_UP
+    };
+    let sessions = if smoke {
+        100
+    } else {
+        env_usize("BENCH_SESSIONS", 10_000).max(2)
+    };
     let load_filter = env_filter("BENCH_LOADS");
     let case_filter = env_filter("BENCH_CASES");
 
@@ -718,7 +738,7 @@ fn main() {
             let case = cases[ci];
             bench.set(case);
             for (li, load) in loads.iter().enumerate() {
-                let s = bench.run(case, load, window);
+                let s = bench.run(case, load, warm_up, window);
                 eprintln!(
                     "round {} {:>8} {:>12}: {:>7.0} ns/pkt {:>9.0} pps loss {:>5.2}%",
                     round + 1,

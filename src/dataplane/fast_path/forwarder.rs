@@ -157,6 +157,15 @@ impl FastPathForwarder {
                     .map_err(|e| format!("reading its conntrack flow: {e}"))?
                     .ok_or("its conntrack flow vanished")?
             }
+            // nf_nat finds no free source port (64,512 flows to one server address and port from
+            // one source address are all there can be), or no memory.
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                return Err(format!(
+                    "creating its conntrack flow: no free source port from {snat} to {} (or no \
+                     memory): {e}",
+                    entry.backend
+                ))
+            }
             Err(e) => return Err(format!("creating its conntrack flow: {e}")),
         };
         let reply = flow.reply.ok_or("its conntrack flow has no reply tuple")?;
