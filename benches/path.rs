@@ -30,7 +30,10 @@
 //! fast as the sender can (the packets-per-second ceiling of the path: delivered pps); and new
 //! flows: 64-byte datagrams at 10,000/s, each from a new client source port (1024 and up, sent
 //! from a raw socket; every flow's first packet, to an any-port session on port 33002; conntrack is flushed before
-//! each run), which prices conntrack's flow creation and the NAT lookup.
+//! each run), which prices conntrack's flow creation and the NAT lookup. The two `-sink` loads
+//! (1400B@800M-sink, 64B@max-sink) have no receiving socket: the server namespace drops the
+//! datagrams at prerouting and its interface's counter says what was delivered, which takes the
+//! receiver's wake-ups (most of the spread) out of the figure.
 //!
 //! Run (as root): `scripts/bench-path.sh`, or `cargo bench --bench path` (`cargo test` runs it
 //! once, short, as a smoke test: every case and load must work, no figures). Environment:
@@ -91,42 +94,65 @@ struct Load {
     pace: Pace,
     /// Every datagram from a new source port (a new flow) instead of one flow.
     new_flows: bool,
+    /// No receiving socket: the server namespace drops the datagrams at prerouting (nftables),
+    /// and "delivered" is its interface's receive counter. Takes the receiver's wake-ups (most of the
+    /// noise) out of the figure, leaving send, forwarding and the veth hops.
+    sink: bool,
 }
 
 const fn mbit(mbit_per_s: u64, size: usize) -> Pace {
     Pace::Rate(mbit_per_s * 1_000_000 / (size as u64 * 8))
 }
 
-const LOADS: [Load; 5] = [
+const LOADS: [Load; 7] = [
     Load {
         name: "1400B@200M",
         size: 1400,
         pace: mbit(200, 1400),
         new_flows: false,
+        sink: false,
     },
     Load {
         name: "1400B@400M",
         size: 1400,
         pace: mbit(400, 1400),
         new_flows: false,
+        sink: false,
     },
     Load {
         name: "1400B@800M",
         size: 1400,
         pace: mbit(800, 1400),
         new_flows: false,
+        sink: false,
     },
     Load {
         name: "64B@max",
         size: 64,
         pace: Pace::Max,
         new_flows: false,
+        sink: false,
     },
     Load {
         name: "newflow@10k",
         size: 64,
         pace: Pace::Rate(10_000),
         new_flows: true,
+        sink: false,
+    },
+    Load {
+        name: "1400B@800M-sink",
+        size: 1400,
+        pace: mbit(800, 1400),
+        new_flows: false,
+        sink: true,
+    },
+    Load {
+        name: "64B@max-sink",
+        size: 64,
+        pace: Pace::Max,
+        new_flows: false,
+        sink: true,
     },
 ];
 
@@ -316,10 +342,29 @@ impl Bench {
         let sent = Arc::new(AtomicU64::new(0));
         let (tid_tx, tid_rx) = mpsc::channel::<u32>();
 
-        let receiver = {
+        let port = target.port();
+        let receiver = if load.sink {
+            // This kernel has neither cls_matchall nor act_gact: the earliest drop is an
+            // nftables filter at prerouting (no conntrack: no NAT or ct expression there).
+            self.server.exec_with_stdin(
+                &["nft", "-f", "-"],
+                "table ip sink {\n chain pre {\n  type filter hook prerouting priority raw;\n  \
+                 udp dport { 33001, 33002 } drop\n }\n}\n",
+            );
+            // A thread that only lives in the server namespace: /proc/…/task/TID/net/dev is
+            // that namespace's interface table.
+            let (stop, anchor_tx) = (stop.clone(), tid_tx.clone());
+            let handle = spawn_in(&self.server, 1, move || {
+                anchor_tx.send(gettid()).expect("report tid");
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let anchor = tid_rx.recv().expect("anchor tid");
+            Receiver::Sink { handle, anchor }
+        } else {
             let (stop, received, tid_tx) = (stop.clone(), received.clone(), tid_tx.clone());
-            let port = target.port();
-            spawn_in(&self.server, 1, move || {
+            Receiver::Socket(spawn_in(&self.server, 1, move || {
                 let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(SERVER), port))
                     .expect("bind the receiver");
                 set_buffer(&sock, libc::SO_RCVBUFFORCE, 16 << 20);
@@ -327,7 +372,7 @@ impl Bench {
                     .expect("SO_RCVTIMEO");
                 tid_tx.send(gettid()).expect("report tid");
                 receive(&sock, &stop, &received);
-            })
+            }))
         };
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let stop_sender = Arc::new(AtomicBool::new(false));
@@ -339,28 +384,46 @@ impl Bench {
                 send(&load, target, &stop, &sent);
             })
         };
-        let tids: Vec<u32> = (0..2).map(|_| tid_rx.recv().expect("thread tid")).collect();
+        let threads = match receiver {
+            Receiver::Socket(_) => 2,
+            Receiver::Sink { .. } => 1,
+        };
+        let tids: Vec<u32> = (0..threads)
+            .map(|_| tid_rx.recv().expect("thread tid"))
+            .collect();
+        let delivered = |r: &Receiver| match r {
+            Receiver::Socket(_) => received.load(Ordering::Relaxed),
+            Receiver::Sink { anchor, .. } => rx_packets(*anchor, "eth0"),
+        };
+        let at_start = delivered(&receiver);
         go_tx.send(()).expect("start the sender");
         std::thread::sleep(warm_up);
-        let before = self.snapshot(&tids, &received);
+        let before = self.snapshot(&tids, delivered(&receiver));
         std::thread::sleep(window);
-        let after = self.snapshot(&tids, &received);
+        let after = self.snapshot(&tids, delivered(&receiver));
         stop_sender.store(true, Ordering::Relaxed);
         sender.join().expect("sender thread");
         // What is still on its way arrives within a few milliseconds.
         std::thread::sleep(Duration::from_millis(200));
+        let received_in_run = delivered(&receiver) - at_start;
         stop.store(true, Ordering::Relaxed);
-        receiver.join().expect("receiver thread");
+        match receiver {
+            Receiver::Socket(handle) => handle.join().expect("receiver thread"),
+            Receiver::Sink { handle, .. } => {
+                handle.join().expect("anchor thread");
+                self.server.exec(&["nft", "delete", "table", "ip", "sink"]);
+            }
+        }
         Sample {
             packets: after.received - before.received,
             cpu_ns: after.cpu_ns - before.cpu_ns,
             secs: (after.at - before.at).as_secs_f64(),
             sent_in_run: sent.load(Ordering::Relaxed),
-            received_in_run: received.load(Ordering::Relaxed),
+            received_in_run,
         }
     }
 
-    fn snapshot(&self, tids: &[u32], received: &AtomicU64) -> Snapshot {
+    fn snapshot(&self, tids: &[u32], received: u64) -> Snapshot {
         let pid = std::process::id();
         let mut cpu_ns = 0;
         for tid in tids {
@@ -370,11 +433,35 @@ impl Bench {
             cpu_ns += run_time_ns(&format!("/proc/{pid}/schedstat"));
         }
         Snapshot {
-            received: received.load(Ordering::Relaxed),
+            received,
             cpu_ns,
             at: Instant::now(),
         }
     }
+}
+
+/// What counts the delivered datagrams of a run.
+enum Receiver {
+    /// A socket on a thread (whose CPU counts).
+    Socket(std::thread::JoinHandle<()>),
+    /// The server interface's receive counter, read through an idle thread in its namespace.
+    Sink {
+        handle: std::thread::JoinHandle<()>,
+        anchor: u32,
+    },
+}
+
+/// The received-packets counter of `iface` in the network namespace of thread `tid` of this
+/// process (`/proc/PID/task/TID/net/dev`).
+fn rx_packets(tid: u32, iface: &str) -> u64 {
+    let path = format!("/proc/{}/task/{tid}/net/dev", std::process::id());
+    let table = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    table
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(&format!("{iface}:")))
+        .and_then(|fields| fields.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: no {iface} line"))
 }
 
 struct Snapshot {
@@ -405,7 +492,8 @@ impl Sample {
         self.packets as f64 / self.secs
     }
     fn loss(&self) -> f64 {
-        1.0 - self.received_in_run as f64 / self.sent_in_run.max(1) as f64
+        // A sink's interface also counts the ARP exchange: never below zero.
+        (1.0 - self.received_in_run as f64 / self.sent_in_run.max(1) as f64).max(0.0)
     }
 }
 

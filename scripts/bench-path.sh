@@ -4,7 +4,7 @@
 # The method, the lab and the results are in docs/benchmarks.md, "Data path CPU"; the code is
 # benches/path.rs.
 #
-#   sudo ./scripts/bench-path.sh                                  # 5 rounds, about 9 minutes
+#   sudo ./scripts/bench-path.sh                                  # 5 rounds, about 12 minutes
 #   sudo BENCH_ROUNDS=3 BENCH_LOADS=1400B@800M,64B@max ./scripts/bench-path.sh
 #   sudo BENCH_CASES=nft1 BENCH_SESSIONS=100000 ./scripts/bench-path.sh
 #
@@ -12,7 +12,8 @@
 #   BENCH_ROUNDS    rounds; each runs every case, in the opposite order of the round before  (5)
 #   BENCH_SECS      the measured window of one run, seconds (after 0.5 s of warm-up)          (3)
 #   BENCH_SESSIONS  live sessions of the many-sessions case                                   (10000)
-#   BENCH_LOADS     loads to run, comma-separated: 1400B@200M,1400B@400M,1400B@800M,64B@max,newflow@10k
+#   BENCH_LOADS     loads to run, comma-separated: 1400B@200M,1400B@400M,1400B@800M,64B@max,
+#                   newflow@10k,1400B@800M-sink,64B@max-sink
 #   BENCH_CASES     cases besides `routed` (always run: the ratios are to it):
 #                   nft1,nft<SESSIONS>,bpf1,bpf<SESSIONS>
 #
